@@ -1,0 +1,174 @@
+//! shoal's command line: its own few options, told apart from pytest's, which pass through.
+//!
+//! pytest accepts hundreds of options, plugins add more, and shoal must not need to know them.
+//! So shoal picks out only the options it defines (by name, in the forms argparse accepts:
+//! `-n 4`, `-n4`, `--dist=load`, `--dist load`) and leaves every other argument, in order,
+//! for pytest. The options are defined once, below, with their help text.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Command, CommandFactory, FromArgMatches, Parser};
+use shoal_runner::{
+    options::{Dist, StartMethod},
+    parallelism::WorkerCount,
+    RunOptions,
+};
+
+/// Run a pytest suite in parallel: `shoal [shoal options] [pytest arguments]`.
+///
+/// Every argument shoal does not define goes to pytest unchanged. shoal's options can also be
+/// set in `[tool.shoal]` of pyproject.toml; the xdist flags in pytest's `addopts` are honoured.
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, disable_help_subcommand = true)]
+#[command(after_help = "Any other argument is passed to pytest: see `python -m pytest --help`.")]
+pub struct Cli {
+    /// Number of workers: a number, 'auto' (usable CPUs) or 'logical' (all logical CPUs).
+    /// 0 runs one worker that looks like plain pytest. [default: auto]
+    #[arg(short = 'n', long = "numprocesses", value_name = "N")]
+    pub numprocesses: Option<WorkerCount>,
+
+    /// How tests are spread: load, loadscope, loadfile, loadgroup, worksteal, each, no.
+    /// [default: load]
+    #[arg(long, value_name = "MODE")]
+    pub dist: Option<Dist>,
+
+    /// Upper limit on the number of workers.
+    #[arg(long, value_name = "N")]
+    pub maxprocesses: Option<usize>,
+
+    /// The Python interpreter to run pytest with [default: $VIRTUAL_ENV, else python3 on PATH].
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+
+    /// How workers start: 'fork' them from the collecting process (falls back to spawn where
+    /// unsafe) or 'spawn' fresh ones that each collect. [default: fork]
+    #[arg(long, value_name = "METHOD")]
+    pub start: Option<StartMethod>,
+}
+
+/// Splits `argv` (without the program name) into shoal's arguments and pytest's.
+fn split(argv: &[String], command: &Command) -> (Vec<String>, Vec<String>) {
+    // (name, whether it takes a value)
+    let mut long: Vec<(String, bool)> = Vec::new();
+    let mut short: Vec<(char, bool)> = Vec::new();
+    for arg in command.get_arguments() {
+        let takes_value = matches!(arg.get_action(), ArgAction::Set | ArgAction::Append);
+        if let Some(name) = arg.get_long() {
+            long.push((format!("--{name}"), takes_value));
+        }
+        if let Some(c) = arg.get_short() {
+            short.push((c, takes_value));
+        }
+    }
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    let mut args = argv.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            theirs.push(arg.clone());
+            theirs.extend(args.by_ref().cloned());
+            break;
+        }
+        let name = arg.split_once('=').map_or(arg.as_str(), |(n, _)| n);
+        if let Some((_, takes)) = long.iter().find(|(n, _)| n == name) {
+            ours.push(arg.clone());
+            if *takes && !arg.contains('=') {
+                ours.extend(args.next().cloned());
+            }
+            continue;
+        }
+        let mut chars = arg.chars();
+        if let (Some('-'), Some(c)) = (chars.next(), chars.next()) {
+            if let Some((_, takes)) = short.iter().find(|(s, _)| *s == c) {
+                ours.push(arg.clone());
+                if *takes && arg.len() == 2 {
+                    ours.extend(args.next().cloned());
+                }
+                continue;
+            }
+        }
+        theirs.push(arg.clone());
+    }
+    (ours, theirs)
+}
+
+/// Parses shoal's command line; the error is clap's, ready to print.
+pub fn parse(argv: Vec<String>) -> Result<RunOptions, clap::Error> {
+    let command = Cli::command();
+    let (ours, pytest_args) = split(&argv[1.min(argv.len())..], &command);
+    let matches = command.try_get_matches_from(std::iter::once(argv[0].clone()).chain(ours))?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    Ok(RunOptions {
+        python: cli.python,
+        workers: cli.numprocesses,
+        dist: cli.dist,
+        maxprocesses: cli.maxprocesses,
+        start: cli.start,
+        pytest_args,
+        mainargv: argv,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(args: &[&str]) -> RunOptions {
+        let argv = std::iter::once("shoal")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect();
+        parse(argv).unwrap()
+    }
+
+    #[test]
+    fn pytest_arguments_pass_through_in_order() {
+        let o = parse_ok(&[
+            "-n",
+            "4",
+            "-k",
+            "not slow",
+            "--dist=loadfile",
+            "tests/",
+            "-v",
+            "-p",
+            "no:cacheprovider",
+        ]);
+        assert_eq!(o.workers, Some(WorkerCount::Fixed(4)));
+        assert_eq!(o.dist, Some(Dist::LoadFile));
+        assert_eq!(
+            o.pytest_args,
+            ["-k", "not slow", "tests/", "-v", "-p", "no:cacheprovider"]
+        );
+    }
+
+    #[test]
+    fn every_argparse_form_is_recognised() {
+        assert_eq!(parse_ok(&["-n3"]).workers, Some(WorkerCount::Fixed(3)));
+        assert_eq!(parse_ok(&["-nauto"]).workers, Some(WorkerCount::Auto));
+        assert_eq!(
+            parse_ok(&["--numprocesses=logical"]).workers,
+            Some(WorkerCount::Logical)
+        );
+        assert_eq!(parse_ok(&["--dist", "each"]).dist, Some(Dist::Each));
+    }
+
+    #[test]
+    fn everything_after_double_dash_is_pytest_s() {
+        let o = parse_ok(&["--", "-n", "2"]);
+        assert_eq!(o.workers, None);
+        assert_eq!(o.pytest_args, ["--", "-n", "2"]);
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        for args in [["-n", "-3"], ["-n", "abc"], ["--dist", "nope"]] {
+            let argv = std::iter::once("shoal")
+                .chain(args)
+                .map(String::from)
+                .collect();
+            let err = parse(argv).unwrap_err().to_string();
+            assert!(err.contains("invalid value"), "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! `shoal`: the command-line entry point. It parses arguments, runs the suite and maps every
+//! outcome to pytest's exit codes.
+
+mod cli;
+
+use std::process::ExitCode as ProcessExit;
+
+use shoal_runner::ExitCode;
+
+fn main() -> ProcessExit {
+    let argv: Vec<String> = std::env::args().collect();
+    let options = match cli::parse(argv) {
+        Ok(options) => options,
+        Err(err) => {
+            let code = if err.use_stderr() {
+                ExitCode::UsageError
+            } else {
+                ExitCode::Ok // --help, --version
+            };
+            let _ = err.print();
+            return ProcessExit::from(code as u8);
+        }
+    };
+    let options = match std::env::current_dir()
+        .map_err(|e| e.to_string())
+        .and_then(|dir| {
+            options
+                .with_project_config(&dir)
+                .map_err(|e| error_chain(&e))
+        }) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("shoal: error: failed to {message}");
+            return ProcessExit::from(ExitCode::UsageError as u8);
+        }
+    };
+    match shoal_runner::run(options) {
+        Ok(code) => ProcessExit::from(code as u8),
+        Err(err) => {
+            eprintln!("shoal: error: failed to {}", error_chain(&err));
+            ProcessExit::from(err.exit_code() as u8)
+        }
+    }
+}
+
+/// The error and its causes on one line: `a: b: c`.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,146 @@
+//! The wire protocol between the shoal controller and its Python processes.
+//!
+//! Every Python process (the collector and each worker) connects to the controller's Unix
+//! socket and speaks length-prefixed JSON frames: a 4-byte big-endian length, then that many
+//! bytes of one JSON object whose `type` field names the message. The socket is a channel of
+//! its own, so nothing a test prints can corrupt it.
+//!
+//! `docs/protocol.md` is the reference for every message; the Python side lives in
+//! `crates/shoal-runner/python/shoal_plugin.py`. Both must change together, and any change
+//! that an older peer would misread bumps [`PROTOCOL_VERSION`].
+
+use std::io::{self, Read, Write};
+
+use serde::{de::DeserializeOwned, Serialize};
+
+mod messages;
+
+pub use messages::*;
+
+/// The version both sides announce in `hello`; a mismatch ends the run with a clear error.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest frame either side accepts. A collection of a million node ids fits well inside.
+pub const MAX_FRAME_LEN: usize = 64 << 20;
+
+/// A frame could not be read, written or understood.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("read or write the socket")]
+    Io(#[from] io::Error),
+    #[error("accept a frame of {len} bytes (the limit is {MAX_FRAME_LEN})")]
+    TooLarge { len: usize },
+    #[error("read a whole frame: the peer closed the socket {got} bytes into it")]
+    Truncated { got: usize },
+    #[error("decode a message: {reason}; the frame began {preview:?}")]
+    Malformed { reason: String, preview: String },
+    #[error("encode a message")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// Writes one message as a frame.
+pub fn write_frame<W: Write, T: Serialize>(out: &mut W, message: &T) -> Result<(), FrameError> {
+    let body = serde_json::to_vec(message).map_err(FrameError::Encode)?;
+    if body.len() > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge { len: body.len() });
+    }
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    out.write_all(&frame)?;
+    Ok(())
+}
+
+/// Reads one frame's body; `Ok(None)` when the peer closed the socket between frames.
+pub fn read_frame<R: Read>(input: &mut R) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut header = [0u8; 4];
+    let got = read_full(input, &mut header)?;
+    if got == 0 {
+        return Ok(None);
+    }
+    if got < header.len() {
+        return Err(FrameError::Truncated { got });
+    }
+    let len = u32::from_be_bytes(header) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge { len });
+    }
+    let mut body = vec![0u8; len];
+    let got = read_full(input, &mut body)?;
+    if got < len {
+        return Err(FrameError::Truncated { got: 4 + got });
+    }
+    Ok(Some(body))
+}
+
+/// Decodes a frame's body into a message.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    serde_json::from_slice(body).map_err(|e| FrameError::Malformed {
+        reason: e.to_string(),
+        preview: String::from_utf8_lossy(&body[..body.len().min(80)]).into_owned(),
+    })
+}
+
+/// Reads until `buf` is full or the input ends; returns how many bytes were read.
+fn read_full<R: Read>(input: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_round_trips() {
+        let mut buf = Vec::new();
+        write_frame(
+            &mut buf,
+            &ToPython::Run {
+                indices: vec![3, 4],
+            },
+        )
+        .unwrap();
+        let body = read_frame(&mut buf.as_slice()).unwrap().unwrap();
+        let back: ToPython = decode(&body).unwrap();
+        assert_eq!(
+            back,
+            ToPython::Run {
+                indices: vec![3, 4]
+            }
+        );
+    }
+
+    #[test]
+    fn end_of_input_between_frames_is_a_clean_close() {
+        assert!(read_frame(&mut [].as_slice()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_cut_frame_is_truncated() {
+        let err = read_frame(&mut [0u8, 0, 0, 9, b'{'].as_slice()).unwrap_err();
+        assert!(matches!(err, FrameError::Truncated { got: 5 }), "{err:?}");
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_allocating() {
+        let err = read_frame(&mut [0xffu8, 0xff, 0xff, 0xff].as_slice()).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let err = decode::<FromPython>(b"\x00\x01 not json").unwrap_err();
+        assert!(matches!(err, FrameError::Malformed { .. }), "{err:?}");
+        let err = decode::<FromPython>(br#"{"type":"no_such_message"}"#).unwrap_err();
+        assert!(matches!(err, FrameError::Malformed { .. }), "{err:?}");
+    }
+}

@@ -1,0 +1,145 @@
+//! The messages, one enum per direction. `docs/protocol.md` explains when each is sent.
+
+use serde::{Deserialize, Serialize};
+
+/// What a Python process is to the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Configures pytest and collects once; forks the workers.
+    Collector,
+    /// Runs tests.
+    Worker,
+}
+
+/// Messages a Python process sends to the controller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromPython {
+    /// First frame on every connection.
+    Hello {
+        protocol: u32,
+        role: Role,
+        worker: Option<String>,
+        pid: u32,
+    },
+    /// The collector's collection and the pytest settings the controller needs.
+    Collected {
+        items: Vec<CollectedItem>,
+        /// Why forking is not safe here; `None` when it is.
+        fork_unsafe: Option<String>,
+        /// The run's base temporary directory; workers use `<basetemp>/popen-<id>`.
+        basetemp: Option<String>,
+        settings: PytestSettings,
+    },
+    /// The collector forked a worker.
+    Forked { worker: String, pid: u32 },
+    /// A forked worker ended (sent by the collector, its parent).
+    WorkerExited {
+        worker: String,
+        #[serde(default)]
+        code: Option<i32>,
+        #[serde(default)]
+        signal: Option<i32>,
+    },
+    /// A worker is ready for tests; spawned workers include the node ids they collected.
+    Ready { collection: Option<Vec<String>> },
+    /// A worker finished one test: every phase report it produced.
+    TestDone {
+        index: usize,
+        headline: Option<String>,
+        reports: Vec<PhaseReport>,
+    },
+    /// The tests a worker gave up in answer to `steal`, none of them started.
+    Released { indices: Vec<usize> },
+    /// A worker's session finished; `workeroutput` is `config.workeroutput`.
+    WorkerDone {
+        #[serde(default)]
+        workeroutput: serde_json::Value,
+    },
+}
+
+/// Messages the controller sends to a Python process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToPython {
+    /// To the collector: fork one worker with this identity.
+    Fork { identity: WorkerIdentity },
+    /// To the collector: every worker is done; finish the session and exit.
+    Stop,
+    /// To a worker: append these collection indices to its queue.
+    Run { indices: Vec<usize> },
+    /// To a worker: no more tests will come; with `discard`, drop those not started.
+    Shutdown { discard: bool },
+    /// To a worker: give back up to `count` tests from the end of its queue.
+    Steal { count: usize },
+}
+
+/// One collected test and the keys the schedulers group by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectedItem {
+    pub nodeid: String,
+    /// The file part of the node id (`--dist loadfile`).
+    pub file: String,
+    /// The module, or the class for methods (`--dist loadscope`).
+    pub scope: String,
+    /// The `xdist_group` mark's name (`--dist loadgroup`).
+    pub group: Option<String>,
+}
+
+/// pytest's view of the options the controller acts on, after addopts and ini files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PytestSettings {
+    /// `-n` as written (`"4"`, `"auto"`, `"logical"`), from addopts when the CLI had none.
+    pub numprocesses: Option<String>,
+    pub dist: Option<String>,
+    pub maxprocesses: Option<usize>,
+    pub verbose: i32,
+    /// The resolved `-r` characters.
+    pub reportchars: String,
+    /// `--maxfail` (`-x` is 1); 0 when unlimited.
+    pub maxfail: usize,
+    pub tbstyle: String,
+    pub color: bool,
+    pub width: usize,
+    /// Whether the short summary shows whole messages (CI, `-vv`) instead of trimming them.
+    pub full_summary: bool,
+    pub deselected: usize,
+}
+
+/// Who a worker is: what `config.workerinput` and the `PYTEST_XDIST_*` variables say.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerIdentity {
+    pub workerid: String,
+    pub workercount: usize,
+    pub testrunuid: String,
+    pub mainargv: Vec<String>,
+    /// False for `-n 0`: the worker then looks like plain pytest (`worker_id == "master"`).
+    pub distributed: bool,
+    pub basetemp: Option<String>,
+}
+
+/// One phase (setup, call or teardown) of one test, as pytest reported it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseReport {
+    pub when: String,
+    pub outcome: String,
+    pub duration: f64,
+    /// `pytest_report_teststatus`'s answer: the stats category ("" for a quiet phase).
+    pub category: String,
+    /// The progress letter (".", "F", "s", ...), empty for none.
+    pub letter: String,
+    /// The verbose word (PASSED, FAILED, ...).
+    pub word: String,
+    #[serde(default)]
+    pub wasxfail: Option<String>,
+    /// For failures: the section body pytest prints under FAILURES or ERRORS.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// For failures: the crash message the short summary shows.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// For skips: (path, line, reason), line `None` where pytest folds per file.
+    #[serde(default)]
+    pub skip: Option<(String, Option<u32>, String)>,
+}

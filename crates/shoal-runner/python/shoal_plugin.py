@@ -1,0 +1,486 @@
+"""shoal's side inside Python: a pytest plugin that the shoal binary carries and hands over.
+
+One process (the *collector*) configures pytest and collects the suite once, sends the
+collection to the controller, then forks the workers on request; each worker runs the items
+the controller sends it through pytest's own ``pytest_runtest_protocol``. Where forking is not
+possible the controller spawns workers that collect for themselves (``role == "worker"``).
+
+Everything crosses one framed socket per process; the format is documented in
+``docs/protocol.md`` and must change together with ``crates/shoal-protocol``.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_LEN = 64 << 20
+_HEADER = struct.Struct(">I")
+
+
+class Channel:
+    """Length-prefixed JSON frames over the controller's Unix socket."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self._buf = bytearray()
+
+    def send(self, msg: dict) -> None:
+        data = json.dumps(msg, separators=(",", ":")).encode()
+        self.sock.sendall(_HEADER.pack(len(data)) + data)
+
+    def _frame(self):
+        if len(self._buf) < 4:
+            return None
+        (size,) = _HEADER.unpack_from(self._buf)
+        if size > MAX_FRAME_LEN:
+            raise RuntimeError(f"shoal: frame of {size} bytes from the controller is too large")
+        if len(self._buf) < 4 + size:
+            return None
+        data = bytes(self._buf[4 : 4 + size])
+        del self._buf[: 4 + size]
+        return json.loads(data)
+
+    def ready(self) -> bool:
+        """Whether a message can be read without blocking."""
+        if self._frame_ready():
+            return True
+        return bool(select.select([self.sock], [], [], 0)[0])
+
+    def _frame_ready(self) -> bool:
+        return len(self._buf) >= 4 and len(self._buf) >= 4 + _HEADER.unpack_from(self._buf)[0]
+
+    def recv(self) -> dict:
+        while True:
+            msg = self._frame()
+            if msg is not None:
+                return msg
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                # The controller is gone: nothing left to do for it.
+                os._exit(3)
+            self._buf += chunk
+
+
+def _render(config, rep, reports) -> str:
+    """A failed report's section body, exactly as pytest's terminal summary prints it."""
+    tw = config.get_terminal_writer()
+    out = _pytest_terminalwriter(config, tw)
+    if config.option.tbstyle == "line":
+        out.line(_crashline(rep))
+        return out._file.getvalue()
+    rep.toterminal(out)
+    showcapture = config.option.showcapture
+    if showcapture != "no":
+        teardown = [r for r in reports if r.when == "teardown" and r is not rep]
+        sections = list(rep.sections) + [
+            (name, text) for r in teardown for name, text in r.sections if "teardown" in name
+        ]
+        for name, text in sections:
+            if showcapture != "all" and showcapture not in name:
+                continue
+            out.sep("-", name)
+            out.line(text[:-1] if text.endswith("\n") else text)
+    return out._file.getvalue()
+
+
+def _pytest_terminalwriter(config, like):
+    from _pytest._io import TerminalWriter
+
+    out = TerminalWriter(io.StringIO())
+    out.hasmarkup = like.hasmarkup
+    out.code_highlight = like.code_highlight
+    out.fullwidth = like.fullwidth
+    return out
+
+
+def _crashline(rep) -> str:
+    try:
+        return str(rep.longrepr.reprcrash)
+    except AttributeError:
+        return str(rep.longrepr)[:50]
+
+
+def _report(config, rep, reports) -> dict:
+    """What the controller needs of one phase report: status words, timing, rendered text."""
+    cat, letter, word = config.hook.pytest_report_teststatus(report=rep, config=config)
+    if isinstance(word, tuple):
+        word = word[0]
+    msg = {
+        "when": rep.when,
+        "outcome": rep.outcome,
+        "duration": rep.duration,
+        "category": cat,
+        "letter": letter,
+        "word": word,
+    }
+    if hasattr(rep, "wasxfail"):
+        msg["wasxfail"] = str(rep.wasxfail)
+    if rep.failed or (cat in ("failed", "error")):
+        msg["text"] = _render(config, rep, reports)
+        try:
+            msg["message"] = (
+                rep.longrepr if isinstance(rep.longrepr, str) else rep.longrepr.reprcrash.message
+            )
+        except AttributeError:
+            pass
+    elif rep.skipped and isinstance(rep.longrepr, tuple):
+        from _pytest.pathlib import bestrelpath
+
+        path, lineno, reason = rep.longrepr
+        if rep.when == "setup" and "skip" in rep.keywords and "pytestmark" not in rep.keywords:
+            lineno = None  # pytest folds such skips per file, see _folded_skips
+        msg["skip"] = [bestrelpath(config.invocation_params.dir, Path(path)), lineno, reason]
+    return msg
+
+
+class ShoalPlugin:
+    """The state of one shoal process; registered with pytest as a plugin."""
+
+    def __init__(self, channel: Channel, role: str, worker: dict | None) -> None:
+        self.channel = channel
+        self.role = role
+        self.worker = worker
+        self.config = None
+        self._reports: list = []
+
+    # -- options: the xdist flags a project's addopts may hold -------------------------------
+
+    def pytest_addoption(self, parser):
+        group = parser.getgroup("shoal", "shoal (parallel runs; options also read from addopts)")
+        # pytest reserves lowercase short options for itself; xdist registers -n the same way.
+        group._addoption("-n", "--numprocesses", dest="numprocesses", metavar="N", default=None)
+        group.addoption("--maxprocesses", dest="maxprocesses", type=int, default=None)
+        group.addoption("--dist", dest="dist", default=None)
+        group.addoption("--max-worker-restart", dest="maxworkerrestart", default=None)
+
+    def pytest_configure(self, config):
+        self.config = config
+        config.addinivalue_line(
+            "markers", "xdist_group(name): run tests of the same group on one worker"
+        )
+        if self.worker is not None:
+            _become_worker(config, self.worker)
+
+    # -- the xdist fixtures --------------------------------------------------------------------
+
+    @pytest.fixture(scope="session")
+    def worker_id(self, request):
+        workerinput = getattr(request.config, "workerinput", None)
+        return workerinput["workerid"] if workerinput else "master"
+
+    @pytest.fixture(scope="session")
+    def testrun_uid(self, request):
+        workerinput = getattr(request.config, "workerinput", None)
+        return workerinput["testrunuid"] if workerinput else uuid.uuid4().hex
+
+    # -- the run -------------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session):
+        config = session.config
+        if self.role == "collector":
+            collection_failed = (
+                session.testsfailed and not config.option.continue_on_collection_errors
+            )
+            if collection_failed or config.option.collectonly or not session.items:
+                return None  # pytest's own loop reports it; the controller reads the exit code
+            self._send_collection(session)
+            if self._serve_forks(session):
+                return True  # the parent: the run is over
+        else:
+            nodeids = [item.nodeid for item in session.items]
+            self.channel.send({"type": "ready", "collection": nodeids})
+        self._run_tests(session)
+        return True
+
+    def pytest_runtest_logreport(self, report):
+        self._reports.append(report)
+
+    def pytest_sessionfinish(self, session):
+        if self.role == "worker" and self.worker is not None:
+            self.channel.send(
+                {"type": "worker_done", "workeroutput": _jsonable(session.config.workeroutput)}
+            )
+
+    def _send_collection(self, session):
+        config = session.config
+        from _pytest.terminal import getreportopt
+        from _pytest.terminal import running_on_ci
+
+        tw = config.get_terminal_writer()
+        unsafe = _fork_unsafe_reason()
+        items = []
+        for item in session.items:
+            group = item.get_closest_marker("xdist_group")
+            items.append(
+                {
+                    "nodeid": item.nodeid,
+                    "file": item.nodeid.split("::", 1)[0],
+                    "scope": _scope_of(item.nodeid),
+                    "group": _group_name(group),
+                }
+            )
+        tmp = getattr(config, "_tmp_path_factory", None)
+        self.channel.send(
+            {
+                "type": "collected",
+                "items": items,
+                "fork_unsafe": unsafe,
+                "basetemp": str(tmp.getbasetemp()) if tmp else None,
+                "settings": {
+                    "numprocesses": config.option.numprocesses,
+                    "dist": config.option.dist,
+                    "maxprocesses": config.option.maxprocesses,
+                    "verbose": config.option.verbose,
+                    "reportchars": getreportopt(config),
+                    "maxfail": config.option.maxfail or 0,
+                    "tbstyle": config.option.tbstyle,
+                    "color": tw.hasmarkup,
+                    "width": tw.fullwidth,
+                    "full_summary": (running_on_ci() or config.option.verbose >= 2)
+                    and not getattr(config.option, "force_short_summary", False),
+                    "deselected": len(
+                        config.pluginmanager.get_plugin("terminalreporter").stats.get(
+                            "deselected", []
+                        )
+                    )
+                    if config.pluginmanager.get_plugin("terminalreporter")
+                    else 0,
+                },
+            }
+        )
+
+    def _serve_forks(self, session) -> bool:
+        """Fork workers as the controller asks; True in the collector once it is told to stop.
+
+        The collector is the parent of every forked worker, so it also reaps them and tells the
+        controller how each one ended (the controller cannot wait on processes it did not
+        start). SIGCHLD wakes the loop through a pipe, so it never polls.
+        """
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        old_wakeup = signal.set_wakeup_fd(wake_w)
+        old_handler = signal.signal(signal.SIGCHLD, lambda *_: None)
+        children: dict[int, str] = {}
+        stopping = False
+        while not stopping or children:
+            if stopping:
+                select.select([wake_r], [], [])
+                message_waiting = False
+            elif self.channel._frame_ready():
+                message_waiting = True
+            else:
+                readable = select.select([self.channel.sock, wake_r], [], [])[0]
+                message_waiting = self.channel.sock in readable
+            try:
+                os.read(wake_r, 4096)
+            except BlockingIOError:
+                pass
+            while children:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+                if pid == 0:
+                    break
+                worker = children.pop(pid, None)
+                if worker is not None:
+                    self._send_exit(worker, status)
+            if not message_waiting:
+                continue
+            msg = self.channel.recv()
+            if msg["type"] == "stop":
+                stopping = True
+            elif msg["type"] == "fork":
+                sys.stdout.flush()
+                sys.stderr.flush()
+                pid = os.fork()
+                if pid == 0:
+                    os.close(wake_r)
+                    os.close(wake_w)
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    self.channel.sock.close()
+                    self.channel = Channel(self.channel.path)
+                    self.role = "worker"
+                    self.worker = msg["identity"]
+                    _become_worker(session.config, self.worker)
+                    self.channel.send({"type": "hello", **_hello("worker", self.worker)})
+                    self.channel.send({"type": "ready", "collection": None})
+                    return False
+                children[pid] = msg["identity"]["workerid"]
+                self.channel.send({"type": "forked", "worker": msg["identity"]["workerid"], "pid": pid})
+        signal.set_wakeup_fd(old_wakeup)
+        signal.signal(signal.SIGCHLD, old_handler)
+        os.close(wake_r)
+        os.close(wake_w)
+        _silence_terminal(session.config)
+        return True
+
+    def _send_exit(self, worker: str, status: int) -> None:
+        if os.WIFSIGNALED(status):
+            self.channel.send({"type": "worker_exited", "worker": worker, "signal": os.WTERMSIG(status)})
+        else:
+            self.channel.send(
+                {"type": "worker_exited", "worker": worker, "code": os.waitstatus_to_exitcode(status)}
+            )
+
+    def _run_tests(self, session):
+        """Run the items the controller sends, always holding the next one in hand.
+
+        pytest decides which fixtures to tear down from ``nextitem``; a test is only run once
+        its successor is known, or once the controller has said no more will come.
+        """
+        items = session.items
+        queue: collections.deque[int] = collections.deque()
+        finishing = False
+        while True:
+            while (len(queue) < 2 and not finishing) or self.channel.ready():
+                msg = self.channel.recv()
+                kind = msg["type"]
+                if kind == "run":
+                    queue.extend(msg["indices"])
+                elif kind == "shutdown":
+                    finishing = True
+                    if msg.get("discard"):
+                        queue.clear()
+                elif kind == "steal":
+                    # queue[0] may already be some test's nextitem: never give it away.
+                    count = min(msg["count"], max(len(queue) - 1, 0))
+                    released = [queue.pop() for _ in range(count)][::-1]
+                    self.channel.send({"type": "released", "indices": released})
+            if not queue:
+                break
+            index = queue.popleft()
+            item = items[index]
+            nextitem = items[queue[0]] if queue else None
+            self._reports = []
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            reports = self._reports
+            self.channel.send(
+                {
+                    "type": "test_done",
+                    "index": index,
+                    "headline": reports[0].head_line if reports else None,
+                    "reports": [_report(session.config, r, reports) for r in reports],
+                }
+            )
+
+
+def _become_worker(config, worker: dict) -> None:
+    """Give this process its worker identity, as pytest-xdist's workers have it."""
+    if not worker.get("distributed"):
+        return
+    wid = worker["workerid"]
+    os.environ["PYTEST_XDIST_WORKER"] = wid
+    os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(worker["workercount"])
+    os.environ["PYTEST_XDIST_TESTRUNUID"] = worker["testrunuid"]
+    config.workerinput = {
+        "workerid": wid,
+        "workercount": worker["workercount"],
+        "testrunuid": worker["testrunuid"],
+        "mainargv": worker["mainargv"],
+    }
+    config.workeroutput = {}
+    tmp = getattr(config, "_tmp_path_factory", None)
+    if tmp is not None and worker.get("basetemp"):
+        basetemp = Path(worker["basetemp"]) / f"popen-{wid}"
+        tmp._given_basetemp = basetemp
+        tmp._basetemp = None
+        config.option.basetemp = str(basetemp)
+    _silence_terminal(config)
+
+
+def _silence_terminal(config) -> None:
+    """Workers and the finished collector print nothing: the controller owns the terminal."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        from _pytest._io import TerminalWriter
+
+        reporter._tw = TerminalWriter(io.StringIO())
+    # junitxml writes from the controller's merged results, never from a pytest process.
+    logxml = getattr(config, "_xml", None)
+    if logxml is not None:
+        config.pluginmanager.unregister(logxml)
+        del config._xml
+
+
+def _fork_unsafe_reason() -> str | None:
+    if os.environ.get("SHOAL_START") == "spawn":
+        return "--start spawn was given"
+    if not hasattr(os, "fork") or sys.platform not in ("linux", "darwin"):
+        return f"fork is not available on {sys.platform}"
+    if threading.active_count() > 1:
+        names = ", ".join(t.name for t in threading.enumerate() if t is not threading.current_thread())
+        return f"threads are alive in the collecting process ({names})"
+    return None
+
+
+def _scope_of(nodeid: str) -> str:
+    """The loadscope unit: the module, or the class for methods (as pytest-xdist groups them)."""
+    parts = nodeid.split("::")
+    if len(parts) > 2:
+        return "::".join(parts[:-1])
+    return parts[0]
+
+
+def _group_name(mark) -> str | None:
+    if mark is None:
+        return None
+    if mark.args:
+        return str(mark.args[0])
+    return str(mark.kwargs.get("name", "default"))
+
+
+def _jsonable(value):
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return None
+
+
+def _hello(role: str, worker: dict | None) -> dict:
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "role": role,
+        "worker": worker["workerid"] if worker else None,
+        "pid": os.getpid(),
+    }
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: ``argv`` is ``[socket, role, identity-json, *pytest-args]``."""
+    path, role, identity = argv[0], argv[1], json.loads(argv[2])
+    channel = Channel(path)
+    channel.send({"type": "hello", **_hello(role, identity)})
+    plugin = ShoalPlugin(channel, role, identity)
+    try:
+        code = pytest.main(["-p", "no:xdist", *argv[3:]], plugins=[plugin])
+    except KeyboardInterrupt:
+        code = pytest.ExitCode.INTERRUPTED
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        code = pytest.ExitCode.INTERNAL_ERROR
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if plugin.role == "worker" and role == "collector":
+        # A forked worker must not run the collector's atexit handlers a second time.
+        os._exit(int(code))
+    return int(code)

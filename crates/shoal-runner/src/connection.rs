@@ -1,0 +1,125 @@
+//! The controller's end of the protocol: one Unix socket that every Python process connects
+//! to, a reader thread per connection, and everything they read funnelled into one channel of
+//! [`Event`]s that the dispatcher alone consumes.
+
+use std::{
+    io::BufReader,
+    os::unix::net::{UnixListener, UnixStream},
+    path::Path,
+    process::{Child, ExitStatus},
+    thread,
+};
+
+use crossbeam_channel::Sender;
+use shoal_protocol::{decode, read_frame, write_frame, FrameError, FromPython, ToPython};
+
+/// Identifies one accepted connection.
+pub type ConnId = usize;
+
+/// Something the dispatcher must react to.
+#[derive(Debug)]
+pub enum Event {
+    /// A process connected and introduced itself; `peer` writes to it.
+    Connected {
+        conn: ConnId,
+        hello: FromPython,
+        peer: Peer,
+    },
+    /// A message on an introduced connection.
+    Message { conn: ConnId, message: FromPython },
+    /// The connection ended: cleanly (`None`) or with a protocol error.
+    Closed {
+        conn: ConnId,
+        error: Option<FrameError>,
+    },
+    /// A process the controller started itself has exited.
+    Exited {
+        process: Process,
+        status: ExitStatus,
+    },
+}
+
+/// A process the controller started and waits on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Process {
+    Collector,
+    /// A spawned worker, by worker id.
+    Worker(String),
+}
+
+/// The writing half of a connection.
+#[derive(Debug)]
+pub struct Peer {
+    stream: UnixStream,
+}
+
+impl Peer {
+    /// Sends one message; an error means the process is gone, which its reader also reports.
+    pub fn send(&mut self, message: &ToPython) -> Result<(), FrameError> {
+        write_frame(&mut self.stream, message)
+    }
+}
+
+/// Accepts connections on `socket` for as long as the process lives.
+pub fn listen(socket: &Path, events: Sender<Event>) -> std::io::Result<()> {
+    let listener = UnixListener::bind(socket)?;
+    thread::Builder::new()
+        .name("shoal-accept".into())
+        .spawn(move || {
+            for (conn, stream) in listener.incoming().enumerate() {
+                let Ok(stream) = stream else { continue };
+                let events = events.clone();
+                let spawned = thread::Builder::new()
+                    .name(format!("shoal-conn-{conn}"))
+                    .spawn(move || read_connection(conn, stream, &events));
+                if spawned.is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn read_connection(conn: ConnId, stream: UnixStream, events: &Sender<Event>) {
+    let peer = match stream.try_clone() {
+        Ok(stream) => Peer { stream },
+        Err(e) => {
+            let _ = events.send(Event::Closed {
+                conn,
+                error: Some(e.into()),
+            });
+            return;
+        }
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, stream);
+    let mut introduced = Some(peer);
+    let error = loop {
+        let message =
+            match read_frame(&mut reader).and_then(|body| body.map(|b| decode(&b)).transpose()) {
+                Ok(Some(message)) => message,
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            };
+        let event = match introduced.take() {
+            Some(peer) => Event::Connected {
+                conn,
+                hello: message,
+                peer,
+            },
+            None => Event::Message { conn, message },
+        };
+        if events.send(event).is_err() {
+            return;
+        }
+    };
+    let _ = events.send(Event::Closed { conn, error });
+}
+
+/// Waits for a started process on a thread of its own and reports its exit.
+pub fn watch(mut child: Child, process: Process, events: Sender<Event>) {
+    thread::spawn(move || {
+        if let Ok(status) = child.wait() {
+            let _ = events.send(Event::Exited { process, status });
+        }
+    });
+}

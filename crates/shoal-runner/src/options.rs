@@ -1,0 +1,334 @@
+//! What a run was asked to do, from three layers: the command line, `[tool.shoal]` in
+//! `pyproject.toml`, and the xdist flags pytest itself parsed out of `addopts`.
+//!
+//! The first two are known before Python starts; the third only once the collector has read the
+//! project's ini files, so [`RunOptions::resolve`] runs after collection.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use serde::Deserialize;
+use shoal_protocol::PytestSettings;
+
+use crate::parallelism::{WorkerCount, WorkerCountError};
+
+/// How tests are spread over workers (`--dist`), with pytest-xdist's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dist {
+    /// Dynamic: idle workers pull more tests.
+    Load,
+    /// A module (a class, for methods) stays on one worker.
+    LoadScope,
+    /// A file stays on one worker.
+    LoadFile,
+    /// Tests sharing an `xdist_group` name stay on one worker; others as `Load`.
+    LoadGroup,
+    /// Even split up front; an idle worker steals half of a busy worker's queue.
+    WorkSteal,
+    /// Every test on every worker.
+    Each,
+    /// One worker, collection order.
+    No,
+}
+
+impl Dist {
+    const NAMES: [(&'static str, Dist); 7] = [
+        ("load", Dist::Load),
+        ("loadscope", Dist::LoadScope),
+        ("loadfile", Dist::LoadFile),
+        ("loadgroup", Dist::LoadGroup),
+        ("worksteal", Dist::WorkSteal),
+        ("each", Dist::Each),
+        ("no", Dist::No),
+    ];
+}
+
+/// `--dist` named no known mode.
+#[derive(Debug, thiserror::Error)]
+#[error("parse --dist value {value:?}: expected one of load, loadscope, loadfile, loadgroup, worksteal, each, no")]
+pub struct DistError {
+    value: String,
+}
+
+impl FromStr for Dist {
+    type Err = DistError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == value)
+            .map(|(_, dist)| *dist)
+            .ok_or_else(|| DistError {
+                value: value.to_owned(),
+            })
+    }
+}
+
+impl fmt::Display for Dist {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = Self::NAMES.iter().find(|(_, d)| d == self).map(|(n, _)| *n);
+        f.write_str(name.unwrap_or("load"))
+    }
+}
+
+/// How worker processes come to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartMethod {
+    /// Forked from the collector after collection (falls back to spawn where unsafe).
+    #[default]
+    Fork,
+    /// Started fresh; each worker collects for itself.
+    Spawn,
+}
+
+/// `--start` named no known method.
+#[derive(Debug, thiserror::Error)]
+#[error("parse --start value {value:?}: expected 'fork' or 'spawn'")]
+pub struct StartMethodError {
+    value: String,
+}
+
+impl FromStr for StartMethod {
+    type Err = StartMethodError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "fork" => Ok(Self::Fork),
+            "spawn" => Ok(Self::Spawn),
+            _ => Err(StartMethodError {
+                value: value.to_owned(),
+            }),
+        }
+    }
+}
+
+/// shoal's own options, as far as the command line and `[tool.shoal]` set them.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub python: Option<PathBuf>,
+    pub workers: Option<WorkerCount>,
+    pub dist: Option<Dist>,
+    pub maxprocesses: Option<usize>,
+    pub start: Option<StartMethod>,
+    /// Everything that is not shoal's, handed to pytest unchanged.
+    pub pytest_args: Vec<String>,
+    /// shoal's whole command line, for `config.workerinput["mainargv"]`.
+    pub mainargv: Vec<String>,
+}
+
+/// The options a run goes with once pytest's own settings are known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolved {
+    pub workers: WorkerCount,
+    pub dist: Dist,
+    pub maxprocesses: Option<usize>,
+}
+
+/// A setting read from pytest's addopts or from `[tool.shoal]` is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    #[error("read {path}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parse [tool.shoal] in {path}: {message}")]
+    Project { path: PathBuf, message: String },
+    #[error(transparent)]
+    WorkerCount(#[from] WorkerCountError),
+    #[error(transparent)]
+    Dist(#[from] DistError),
+    #[error(transparent)]
+    Start(#[from] StartMethodError),
+}
+
+impl RunOptions {
+    /// Fills what the command line left open from `[tool.shoal]` of the nearest
+    /// `pyproject.toml` at or above `dir`.
+    pub fn with_project_config(mut self, dir: &Path) -> Result<Self, OptionsError> {
+        let Some((path, table)) = ProjectConfig::find(dir)? else {
+            return Ok(self);
+        };
+        let invalid = |message: String| OptionsError::Project {
+            path: path.clone(),
+            message,
+        };
+        if self.workers.is_none() {
+            self.workers = table
+                .numprocesses
+                .map(|v| v.to_string().trim_matches('"').parse())
+                .transpose()
+                .map_err(|e: WorkerCountError| invalid(e.to_string()))?;
+        }
+        if self.dist.is_none() {
+            self.dist = table
+                .dist
+                .map(|v| v.parse())
+                .transpose()
+                .map_err(|e: DistError| invalid(e.to_string()))?;
+        }
+        if self.start.is_none() {
+            self.start = table
+                .start
+                .map(|v| v.parse())
+                .transpose()
+                .map_err(|e: StartMethodError| invalid(e.to_string()))?;
+        }
+        self.maxprocesses = self.maxprocesses.or(table.maxprocesses);
+        if self.python.is_none() {
+            self.python = table.python.map(|p| path.parent().unwrap_or(dir).join(p));
+        }
+        Ok(self)
+    }
+
+    /// The final options: ours first, then the xdist flags from pytest's addopts, then the
+    /// defaults (`-n auto --dist load`: someone who runs shoal wants parallelism).
+    pub fn resolve(&self, pytest: &PytestSettings) -> Result<Resolved, OptionsError> {
+        let workers = match (self.workers, &pytest.numprocesses) {
+            (Some(workers), _) => workers,
+            (None, Some(addopts)) => addopts.parse()?,
+            (None, None) => WorkerCount::Auto,
+        };
+        let dist = match (self.dist, &pytest.dist) {
+            (Some(dist), _) => dist,
+            (None, Some(addopts)) => addopts.parse()?,
+            (None, None) => Dist::Load,
+        };
+        Ok(Resolved {
+            workers,
+            dist,
+            maxprocesses: self.maxprocesses.or(pytest.maxprocesses),
+        })
+    }
+}
+
+/// `[tool.shoal]`: the same option names as the command line.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectConfig {
+    numprocesses: Option<toml::Value>,
+    dist: Option<String>,
+    maxprocesses: Option<usize>,
+    python: Option<PathBuf>,
+    start: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PyProject {
+    tool: Option<Tools>,
+}
+
+#[derive(Deserialize)]
+struct Tools {
+    shoal: Option<toml::Value>,
+}
+
+impl ProjectConfig {
+    /// The nearest `pyproject.toml` and its `[tool.shoal]` table, if it has one.
+    fn find(dir: &Path) -> Result<Option<(PathBuf, Self)>, OptionsError> {
+        let Some(path) = dir
+            .ancestors()
+            .map(|d| d.join("pyproject.toml"))
+            .find(|p| p.is_file())
+        else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| OptionsError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let project = |message: String| OptionsError::Project {
+            path: path.clone(),
+            message,
+        };
+        let doc: PyProject = toml::from_str(&text).map_err(|e| project(e.message().to_owned()))?;
+        let Some(table) = doc.tool.and_then(|t| t.shoal) else {
+            return Ok(None);
+        };
+        let config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| project(e.message().to_owned()))?;
+        Ok(Some((path, config)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(numprocesses: Option<&str>, dist: Option<&str>) -> PytestSettings {
+        PytestSettings {
+            numprocesses: numprocesses.map(str::to_owned),
+            dist: dist.map(str::to_owned),
+            maxprocesses: None,
+            verbose: 0,
+            reportchars: "fE".into(),
+            maxfail: 0,
+            tbstyle: "auto".into(),
+            color: false,
+            width: 80,
+            full_summary: false,
+            deselected: 0,
+        }
+    }
+
+    #[test]
+    fn command_line_beats_addopts_beats_defaults() {
+        let cli = RunOptions {
+            workers: Some(WorkerCount::Fixed(3)),
+            ..Default::default()
+        };
+        let r = cli
+            .resolve(&settings(Some("auto"), Some("loadfile")))
+            .unwrap();
+        assert_eq!((r.workers, r.dist), (WorkerCount::Fixed(3), Dist::LoadFile));
+        let r = RunOptions::default()
+            .resolve(&settings(None, None))
+            .unwrap();
+        assert_eq!((r.workers, r.dist), (WorkerCount::Auto, Dist::Load));
+    }
+
+    #[test]
+    fn a_bad_addopts_value_is_an_error() {
+        let err = RunOptions::default()
+            .resolve(&settings(None, Some("loadfiles")))
+            .unwrap_err();
+        assert!(err.to_string().contains("expected one of load"), "{err}");
+    }
+
+    #[test]
+    fn project_config_fills_gaps_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pyproject.toml"),
+            "[tool.shoal]\nnumprocesses = 3\ndist = \"loadscope\"\n",
+        )
+        .unwrap();
+        let sub = dir.path().join("tests");
+        std::fs::create_dir(&sub).unwrap();
+        let cli = RunOptions {
+            dist: Some(Dist::Each),
+            ..Default::default()
+        };
+        let merged = cli.with_project_config(&sub).unwrap();
+        assert_eq!(merged.workers, Some(WorkerCount::Fixed(3)));
+        assert_eq!(merged.dist, Some(Dist::Each));
+    }
+
+    #[test]
+    fn unknown_project_keys_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pyproject.toml"),
+            "[tool.shoal]\nworkers = 3\n",
+        )
+        .unwrap();
+        let err = RunOptions::default()
+            .with_project_config(dir.path())
+            .unwrap_err();
+        assert!(err.to_string().contains("tool.shoal"), "{err}");
+    }
+}

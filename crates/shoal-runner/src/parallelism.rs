@@ -1,0 +1,108 @@
+//! How many workers a run gets: `-n N`, `-n auto`, `-n logical`, capped by `--maxprocesses`.
+
+use std::{fmt, num::NonZeroUsize, str::FromStr};
+
+/// The environment variable pytest-xdist reads to override `auto` and `logical`.
+pub const AUTO_WORKERS_ENV: &str = "PYTEST_XDIST_AUTO_NUM_WORKERS";
+
+/// The `-n` argument as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerCount {
+    /// An exact number; `0` means one worker that looks like plain pytest.
+    Fixed(usize),
+    /// The CPUs this process may use: affinity mask and cgroup CPU quota.
+    Auto,
+    /// Every logical CPU of the machine, ignoring affinity and quotas.
+    Logical,
+}
+
+/// `-n` was not a number, `auto` or `logical`.
+#[derive(Debug, thiserror::Error)]
+#[error("parse -n value {value:?}: expected a number of workers (0 or more), 'auto' or 'logical'")]
+pub struct WorkerCountError {
+    value: String,
+}
+
+impl FromStr for WorkerCount {
+    type Err = WorkerCountError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim() {
+            "auto" => Ok(Self::Auto),
+            "logical" => Ok(Self::Logical),
+            n => n.parse().map(Self::Fixed).map_err(|_| WorkerCountError {
+                value: value.to_owned(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for WorkerCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fixed(n) => write!(f, "{n}"),
+            Self::Auto => f.write_str("auto"),
+            Self::Logical => f.write_str("logical"),
+        }
+    }
+}
+
+impl WorkerCount {
+    /// The number of workers asked for, before capping by the work available.
+    ///
+    /// `0` stays `0`: the caller runs one undistributed worker for it.
+    pub fn resolve(self, maxprocesses: Option<usize>) -> usize {
+        let wanted = match self {
+            Self::Fixed(n) => return n.min(maxprocesses.unwrap_or(usize::MAX)),
+            Self::Auto => env_override().unwrap_or_else(usable_cpus),
+            Self::Logical => env_override().unwrap_or_else(logical_cpus),
+        };
+        wanted.clamp(1, maxprocesses.unwrap_or(usize::MAX).max(1))
+    }
+}
+
+fn env_override() -> Option<usize> {
+    std::env::var(AUTO_WORKERS_ENV).ok()?.trim().parse().ok()
+}
+
+/// The standard library already honours the affinity mask and the cgroup CPU quota here.
+fn usable_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+}
+
+fn logical_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(online)
+        .ok()
+        .filter(|&n| n > 0)
+        .unwrap_or_else(usable_cpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_what_xdist_accepts() {
+        assert_eq!("4".parse::<WorkerCount>().unwrap(), WorkerCount::Fixed(4));
+        assert_eq!("0".parse::<WorkerCount>().unwrap(), WorkerCount::Fixed(0));
+        assert_eq!("auto".parse::<WorkerCount>().unwrap(), WorkerCount::Auto);
+        assert_eq!(
+            "logical".parse::<WorkerCount>().unwrap(),
+            WorkerCount::Logical
+        );
+        for bad in ["-3", "abc", "", "2.5"] {
+            let err = bad.parse::<WorkerCount>().unwrap_err().to_string();
+            assert!(err.contains("expected a number of workers"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn maxprocesses_caps_every_form() {
+        assert_eq!(WorkerCount::Fixed(8).resolve(Some(3)), 3);
+        assert_eq!(WorkerCount::Fixed(0).resolve(Some(3)), 0);
+        assert!(WorkerCount::Auto.resolve(Some(1)) == 1);
+        assert!(WorkerCount::Logical.resolve(None) >= 1);
+    }
+}

@@ -1,0 +1,452 @@
+//! The terminal: progress while tests run and pytest's summary at the end.
+//!
+//! The layout copies pytest and pytest-xdist line for line (separators, progress percentages,
+//! the short summary, the final stats line), so people and log scrapers see what they know.
+//! Failure sections arrive already rendered by pytest in the worker; this module places them.
+
+use std::{
+    io::{self, Write},
+    time::Duration,
+};
+
+use shoal_protocol::{PhaseReport, PytestSettings};
+
+use crate::results::{Results, TestRecord};
+
+/// Categories in the order pytest's final line lists them.
+const KNOWN_CATEGORIES: [&str; 8] = [
+    "failed",
+    "passed",
+    "skipped",
+    "deselected",
+    "xfailed",
+    "xpassed",
+    "warnings",
+    "error",
+];
+
+const PROGRESS_WIDTH: usize = " [100%]".len();
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Color {
+    Red,
+    Green,
+    Yellow,
+    Cyan,
+}
+
+impl Color {
+    fn code(self) -> &'static str {
+        match self {
+            Color::Red => "31",
+            Color::Green => "32",
+            Color::Yellow => "33",
+            Color::Cyan => "36",
+        }
+    }
+
+    fn of_category(category: &str) -> Self {
+        match category {
+            "failed" | "error" => Color::Red,
+            "passed" => Color::Green,
+            _ => Color::Yellow,
+        }
+    }
+}
+
+/// Why a run ended before every test ran.
+#[derive(Debug, Clone)]
+pub enum StopReason {
+    MaxFail(usize),
+    /// Every worker died and none could be started.
+    NoWorkers,
+}
+
+/// Writes the run's progress and summary to stdout.
+pub struct Terminal {
+    settings: PytestSettings,
+    out: io::Stdout,
+    /// Characters on the current progress line.
+    column: usize,
+    total: usize,
+    done: usize,
+}
+
+impl Terminal {
+    pub fn new(settings: PytestSettings) -> Self {
+        Self {
+            settings,
+            out: io::stdout(),
+            column: 0,
+            total: 0,
+            done: 0,
+        }
+    }
+
+    fn paint(&self, text: &str, color: Option<Color>, bold: bool) -> String {
+        if !self.settings.color || (color.is_none() && !bold) {
+            return text.to_owned();
+        }
+        let mut codes = Vec::new();
+        if bold {
+            codes.push("1");
+        }
+        if let Some(color) = color {
+            codes.push(color.code());
+        }
+        format!("\x1b[{}m{text}\x1b[0m", codes.join(";"))
+    }
+
+    /// pytest's `TerminalWriter.sep`.
+    fn sep(&self, sepchar: char, title: &str) -> String {
+        let width = self.settings.width;
+        let mut line = if title.is_empty() {
+            sepchar.to_string().repeat(width)
+        } else {
+            let n = (width.saturating_sub(title.chars().count() + 2) / 2).max(1);
+            let fill = sepchar.to_string().repeat(n);
+            format!("{fill} {title} {fill}")
+        };
+        if line.chars().count() < width {
+            line.push(sepchar);
+        }
+        line
+    }
+
+    fn line(&mut self, text: &str) {
+        self.ensure_newline();
+        let _ = writeln!(self.out, "{text}");
+    }
+
+    fn ensure_newline(&mut self) {
+        if self.column > 0 {
+            let _ = writeln!(self.out);
+            self.column = 0;
+        }
+    }
+
+    /// `2 workers [120 items]`, as pytest-xdist prints it.
+    pub fn start(&mut self, workers: usize, total: usize, start_method: &str) {
+        self.total = total;
+        if self.settings.verbose > 0 {
+            self.line(&format!(
+                "created: {workers}/{workers} workers ({start_method})"
+            ));
+        }
+        if self.settings.verbose >= 0 {
+            let plural = if workers == 1 { "worker" } else { "workers" };
+            let items = if total == 1 { "item" } else { "items" };
+            self.line(&format!("{workers} {plural} [{total} {items}]"));
+            let _ = writeln!(self.out);
+        }
+        let _ = self.out.flush();
+    }
+
+    fn percent(&self) -> String {
+        let pct = (self.done * 100).checked_div(self.total).unwrap_or(100);
+        format!(" [{pct:>3}%]")
+    }
+
+    /// One test finished: a letter per phase, or `-v` lines, with pytest's progress.
+    pub fn test_done(&mut self, record: &TestRecord) {
+        self.done += 1;
+        if self.settings.verbose > 0 {
+            for report in record.reports.iter().filter(|r| !r.word.is_empty()) {
+                let color = Color::of_category(&report.category);
+                let progress =
+                    self.paint(&format!("{} ", self.percent()), Some(Color::Cyan), false);
+                let word = self.paint(&report.word, Some(color), false);
+                let label = if report.when == "call" || report.category == "skipped" {
+                    record.nodeid.clone()
+                } else {
+                    format!("{} ({})", record.nodeid, report.when)
+                };
+                self.line(&format!("[{}]{progress}{word} {label}", record.worker));
+            }
+        } else {
+            for report in record.reports.iter().filter(|r| !r.letter.is_empty()) {
+                let color = Color::of_category(&report.category);
+                let letter = self.paint(&report.letter, Some(color), false);
+                let _ = write!(self.out, "{letter}");
+                self.column += report.letter.chars().count();
+            }
+            if self.done == self.total {
+                let fill = self.settings.width.saturating_sub(self.column + 1);
+                let msg = format!("{:>fill$}", self.percent().trim_start());
+                let _ = write!(self.out, "{}", self.paint(&msg, Some(Color::Green), false));
+                self.ensure_newline();
+            } else if self.column + PROGRESS_WIDTH + 1 >= self.settings.width {
+                let msg = self.percent();
+                let _ = write!(self.out, "{}", self.paint(&msg, Some(Color::Green), false));
+                self.ensure_newline();
+            }
+        }
+        let _ = self.out.flush();
+    }
+
+    /// The FAILURES/ERRORS sections, the short summary and the final stats line.
+    pub fn summary(&mut self, results: &Results, stop: Option<&StopReason>, elapsed: Duration) {
+        self.ensure_newline();
+        if self.settings.tbstyle != "no" {
+            self.sections(results, "error", "ERRORS");
+            self.sections(results, "failed", "FAILURES");
+        }
+        self.short_summary(results);
+        match stop {
+            Some(StopReason::MaxFail(n)) => {
+                let line = self.sep('!', &format!("stopping after {n} failures"));
+                let line = self.paint(&line, Some(Color::Red), false);
+                self.line(&line);
+            }
+            Some(StopReason::NoWorkers) => {
+                let line = self.sep('!', "no workers left to run the remaining tests");
+                let line = self.paint(&line, Some(Color::Red), false);
+                self.line(&line);
+            }
+            None => {}
+        }
+        self.stats_line(results, elapsed);
+        let _ = self.out.flush();
+    }
+
+    fn sections(&mut self, results: &Results, category: &str, title: &str) {
+        let reports: Vec<(&TestRecord, &PhaseReport)> = results.category(category).collect();
+        if reports.is_empty() {
+            return;
+        }
+        let header = self.sep('=', title);
+        self.line(&header);
+        for (record, report) in reports {
+            if self.settings.tbstyle != "line" {
+                let headline = record.headline.as_deref().unwrap_or("test session");
+                let headline = if category == "error" {
+                    format!("ERROR at {} of {headline}", report.when)
+                } else {
+                    headline.to_owned()
+                };
+                let sep = self.sep('_', &headline);
+                let sep = self.paint(&sep, Some(Color::Red), true);
+                self.line(&sep);
+            }
+            if let Some(text) = &report.text {
+                let _ = write!(self.out, "{text}");
+            }
+        }
+    }
+
+    fn short_summary(&mut self, results: &Results) {
+        let mut lines = Vec::new();
+        for char in self.settings.reportchars.clone().chars() {
+            match char {
+                'f' => self.simple_lines(results, "failed", &mut lines),
+                'E' => self.simple_lines(results, "error", &mut lines),
+                'p' => self.simple_lines(results, "passed", &mut lines),
+                's' => self.skipped_lines(results, &mut lines),
+                'x' => self.xfail_lines(results, "xfailed", &mut lines),
+                'X' => self.xfail_lines(results, "xpassed", &mut lines),
+                _ => {}
+            }
+        }
+        if lines.is_empty() {
+            return;
+        }
+        let header = self.sep('=', "short test summary info");
+        let header = self.paint(&header, Some(Color::Cyan), true);
+        self.line(&header);
+        for line in lines {
+            self.line(&line);
+        }
+    }
+
+    fn simple_lines(&self, results: &Results, category: &str, lines: &mut Vec<String>) {
+        let color = Color::of_category(category);
+        for (record, report) in results.category(category) {
+            let plain = format!("{} {}", report.word, record.nodeid);
+            let mut line = format!(
+                "{} {}",
+                self.paint(&report.word, Some(color), false),
+                record.nodeid
+            );
+            if let Some(message) = &report.message {
+                if self.settings.full_summary {
+                    line.push_str(&format!(" - {message}"));
+                } else if let Some(trimmed) = trim_message(
+                    message,
+                    self.settings.width.saturating_sub(plain.chars().count()),
+                ) {
+                    line.push_str(&trimmed);
+                }
+            }
+            lines.push(line);
+        }
+    }
+
+    fn skipped_lines(&self, results: &Results, lines: &mut Vec<String>) {
+        // pytest folds identical skips: same file, line and reason.
+        let mut folded: Vec<((String, Option<u32>, String), usize, String)> = Vec::new();
+        for (_, report) in results.category("skipped") {
+            let Some(key) = report.skip.clone() else {
+                continue;
+            };
+            match folded.iter_mut().find(|(k, _, _)| *k == key) {
+                Some(entry) => entry.1 += 1,
+                None => folded.push((key, 1, report.word.clone())),
+            }
+        }
+        for ((path, line, reason), count, word) in folded {
+            let word = self.paint(&word, Some(Color::Yellow), false);
+            let reason = reason.strip_prefix("Skipped: ").unwrap_or(&reason);
+            lines.push(match line {
+                Some(line) => format!("{word} [{count}] {path}:{line}: {reason}"),
+                None => format!("{word} [{count}] {path}: {reason}"),
+            });
+        }
+    }
+
+    fn xfail_lines(&self, results: &Results, category: &str, lines: &mut Vec<String>) {
+        for (record, report) in results.category(category) {
+            let word = self.paint(&report.word, Some(Color::Yellow), false);
+            let mut line = if report.when == "call" || category == "xpassed" {
+                format!("{word} {}", record.nodeid)
+            } else {
+                format!("{word} at {} of {}", report.when, record.nodeid)
+            };
+            if let Some(reason) = report.wasxfail.as_deref().filter(|r| !r.is_empty()) {
+                line.push_str(&format!(" - {reason}"));
+            }
+            lines.push(line);
+        }
+    }
+
+    fn stats_line(&mut self, results: &Results, elapsed: Duration) {
+        let mut counts: Vec<(String, usize)> = KNOWN_CATEGORIES
+            .iter()
+            .map(|c| (c.to_string(), 0))
+            .collect();
+        for (_, report) in results.reports() {
+            if report.category.is_empty() {
+                continue;
+            }
+            match counts.iter_mut().find(|(c, _)| *c == report.category) {
+                Some(entry) => entry.1 += 1,
+                None => counts.push((report.category.clone(), 1)),
+            }
+        }
+        if let Some(entry) = counts.iter_mut().find(|(c, _)| c == "deselected") {
+            entry.1 = self.settings.deselected;
+        }
+        let seen = |name: &str| counts.iter().any(|(c, n)| c == name && *n > 0);
+        let unknown = counts
+            .iter()
+            .skip(KNOWN_CATEGORIES.len())
+            .any(|(_, n)| *n > 0);
+        let not_run = results.not_run();
+        let main = if seen("failed") || seen("error") || not_run > 0 {
+            Color::Red
+        } else if seen("warnings") || seen("xpassed") || unknown {
+            Color::Yellow
+        } else if seen("passed") {
+            Color::Green
+        } else {
+            Color::Yellow
+        };
+        let mut parts: Vec<String> = counts
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(category, n)| plural(*n, category))
+            .collect();
+        if not_run > 0 {
+            parts.push(format!("{not_run} not run"));
+        }
+        if parts.is_empty() {
+            parts.push("no tests ran".into());
+        }
+        let text = format!("{} in {}", parts.join(", "), format_duration(elapsed));
+        if self.settings.verbose < -1 {
+            return;
+        }
+        let line = if self.settings.verbose >= 0 {
+            self.sep('=', &text)
+        } else {
+            text
+        };
+        let line = self.paint(&line, Some(main), true);
+        self.line(&line);
+    }
+}
+
+/// pytest's `_make_plural`: only some nouns change.
+fn plural(count: usize, category: &str) -> String {
+    let noun = match category {
+        "error" | "warnings" => {
+            let singular = category.trim_end_matches('s');
+            if count == 1 {
+                singular.to_owned()
+            } else {
+                format!("{singular}s")
+            }
+        }
+        other => other.to_owned(),
+    };
+    format!("{count} {noun}")
+}
+
+/// pytest's `_format_trimmed(" - {}", msg, available)`: the first line, cut to fit.
+fn trim_message(message: &str, available: usize) -> Option<String> {
+    let first = message.lines().next().unwrap_or("");
+    const PREFIX: &str = " - ";
+    const ELLIPSIS: &str = "...";
+    if PREFIX.len() + ELLIPSIS.len() > available {
+        return None;
+    }
+    if PREFIX.len() + first.chars().count() > available {
+        let keep = available - ELLIPSIS.len() - PREFIX.len();
+        let cut: String = first.chars().take(keep).collect();
+        return Some(format!("{PREFIX}{cut}{ELLIPSIS}"));
+    }
+    Some(format!("{PREFIX}{first}"))
+}
+
+/// pytest's `format_session_duration`.
+fn format_duration(elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs_f64();
+    if seconds < 60.0 {
+        return format!("{seconds:.2}s");
+    }
+    let whole = elapsed.as_secs();
+    format!(
+        "{seconds:.2}s ({}:{:02}:{:02})",
+        whole / 3600,
+        whole / 60 % 60,
+        whole % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_pytest() {
+        assert_eq!(format_duration(Duration::from_millis(3210)), "3.21s");
+        assert_eq!(
+            format_duration(Duration::from_secs(3725)),
+            "3725.00s (1:02:05)"
+        );
+    }
+
+    #[test]
+    fn plurals_read_like_pytest() {
+        assert_eq!(plural(1, "error"), "1 error");
+        assert_eq!(plural(2, "error"), "2 errors");
+        assert_eq!(plural(1, "warnings"), "1 warning");
+        assert_eq!(plural(3, "passed"), "3 passed");
+    }
+
+    #[test]
+    fn messages_are_cut_to_the_line() {
+        assert_eq!(trim_message("assert 0\nmore", 40).unwrap(), " - assert 0");
+        assert_eq!(trim_message("abcdefghij", 10).unwrap(), " - abcd...");
+        assert!(trim_message("abc", 4).is_none());
+    }
+}

@@ -1,0 +1,93 @@
+//! Every test's outcome as the workers reported it, and what the run's exit code follows from.
+
+use shoal_protocol::PhaseReport;
+
+/// One test run on one worker.
+#[derive(Debug, Clone)]
+pub struct TestRecord {
+    pub index: usize,
+    pub nodeid: String,
+    pub worker: String,
+    /// pytest's failure headline (`TestClass.test_name`).
+    pub headline: Option<String>,
+    pub reports: Vec<PhaseReport>,
+}
+
+/// The run's results, in the order tests finished.
+#[derive(Debug, Default)]
+pub struct Results {
+    records: Vec<TestRecord>,
+    /// Per collection index: how many times it ran (more than once only under `--dist each`).
+    runs: Vec<usize>,
+    /// Runs expected per test: the worker count under `each`, else one.
+    runs_expected: usize,
+}
+
+impl Results {
+    pub fn new(items: usize, runs_expected: usize) -> Self {
+        Self {
+            records: Vec::new(),
+            runs: vec![0; items],
+            runs_expected,
+        }
+    }
+
+    pub fn record(&mut self, record: TestRecord) {
+        self.runs[record.index] += 1;
+        self.records.push(record);
+    }
+
+    pub fn records(&self) -> &[TestRecord] {
+        &self.records
+    }
+
+    /// How many test runs were completed.
+    pub fn done(&self) -> usize {
+        self.records.len()
+    }
+
+    /// How many test runs were expected and never happened.
+    pub fn not_run(&self) -> usize {
+        self.runs
+            .iter()
+            .map(|&n| self.runs_expected.saturating_sub(n))
+            .sum()
+    }
+
+    /// Whether pytest would count a failure: a failed phase that is not an expected failure.
+    pub fn any_failed(&self) -> bool {
+        self.reports()
+            .any(|(_, r)| r.outcome == "failed" && r.wasxfail.is_none())
+    }
+
+    /// Every phase report with its test, in finishing order.
+    pub fn reports(&self) -> impl Iterator<Item = (&TestRecord, &PhaseReport)> {
+        self.records
+            .iter()
+            .flat_map(|rec| rec.reports.iter().map(move |r| (rec, r)))
+    }
+
+    /// Phase reports of one stats category (`failed`, `error`, `skipped`, ...).
+    pub fn category<'a>(
+        &'a self,
+        category: &'a str,
+    ) -> impl Iterator<Item = (&'a TestRecord, &'a PhaseReport)> + 'a {
+        self.reports().filter(move |(_, r)| r.category == category)
+    }
+}
+
+/// The report standing in for a test whose worker died under it.
+pub fn crash_report(message: String) -> PhaseReport {
+    PhaseReport {
+        when: "call".into(),
+        outcome: "failed".into(),
+        duration: 0.0,
+        category: "failed".into(),
+        letter: "F".into(),
+        word: "FAILED".into(),
+        wasxfail: None,
+        text: Some(format!("{message}\n")),
+        message: Some(message),
+        skip: None,
+    }
+}
