@@ -215,7 +215,10 @@ class ShoalPlugin:
     def pytest_sessionfinish(self, session):
         if self.role == "worker" and self.worker is not None:
             self.channel.send(
-                {"type": "worker_done", "workeroutput": _jsonable(session.config.workeroutput)}
+                {
+                    "type": "worker_done",
+                    "workeroutput": _jsonable(getattr(session.config, "workeroutput", {})),
+                }
             )
 
     def _send_collection(self, session):
@@ -383,8 +386,9 @@ class ShoalPlugin:
 
 def _become_worker(config, worker: dict) -> None:
     """Give this process its worker identity, as pytest-xdist's workers have it."""
+    _silence_terminal(config)
     if not worker.get("distributed"):
-        return
+        return  # -n 0: look like plain pytest, as xdist does without workers
     wid = worker["workerid"]
     os.environ["PYTEST_XDIST_WORKER"] = wid
     os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(worker["workercount"])
@@ -402,7 +406,6 @@ def _become_worker(config, worker: dict) -> None:
         tmp._given_basetemp = basetemp
         tmp._basetemp = None
         config.option.basetemp = str(basetemp)
-    _silence_terminal(config)
 
 
 def _silence_terminal(config) -> None:

@@ -56,6 +56,9 @@ struct Worker {
     peer: Option<Peer>,
     /// The connection closed; `lost` holds what it had not finished.
     closed: bool,
+    /// Its pytest session finished normally (`worker_done`): unfinished tests were discarded,
+    /// not crashed on.
+    done: bool,
     lost: Vec<usize>,
     end: Option<WorkerEnd>,
 }
@@ -186,7 +189,10 @@ impl Dispatcher {
                             commands
                         }
                         FromPython::Released { indices } => scheduler.released(w, indices),
-                        FromPython::WorkerDone { .. } => Vec::new(),
+                        FromPython::WorkerDone { .. } => {
+                            self.workers[w].done = true;
+                            Vec::new()
+                        }
                         other => {
                             return Err(RunError::Unexpected {
                                 who: self.workers[w].id.clone(),
@@ -398,6 +404,10 @@ impl Dispatcher {
         if worker.lost.is_empty() || !worker.closed {
             return;
         }
+        if worker.done {
+            worker.lost.clear(); // discarded after --maxfail: counted as not run
+            return;
+        }
         let running = worker.lost.remove(0);
         worker.lost.clear();
         let nodeid = items[running].nodeid.clone();
@@ -445,6 +455,7 @@ impl Dispatcher {
                 id: identity.workerid.clone(),
                 peer: None,
                 closed: false,
+                done: false,
                 lost: Vec::new(),
                 end: None,
             });

@@ -202,27 +202,30 @@ impl Scheduler {
         let live = self.workers.iter().filter(|q| !q.lost).count().max(1);
         for worker in 0..self.workers.len() {
             let queue = &self.workers[worker];
-            if !queue.ready || queue.shut || queue.lost || queue.pending.len() >= 2 {
+            if !queue.ready || queue.shut || queue.lost {
                 continue;
             }
-            let mut batch = Vec::new();
-            if self.dist == Dist::WorkSteal {
-                batch.extend(self.workers[worker].share.drain(..));
+            if queue.pending.len() < 2 {
+                let mut batch: Vec<usize> = self.workers[worker].share.drain(..).collect();
+                while self.workers[worker].pending.len() + batch.len() < 2 {
+                    let Some(unit) = self.next_unit(live) else {
+                        break;
+                    };
+                    batch.extend(unit);
+                }
+                if !batch.is_empty() {
+                    self.workers[worker].pending.extend(&batch);
+                    commands.push(Command::Run {
+                        worker,
+                        indices: batch,
+                    });
+                }
             }
-            while self.workers[worker].pending.len() + batch.len() < 2 {
-                let Some(unit) = self.next_unit(live) else {
-                    break;
-                };
-                batch.extend(unit);
-            }
-            if !batch.is_empty() {
-                self.workers[worker].pending.extend(&batch);
-                commands.push(Command::Run {
-                    worker,
-                    indices: batch,
-                });
+            if self.workers[worker].pending.len() >= 2 || !self.units.is_empty() {
                 continue;
             }
+            // Fewer than two in hand and the pool is empty: more must come, or the worker
+            // must be told that none will, else it waits forever for its last test's successor.
             if self.dist == Dist::WorkSteal {
                 if self.workers[worker].awaiting_steal {
                     continue;
@@ -345,8 +348,11 @@ mod tests {
     /// Drives a scheduler with workers that finish their tests in order, round-robin, and
     /// returns which worker ran which test.
     fn simulate(dist: Dist, workers: usize) -> Vec<Vec<usize>> {
-        let items = suite();
-        let mut s = Scheduler::new(dist, units(dist, &items), workers);
+        simulate_items(dist, workers, &suite())
+    }
+
+    fn simulate_items(dist: Dist, workers: usize, items: &[CollectedItem]) -> Vec<Vec<usize>> {
+        let mut s = Scheduler::new(dist, units(dist, items), workers);
         let mut queues: Vec<VecDeque<usize>> = vec![VecDeque::new(); workers];
         let mut shut = vec![false; workers];
         let mut ran = vec![Vec::new(); workers];
@@ -402,6 +408,19 @@ mod tests {
                 let ran = simulate(dist, workers);
                 assert_eq!(sorted(&ran), vec![0, 1, 2, 3, 4], "{dist} -n {workers}");
             }
+        }
+    }
+
+    #[test]
+    fn a_lone_test_is_not_left_waiting_for_a_successor() {
+        let one = vec![item("a.py::t", None)];
+        let three = [item("a.py::t1", None), item("a.py::t2", None), item("a.py::t3", None)];
+        for dist in [Dist::Load, Dist::LoadFile, Dist::WorkSteal, Dist::Each, Dist::No] {
+            assert_eq!(sorted(&simulate_items(dist, 1, &one)), vec![0], "{dist}");
+            let workers = useful_workers(dist, units(dist, &three).len(), 2);
+            let ran = simulate_items(dist, workers, &three);
+            let expected = if dist == Dist::Each { vec![0, 0, 1, 1, 2, 2] } else { vec![0, 1, 2] };
+            assert_eq!(sorted(&ran), expected, "{dist}");
         }
     }
 

@@ -1,0 +1,557 @@
+//! Shared helpers for shoal's integration tests.
+//!
+//! Every test copies a small pytest project from `tests/fixtures/<name>/` into a private temp
+//! directory, runs the built `shoal` binary (or serial pytest, for comparison) in it, and looks
+//! at the exit code, stdout and the JSON lines the fixture's conftest records.
+//!
+//! Each run is checked for orphans: once the command has exited, no process may be left whose
+//! working directory, command line or environment points at the run's temp directory.
+//!
+//! The interpreter is `$SHOAL_TEST_PYTHON`, else `<repo>/.venv/bin/python`; if it is missing or
+//! lacks pytest, the tests fail (they never pass silently).
+
+#![allow(dead_code)]
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ffi::OsStr,
+    fmt::Write as _,
+    fs,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc, OnceLock,
+    },
+    time::Duration,
+};
+
+use serde_json::Value;
+
+/// A run that takes longer than this is killed and fails its test.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The environment variable that marks every process of one project's runs.
+const MARKER_VAR: &str = "SHOAL_IT_MARKER";
+
+/// Seconds a fixture's first test waits for a second worker to show up (see the conftests).
+pub const RENDEZVOUS_SECONDS: &str = "60";
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository root exists")
+}
+
+pub fn shoal_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_shoal"))
+}
+
+/// The Python with pytest that the tests use; panics with instructions if it is not usable.
+pub fn python() -> PathBuf {
+    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let path = match std::env::var_os("SHOAL_TEST_PYTHON") {
+                Some(p) => PathBuf::from(p),
+                None => repo_root().join(".venv/bin/python"),
+            };
+            let hint = "set SHOAL_TEST_PYTHON to a Python that has pytest installed, or create \
+                        <repo>/.venv with pytest, pytest-xdist and filelock";
+            if !path.exists() {
+                return Err(format!(
+                    "shoal integration tests: Python interpreter {} does not exist; {hint}",
+                    path.display()
+                ));
+            }
+            let check = Command::new(&path)
+                .args(["-c", "import pytest"])
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}; {hint}", path.display()))?;
+            if !check.status.success() {
+                return Err(format!(
+                    "shoal integration tests: {} cannot import pytest ({}); {hint}",
+                    path.display(),
+                    String::from_utf8_lossy(&check.stderr).trim()
+                ));
+            }
+            Ok(path)
+        })
+        .clone()
+        .unwrap_or_else(|message| panic!("{message}"))
+}
+
+/// A fixture project copied into a private temp directory.
+pub struct Project {
+    dir: tempfile::TempDir,
+    /// The project root: the working directory of every run.
+    pub path: PathBuf,
+    /// `$SHOAL_RECORD` of every run: where the fixtures' conftests write JSON lines.
+    pub record: PathBuf,
+    runs: AtomicUsize,
+}
+
+impl Project {
+    /// Copies `tests/fixtures/<fixture>` into a fresh temp directory.
+    pub fn new(fixture: &str) -> Self {
+        let source = repo_root().join("tests/fixtures").join(fixture);
+        assert!(
+            source.is_dir(),
+            "fixture project {} does not exist",
+            source.display()
+        );
+        let project = Self::blank(fixture);
+        copy_tree(&source, &project.path);
+        project
+    }
+
+    /// An empty project directory.
+    pub fn empty() -> Self {
+        Self::blank("empty")
+    }
+
+    fn blank(name: &str) -> Self {
+        let _ = python(); // fail early and clearly without a usable interpreter
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("shoal-it-{name}-"))
+            .tempdir()
+            .expect("create a temp dir");
+        let path = dir.path().join("project");
+        fs::create_dir(&path).expect("create the project dir");
+        let record = dir.path().join("record.jsonl");
+        Self {
+            dir,
+            path,
+            record,
+            runs: AtomicUsize::new(0),
+        }
+    }
+
+    /// The temp directory that holds the project, the record file and the captured output.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, relative: &str, text: &str) {
+        let path = self.path.join(relative);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+
+    /// `shoal --python <python> <args>`.
+    pub fn shoal<I, S>(&self, args: I) -> Run<'_>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = Command::new(shoal_bin());
+        command.arg("--python").arg(python()).args(args);
+        Run::new(self, command)
+    }
+
+    /// `shoal <args>` without an explicit `--python`.
+    pub fn shoal_raw<I, S>(&self, args: I) -> Run<'_>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = Command::new(shoal_bin());
+        command.args(args);
+        Run::new(self, command)
+    }
+
+    /// Serial pytest: `python -m pytest <args>`.
+    pub fn pytest<I, S>(&self, args: I) -> Run<'_>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = Command::new(python());
+        command.args(["-m", "pytest"]).args(args);
+        Run::new(self, command)
+    }
+
+    /// The JSON lines recorded so far; removes the file, so the next run starts afresh.
+    pub fn take_records(&self) -> Vec<Value> {
+        let text = match fs::read_to_string(&self.record) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => panic!("read {}: {e}", self.record.display()),
+        };
+        let _ = fs::remove_file(&self.record);
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad record line {l:?}: {e}"))
+            })
+            .collect()
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "__pycache__" || name == ".pytest_cache" {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// One command about to run in a project.
+pub struct Run<'p> {
+    project: &'p Project,
+    command: Command,
+}
+
+impl<'p> Run<'p> {
+    fn new(project: &'p Project, mut command: Command) -> Self {
+        command
+            .current_dir(&project.path)
+            .stdin(Stdio::null())
+            // A clean, predictable pytest environment.
+            .env_remove("PYTEST_ADDOPTS")
+            .env_remove("PYTEST_PLUGINS")
+            .env_remove("PYTEST_XDIST_WORKER")
+            .env_remove("PYTEST_XDIST_WORKER_COUNT")
+            .env_remove("PYTEST_XDIST_TESTRUNUID")
+            .env_remove("PYTEST_XDIST_AUTO_NUM_WORKERS")
+            .env_remove("PYTEST_CURRENT_TEST")
+            .env_remove("VIRTUAL_ENV")
+            .env_remove("PY_COLORS")
+            .env_remove("FORCE_COLOR")
+            .env_remove("SHOAL_START")
+            .env_remove("SHOAL_RENDEZVOUS")
+            .env("COLUMNS", "80")
+            .env("LINES", "24")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("SHOAL_RECORD", &project.record)
+            .env(MARKER_VAR, project.root())
+            // Its own process group, so a run that hangs can be killed whole.
+            .process_group(0);
+        Self { project, command }
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
+        self.command.env(key, value);
+        self
+    }
+
+    /// Makes the first test of each process wait for another worker (see the conftests).
+    pub fn rendezvous(self) -> Self {
+        self.env("SHOAL_RENDEZVOUS", RENDEZVOUS_SECONDS)
+    }
+
+    /// Runs to the end, then checks that nothing of the run survives.
+    pub fn run(mut self) -> Output {
+        let n = self.project.runs.fetch_add(1, Ordering::SeqCst);
+        let out_path = self.project.root().join(format!("run{n}.stdout"));
+        let err_path = self.project.root().join(format!("run{n}.stderr"));
+        // Files, not pipes: a leftover process holding a pipe could not hang the test.
+        self.command
+            .stdout(fs::File::create(&out_path).unwrap())
+            .stderr(fs::File::create(&err_path).unwrap());
+        let description = describe(&self.command);
+        let mut child = self
+            .command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {description}: {e}"));
+        let pid = child.id() as i32;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let (status, timed_out) = match rx.recv_timeout(RUN_TIMEOUT) {
+            Ok(status) => (status.expect("wait for the command"), false),
+            Err(_) => {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                (rx.recv().unwrap().expect("wait for the command"), true)
+            }
+        };
+        let output = Output {
+            code: status.code(),
+            signal: std::os::unix::process::ExitStatusExt::signal(&status),
+            stdout: fs::read_to_string(&out_path).unwrap_or_default(),
+            stderr: fs::read_to_string(&err_path).unwrap_or_default(),
+            command: description,
+        };
+        if timed_out {
+            kill_survivors(self.project.root());
+            panic!(
+                "command timed out after {RUN_TIMEOUT:?}\n{}",
+                output.context()
+            );
+        }
+        let survivors = survivors(self.project.root());
+        if !survivors.is_empty() {
+            kill_survivors(self.project.root());
+            let mut list = String::new();
+            for (pid, cmdline) in &survivors {
+                let _ = writeln!(list, "  pid {pid}: {cmdline}");
+            }
+            panic!(
+                "processes of the run survived it (orphans):\n{list}{}",
+                output.context()
+            );
+        }
+        output
+    }
+}
+
+fn describe(command: &Command) -> String {
+    let mut text = command.get_program().to_string_lossy().into_owned();
+    for arg in command.get_args() {
+        let arg = arg.to_string_lossy();
+        text.push(' ');
+        if arg.contains(' ') || arg.is_empty() {
+            let _ = write!(text, "{arg:?}");
+        } else {
+            text.push_str(&arg);
+        }
+    }
+    text
+}
+
+/// Live processes (zombies excepted) that belong to runs in `root`: their working directory
+/// lies under it, or their command line or environment names it.
+pub fn survivors(root: &Path) -> Vec<(i32, String)> {
+    let root_text = root.to_string_lossy().into_owned();
+    let marker = format!("{MARKER_VAR}={root_text}\0");
+    let me = std::process::id() as i32;
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let dir = entry.path();
+        let Ok(stat) = fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if matches!(state, Some('Z') | Some('X') | None) {
+            continue;
+        }
+        let cmdline = fs::read(dir.join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let environ = fs::read(dir.join("environ")).unwrap_or_default();
+        let in_env = environ
+            .windows(marker.len())
+            .any(|w| w == marker.as_bytes());
+        let in_cwd = fs::read_link(dir.join("cwd"))
+            .map(|cwd| cwd.starts_with(root))
+            .unwrap_or(false);
+        if in_env || in_cwd || cmdline.contains(&root_text) {
+            found.push((pid, cmdline.trim().to_owned()));
+        }
+    }
+    found
+}
+
+fn kill_survivors(root: &Path) {
+    for (pid, _) in survivors(root) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// What a finished command left.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub command: String,
+}
+
+impl Output {
+    /// The command, its exit status and its output, for assertion messages.
+    pub fn context(&self) -> String {
+        format!(
+            "--- command: {}\n--- exit code: {:?} (signal {:?})\n--- stdout:\n{}\n--- stderr:\n{}\n---",
+            self.command, self.code, self.signal, self.stdout, self.stderr
+        )
+    }
+
+    pub fn code(&self) -> i32 {
+        self.code
+            .unwrap_or_else(|| panic!("the command was killed\n{}", self.context()))
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, expected: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(expected),
+            "unexpected exit code\n{}",
+            self.context()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_stdout_contains(&self, needle: &str) -> &Self {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n{}",
+            self.context()
+        );
+        self
+    }
+
+    /// stdout and stderr together.
+    pub fn all_output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    /// The per-test lines of the (last) short test summary, sorted: `PASSED id`,
+    /// `FAILED id - msg`, `ERROR ...`, `SKIPPED [n] ...`, `XFAIL ...`, `XPASS ...`.
+    pub fn summary_lines(&self) -> Vec<String> {
+        const WORDS: [&str; 6] = ["PASSED ", "FAILED ", "ERROR ", "SKIPPED ", "XFAIL ", "XPASS "];
+        let lines: Vec<&str> = self.stdout.lines().collect();
+        let Some(start) = lines
+            .iter()
+            .rposition(|l| l.contains(" short test summary info "))
+        else {
+            return Vec::new();
+        };
+        let mut found: Vec<String> = lines[start + 1..]
+            .iter()
+            .take_while(|l| WORDS.iter().any(|w| l.starts_with(w)))
+            .map(|l| l.to_string())
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// The last line of stdout that is a stats line (`=== 1 failed, 2 passed in 0.1s ===`).
+    pub fn stats_line(&self) -> Option<&str> {
+        self.stdout
+            .lines()
+            .rev()
+            .find(|l| parse_stats(l).is_some())
+    }
+
+    /// The counts of the final stats line, with singular/plural nouns made one key.
+    #[track_caller]
+    pub fn stats(&self) -> BTreeMap<String, usize> {
+        self.stats_line()
+            .and_then(parse_stats)
+            .unwrap_or_else(|| panic!("no stats line in stdout\n{}", self.context()))
+    }
+
+    /// How many stats lines stdout holds.
+    pub fn stats_line_count(&self) -> usize {
+        self.stdout
+            .lines()
+            .filter(|l| parse_stats(l).is_some())
+            .count()
+    }
+}
+
+/// `1 failed, 2 passed, 3 errors in 0.12s` (with or without `=` around) into counts.
+pub fn parse_stats(line: &str) -> Option<BTreeMap<String, usize>> {
+    let inner = line.trim().trim_matches('=').trim();
+    let (counts, duration) = inner.rsplit_once(" in ")?;
+    let seconds = duration.split_whitespace().next()?.strip_suffix('s')?;
+    seconds.parse::<f64>().ok()?;
+    let mut map = BTreeMap::new();
+    if counts == "no tests ran" {
+        return Some(map);
+    }
+    for part in counts.split(", ") {
+        let (n, word) = part.split_once(' ')?;
+        let n: usize = n.parse().ok()?;
+        let word = match word {
+            "errors" => "error",
+            "warning" => "warnings",
+            other => other,
+        };
+        if word.contains(' ') && word != "not run" {
+            return None;
+        }
+        map.insert(word.to_owned(), n);
+    }
+    Some(map)
+}
+
+/// The node ids serial pytest collects, in order (`--collect-only -q`).
+pub fn collected_ids(project: &Project, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["-p", "no:cacheprovider", "--collect-only", "-q"];
+    all.extend_from_slice(args);
+    let out = project.pytest(all).run();
+    out.assert_code(0);
+    out.stdout
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `record[key]` as a string (panics with the record when it is missing).
+pub fn field<'a>(record: &'a Value, key: &str) -> &'a str {
+    record[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("record lacks string {key:?}: {record}"))
+}
+
+/// Test records only (those with a node id), as (nodeid, worker) pairs.
+pub fn placements(records: &[Value]) -> Vec<(String, String)> {
+    records
+        .iter()
+        .filter(|r| r.get("nodeid").is_some())
+        .map(|r| (field(r, "nodeid").to_owned(), field(r, "worker").to_owned()))
+        .collect()
+}
+
+/// The workers that ran at least one test.
+pub fn workers_used(records: &[Value]) -> BTreeSet<String> {
+    placements(records).into_iter().map(|(_, w)| w).collect()
+}
+
+/// Fails if any record says a rendezvous timed out.
+#[track_caller]
+pub fn assert_no_rendezvous_timeout(records: &[Value], output: &Output) {
+    assert!(
+        !records.iter().any(|r| r.get("rendezvous_timeout").is_some()),
+        "a worker waited in vain for a second worker to run any test\n{}",
+        output.context()
+    );
+}
+
+/// `a.py::C::t` -> `a.py`.
+pub fn file_of(nodeid: &str) -> &str {
+    nodeid.split("::").next().unwrap()
+}
+
+/// The loadscope unit of a node id: the class for methods, else the module.
+pub fn scope_of(nodeid: &str) -> String {
+    let parts: Vec<&str> = nodeid.split("::").collect();
+    if parts.len() > 2 {
+        parts[..parts.len() - 1].join("::")
+    } else {
+        parts[0].to_owned()
+    }
+}

@@ -1,0 +1,322 @@
+//! Which worker runs which test, per `--dist` mode. The `distribution` fixture's conftest
+//! records `{nodeid, worker, pid}` for every test it runs.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::{
+    assert_no_rendezvous_timeout, collected_ids, field, file_of, placements, scope_of,
+    workers_used, Output, Project,
+};
+use serde_json::Value;
+
+const FIXTURE: &str = "distribution";
+
+/// Runs the fixture with `-n <n> --dist <dist>` and a rendezvous; returns the records.
+fn run_dist(project: &Project, args: &[&str]) -> (Output, Vec<Value>) {
+    let mut all = vec!["-p", "no:cacheprovider"];
+    all.extend_from_slice(args);
+    let out = project.shoal(&all).rendezvous().run();
+    out.assert_code(0);
+    let records = project.take_records();
+    assert_no_rendezvous_timeout(&records, &out);
+    (out, records)
+}
+
+/// Every collected test ran exactly once.
+#[track_caller]
+fn assert_each_test_once(project: &Project, records: &[Value], out: &Output) {
+    let expected: BTreeSet<String> = collected_ids(project, &[]).into_iter().collect();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for (nodeid, _) in placements(records) {
+        *counts.entry(nodeid).or_default() += 1;
+    }
+    let ran: BTreeSet<String> = counts.keys().cloned().collect();
+    assert_eq!(ran, expected, "the tests that ran differ from those collected\n{}", out.context());
+    let twice: Vec<_> = counts.iter().filter(|(_, &n)| n != 1).collect();
+    assert!(twice.is_empty(), "tests ran more than once: {twice:?}\n{}", out.context());
+}
+
+/// One process per worker name, and worker names are gw0..gw{n-1}.
+#[track_caller]
+fn assert_one_process_per_worker(records: &[Value], max_workers: usize, out: &Output) {
+    let mut pids: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for r in records.iter().filter(|r| r.get("nodeid").is_some()) {
+        pids.entry(field(r, "worker").to_owned())
+            .or_default()
+            .insert(r["pid"].as_u64().unwrap());
+    }
+    let allowed: BTreeSet<String> = (0..max_workers).map(|n| format!("gw{n}")).collect();
+    for (worker, set) in &pids {
+        assert!(allowed.contains(worker), "unexpected worker {worker:?}\n{}", out.context());
+        assert_eq!(set.len(), 1, "worker {worker} ran in several processes {set:?}");
+    }
+    let all: BTreeSet<u64> = pids.values().flatten().copied().collect();
+    assert_eq!(all.len(), pids.len(), "two workers share a process: {pids:?}");
+}
+
+/// Every unit (as `key` computes it) ran on a single worker; returns units per worker.
+#[track_caller]
+fn assert_units_stay_together(
+    records: &[Value],
+    key: impl Fn(&str) -> Option<String>,
+    out: &Output,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut unit_workers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (nodeid, worker) in placements(records) {
+        if let Some(unit) = key(&nodeid) {
+            unit_workers.entry(unit).or_default().insert(worker);
+        }
+    }
+    let split: Vec<_> = unit_workers.iter().filter(|(_, w)| w.len() > 1).collect();
+    assert!(
+        split.is_empty(),
+        "units were split across workers: {split:#?}\n{}",
+        out.context()
+    );
+    unit_workers
+}
+
+#[track_caller]
+fn assert_several_workers(records: &[Value], out: &Output) {
+    let used = workers_used(records);
+    assert!(
+        used.len() >= 2,
+        "only {used:?} ran tests, though there was work for two\n{}",
+        out.context()
+    );
+}
+
+/// The xdist workers whose pytest session finished (the collector, "master", left out).
+fn session_workers(records: &[Value]) -> BTreeSet<String> {
+    records
+        .iter()
+        .filter(|r| r.get("sessionfinish").is_some())
+        .map(|r| field(r, "worker").to_owned())
+        .filter(|w| w != "master")
+        .collect()
+}
+
+#[test]
+fn load_runs_every_test_exactly_once_on_several_workers() {
+    let project = Project::new(FIXTURE);
+    let (out, records) = run_dist(&project, &["-n", "2"]);
+    assert_each_test_once(&project, &records, &out);
+    assert_one_process_per_worker(&records, 2, &out);
+    assert_several_workers(&records, &out);
+    assert!(out.stdout.contains("2 workers [29 items]"), "{}", out.context());
+}
+
+#[test]
+fn worksteal_runs_every_test_exactly_once_on_several_workers() {
+    let project = Project::new(FIXTURE);
+    let (out, records) = run_dist(&project, &["-n", "2", "--dist", "worksteal"]);
+    assert_each_test_once(&project, &records, &out);
+    assert_one_process_per_worker(&records, 2, &out);
+    assert_several_workers(&records, &out);
+}
+
+#[test]
+fn worksteal_with_more_workers_than_cores_runs_every_test_once() {
+    let project = Project::new(FIXTURE);
+    let (out, records) = run_dist(&project, &["-n", "3", "--dist=worksteal"]);
+    assert_each_test_once(&project, &records, &out);
+    assert_one_process_per_worker(&records, 3, &out);
+    assert_several_workers(&records, &out);
+}
+
+#[test]
+fn loadfile_keeps_each_file_on_one_worker() {
+    let project = Project::new(FIXTURE);
+    let (out, records) = run_dist(&project, &["-n", "2", "--dist", "loadfile"]);
+    assert_each_test_once(&project, &records, &out);
+    assert_one_process_per_worker(&records, 2, &out);
+    let units = assert_units_stay_together(&records, |id| Some(file_of(id).to_owned()), &out);
+    assert_eq!(units.len(), 4, "four files: {units:?}");
+    assert_several_workers(&records, &out);
+}
+
+#[test]
+fn loadscope_keeps_each_module_and_class_on_one_worker() {
+    let project = Project::new(FIXTURE);
+    let (out, records) = run_dist(&project, &["-n", "2", "--dist", "loadscope"]);
+    assert_each_test_once(&project, &records, &out);
+    assert_one_process_per_worker(&records, 2, &out);
+    let units = assert_units_stay_together(&records, |id| Some(scope_of(id)), &out);
+    assert!(
+        units.contains_key("test_beta.py::TestBeta") && units.contains_key("test_beta.py"),
+        "classes are their own scopes: {units:?}"
+    );
+    assert_several_workers(&records, &out);
+}
+
+#[test]
+fn loadgroup_keeps_each_xdist_group_on_one_worker() {
+    let project = Project::new(FIXTURE);
+    let (out, records) = run_dist(&project, &["-n", "2", "--dist", "loadgroup"]);
+    assert_each_test_once(&project, &records, &out);
+    assert_one_process_per_worker(&records, 2, &out);
+    // Group membership, as the fixture's marks declare it.
+    let group = |id: &str| -> Option<String> {
+        let name = id.rsplit("::").next().unwrap();
+        let name = name.split('@').next().unwrap();
+        match name {
+            "test_a3" | "test_a4" | "test_c3" | "test_c6" => Some("red".into()),
+            "test_g2" | "test_c1" | "test_c4" => Some("blue".into()),
+            _ => None,
+        }
+    };
+    let units = assert_units_stay_together(&records, group, &out);
+    assert_eq!(units.len(), 2, "both groups ran: {units:?}");
+    assert_several_workers(&records, &out);
+}
+
+#[test]
+fn loadgroup_with_one_group_uses_one_worker() {
+    let project = Project::new(FIXTURE);
+    let out = project
+        .shoal([
+            "-n",
+            "2",
+            "--dist",
+            "loadgroup",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "test_a3 or test_a4 or test_c3 or test_c6",
+        ])
+        .run();
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("1 worker [4 items]"),
+        "one unit needs one worker\n{}",
+        out.context()
+    );
+    let records = project.take_records();
+    assert_eq!(placements(&records).len(), 4, "{}", out.context());
+    assert_eq!(workers_used(&records).len(), 1, "{}", out.context());
+}
+
+#[test]
+fn each_runs_every_test_on_every_worker() {
+    let project = Project::new(FIXTURE);
+    let (out, records) = run_dist(&project, &["-n", "2", "--dist", "each"]);
+    assert_one_process_per_worker(&records, 2, &out);
+    let expected: BTreeSet<String> = collected_ids(&project, &[]).into_iter().collect();
+    let mut per_worker: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (nodeid, worker) in placements(&records) {
+        per_worker.entry(worker).or_default().push(nodeid);
+    }
+    assert_eq!(
+        per_worker.keys().cloned().collect::<Vec<_>>(),
+        ["gw0", "gw1"],
+        "{}",
+        out.context()
+    );
+    for (worker, ids) in &per_worker {
+        let set: BTreeSet<String> = ids.iter().cloned().collect();
+        assert_eq!(set, expected, "{worker} did not run every test\n{}", out.context());
+        assert_eq!(ids.len(), expected.len(), "{worker} ran a test twice");
+    }
+    assert_eq!(
+        out.stats().get("passed"),
+        Some(&(2 * expected.len())),
+        "{}",
+        out.context()
+    );
+}
+
+#[test]
+fn dist_no_runs_everything_on_one_worker_in_collection_order() {
+    let project = Project::new(FIXTURE);
+    let out = project
+        .shoal(["-n", "2", "--dist", "no", "-p", "no:cacheprovider"])
+        .run();
+    out.assert_code(0);
+    let records = project.take_records();
+    let ran: Vec<String> = placements(&records).into_iter().map(|p| p.0).collect();
+    assert_eq!(ran, collected_ids(&project, &[]), "{}", out.context());
+    assert_eq!(workers_used(&records).len(), 1, "{}", out.context());
+}
+
+#[test]
+fn n0_runs_everything_in_one_plain_process_in_collection_order() {
+    let project = Project::new(FIXTURE);
+    let out = project.shoal(["-n", "0", "-p", "no:cacheprovider"]).run();
+    out.assert_code(0);
+    let records = project.take_records();
+    let ran: Vec<String> = placements(&records).into_iter().map(|p| p.0).collect();
+    assert_eq!(ran, collected_ids(&project, &[]), "{}", out.context());
+    assert_eq!(
+        workers_used(&records),
+        BTreeSet::from(["master".to_owned()]),
+        "-n 0 runs no xdist worker\n{}",
+        out.context()
+    );
+    let pids: BTreeSet<u64> = records
+        .iter()
+        .filter(|r| r.get("nodeid").is_some())
+        .map(|r| r["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 1, "{}", out.context());
+}
+
+#[test]
+fn never_more_workers_than_files_under_loadfile() {
+    let project = Project::new(FIXTURE);
+    let out = project
+        .shoal([
+            "-n",
+            "4",
+            "--dist",
+            "loadfile",
+            "-p",
+            "no:cacheprovider",
+            "test_alpha.py",
+            "test_gamma.py",
+        ])
+        .rendezvous()
+        .run();
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("2 workers [12 items]"),
+        "two files make two workers\n{}",
+        out.context()
+    );
+    let records = project.take_records();
+    assert_no_rendezvous_timeout(&records, &out);
+    assert_eq!(placements(&records).len(), 12, "{}", out.context());
+    let used = workers_used(&records);
+    assert_eq!(used, BTreeSet::from(["gw0".into(), "gw1".into()]), "{}", out.context());
+    assert_units_stay_together(&records, |id| Some(file_of(id).to_owned()), &out);
+    // No idle worker was started either: only gw0 and gw1 ever finished a pytest session.
+    assert_eq!(
+        session_workers(&records),
+        BTreeSet::from(["gw0".into(), "gw1".into()]),
+        "{}",
+        out.context()
+    );
+}
+
+#[test]
+fn never_more_workers_than_tests_under_load() {
+    let project = Project::new(FIXTURE);
+    let out = project
+        .shoal(["-n", "4", "-p", "no:cacheprovider", "test_alpha.py::test_a1", "test_alpha.py::test_a2"])
+        .run();
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("2 workers [2 items]"),
+        "two tests make at most two workers\n{}",
+        out.context()
+    );
+    let records = project.take_records();
+    assert_eq!(placements(&records).len(), 2, "{}", out.context());
+    assert_eq!(
+        session_workers(&records),
+        BTreeSet::from(["gw0".into(), "gw1".into()]),
+        "{}",
+        out.context()
+    );
+}
