@@ -466,6 +466,18 @@ def _hello(role: str, worker: dict | None) -> dict:
     }
 
 
+def _pytest_main(args: list[str], plugins: list) -> int:
+    """pytest.main, but usage errors name shoal rather than ``pytest.main()``."""
+    import inspect
+
+    from _pytest import config
+
+    main = getattr(config, "_main", None)
+    if main is not None and "prog" in inspect.signature(main).parameters:
+        return main(args=args, plugins=plugins, prog="shoal")
+    return pytest.main(args, plugins=plugins)  # older pytest: its usage line says pytest
+
+
 def main(argv: list[str]) -> int:
     """Entry point: ``argv`` is ``[socket, role, identity-json, *pytest-args]``."""
     path, role, identity = argv[0], argv[1], json.loads(argv[2])
@@ -473,7 +485,7 @@ def main(argv: list[str]) -> int:
     channel.send({"type": "hello", **_hello(role, identity)})
     plugin = ShoalPlugin(channel, role, identity)
     try:
-        code = pytest.main(["-p", "no:xdist", *argv[3:]], plugins=[plugin])
+        code = _pytest_main(["-p", "no:xdist", *argv[3:]], [plugin])
     except KeyboardInterrupt:
         code = pytest.ExitCode.INTERRUPTED
     except Exception:
