@@ -100,7 +100,6 @@ fn negative_worker_count_exits_4() {
 }
 
 #[test]
-#[ignore = "bug: `shoal -n -3` says \"unexpected argument '-3' found\" instead of rejecting the -n value (cli::tests::bad_values_are_errors fails too)"]
 fn negative_worker_count_error_names_the_option() {
     let project = Project::new("passing");
     let out = shoal(&project, &["-n", "-3"]);

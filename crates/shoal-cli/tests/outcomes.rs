@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Output, Project};
+use common::{assert_same_outcomes as assert_outcomes_equal, Output, Project};
 
 const SERIAL: [&str; 4] = ["-p", "no:cacheprovider", "-rA", "-q"];
 
@@ -15,36 +15,7 @@ fn assert_same_outcomes(fixture: &str, shoal_args: &[&str]) -> (Output, Output) 
     args.extend(SERIAL);
     let shoal = project.shoal(&args).run();
 
-    let expected = serial.summary_lines();
-    assert!(
-        !expected.is_empty(),
-        "serial pytest printed no short summary\n{}",
-        serial.context()
-    );
-    let actual = shoal.summary_lines();
-    let missing: Vec<&String> = expected.iter().filter(|l| !actual.contains(l)).collect();
-    let extra: Vec<&String> = actual.iter().filter(|l| !expected.contains(l)).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty() && expected.len() == actual.len(),
-        "short test summaries differ\nonly in serial pytest: {missing:#?}\nonly in shoal: \
-         {extra:#?}\n=== serial ===\n{}\n=== shoal ===\n{}",
-        serial.context(),
-        shoal.context()
-    );
-    assert_eq!(
-        shoal.stats(),
-        serial.stats(),
-        "final stats lines differ\n=== serial ===\n{}\n=== shoal ===\n{}",
-        serial.context(),
-        shoal.context()
-    );
-    assert_eq!(
-        shoal.code,
-        serial.code,
-        "exit codes differ\n=== serial ===\n{}\n=== shoal ===\n{}",
-        serial.context(),
-        shoal.context()
-    );
+    assert_outcomes_equal(&serial, &shoal);
     (serial, shoal)
 }
 

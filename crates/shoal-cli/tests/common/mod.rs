@@ -252,7 +252,12 @@ impl<'p> Run<'p> {
     }
 
     /// Runs to the end, then checks that nothing of the run survives.
-    pub fn run(mut self) -> Output {
+    pub fn run(self) -> Output {
+        self.start().wait()
+    }
+
+    /// Starts the command; [`Running::wait`] finishes it.
+    pub fn start(mut self) -> Running<'p> {
         let n = self.project.runs.fetch_add(1, Ordering::SeqCst);
         let out_path = self.project.root().join(format!("run{n}.stdout"));
         let err_path = self.project.root().join(format!("run{n}.stderr"));
@@ -270,20 +275,55 @@ impl<'p> Run<'p> {
         std::thread::spawn(move || {
             let _ = tx.send(child.wait());
         });
-        let (status, timed_out) = match rx.recv_timeout(RUN_TIMEOUT) {
+        Running {
+            project: self.project,
+            pid,
+            exited: rx,
+            out_path,
+            err_path,
+            description,
+        }
+    }
+}
+
+/// A command that was started and has not been waited for.
+pub struct Running<'p> {
+    project: &'p Project,
+    pid: i32,
+    exited: mpsc::Receiver<std::io::Result<std::process::ExitStatus>>,
+    out_path: PathBuf,
+    err_path: PathBuf,
+    description: String,
+}
+
+impl Running<'_> {
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Sends `signal` to the command's own process only (not its process group).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.pid, signal) };
+    }
+
+    /// Waits up to [`RUN_TIMEOUT`] for the command, then checks that nothing of the run
+    /// survives it.
+    pub fn wait(self) -> Output {
+        let (status, timed_out) = match self.exited.recv_timeout(RUN_TIMEOUT) {
             Ok(status) => (status.expect("wait for the command"), false),
             Err(_) => {
                 // SAFETY: kill has no memory-safety preconditions.
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
-                (rx.recv().unwrap().expect("wait for the command"), true)
+                unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+                (self.exited.recv().unwrap().expect("wait for the command"), true)
             }
         };
         let output = Output {
             code: status.code(),
             signal: std::os::unix::process::ExitStatusExt::signal(&status),
-            stdout: fs::read_to_string(&out_path).unwrap_or_default(),
-            stderr: fs::read_to_string(&err_path).unwrap_or_default(),
-            command: description,
+            stdout: fs::read_to_string(&self.out_path).unwrap_or_default(),
+            stderr: fs::read_to_string(&self.err_path).unwrap_or_default(),
+            command: self.description,
         };
         if timed_out {
             kill_survivors(self.project.root());
@@ -297,6 +337,7 @@ impl<'p> Run<'p> {
             kill_survivors(self.project.root());
             let mut list = String::new();
             for (pid, cmdline) in &survivors {
+                let cmdline: String = cmdline.chars().take(300).collect();
                 let _ = writeln!(list, "  pid {pid}: {cmdline}");
             }
             panic!(
@@ -347,10 +388,7 @@ pub fn survivors(root: &Path) -> Vec<(i32, String)> {
         let Ok(stat) = fs::read_to_string(dir.join("stat")) else {
             continue;
         };
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next());
-        if matches!(state, Some('Z') | Some('X') | None) {
+        if dying(&stat, &fs::read_to_string(dir.join("status")).unwrap_or_default()) {
             continue;
         }
         let cmdline = fs::read(dir.join("cmdline")).unwrap_or_default();
@@ -367,6 +405,32 @@ pub fn survivors(root: &Path) -> Vec<(i32, String)> {
         }
     }
     found
+}
+
+/// Whether a process is already on its way out: a zombie, exiting (PF_EXITING), or with a
+/// SIGKILL pending (as `PR_SET_PDEATHSIG` delivers when its parent exits). Such a process is
+/// gone without anyone's further help, so it does not count as a survivor.
+fn dying(stat: &str, status: &str) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    const SIGKILL_BIT: u64 = 1 << (9 - 1);
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return true; // gone already
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if matches!(fields.first(), Some(&"Z") | Some(&"X") | Some(&"x") | None) {
+        return true;
+    }
+    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
+    if flags & PF_EXITING != 0 {
+        return true;
+    }
+    status.lines().any(|line| {
+        let Some((key, value)) = line.split_once(':') else {
+            return false;
+        };
+        matches!(key, "SigPnd" | "ShdPnd")
+            && u64::from_str_radix(value.trim(), 16).is_ok_and(|mask| mask & SIGKILL_BIT != 0)
+    })
 }
 
 fn kill_survivors(root: &Path) {
@@ -495,6 +559,42 @@ pub fn parse_stats(line: &str) -> Option<BTreeMap<String, usize>> {
         map.insert(word.to_owned(), n);
     }
     Some(map)
+}
+
+/// Asserts that shoal's run reports the same outcomes as serial pytest's: the per-test lines
+/// of the short summary (as sets), the final stats counts and the exit code.
+#[track_caller]
+pub fn assert_same_outcomes(serial: &Output, shoal: &Output) {
+    let expected = serial.summary_lines();
+    assert!(
+        !expected.is_empty(),
+        "serial pytest printed no short summary (run both with -rA)\n{}",
+        serial.context()
+    );
+    let actual = shoal.summary_lines();
+    let missing: Vec<&String> = expected.iter().filter(|l| !actual.contains(l)).collect();
+    let extra: Vec<&String> = actual.iter().filter(|l| !expected.contains(l)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && expected.len() == actual.len(),
+        "short test summaries differ\nonly in serial pytest: {missing:#?}\nonly in shoal: \
+         {extra:#?}\n=== serial ===\n{}\n=== shoal ===\n{}",
+        serial.context(),
+        shoal.context()
+    );
+    assert_eq!(
+        shoal.stats(),
+        serial.stats(),
+        "final stats lines differ\n=== serial ===\n{}\n=== shoal ===\n{}",
+        serial.context(),
+        shoal.context()
+    );
+    assert_eq!(
+        shoal.code,
+        serial.code,
+        "exit codes differ\n=== serial ===\n{}\n=== shoal ===\n{}",
+        serial.context(),
+        shoal.context()
+    );
 }
 
 /// The node ids serial pytest collects, in order (`--collect-only -q`).
