@@ -24,7 +24,12 @@ use shoal_runner::{
 pub struct Cli {
     /// Number of workers: a number, 'auto' (usable CPUs) or 'logical' (all logical CPUs).
     /// 0 runs one worker that looks like plain pytest. [default: auto]
-    #[arg(short = 'n', long = "numprocesses", value_name = "N", allow_hyphen_values = true)]
+    #[arg(
+        short = 'n',
+        long = "numprocesses",
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
     pub numprocesses: Option<WorkerCount>,
 
     /// How tests are spread: load, loadscope, loadfile, loadgroup, worksteal, each, no.

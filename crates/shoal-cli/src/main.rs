@@ -26,7 +26,7 @@ fn main() -> ProcessExit {
         .and_then(|dir| {
             options
                 .with_project_config(&dir)
-                .map_err(|e| error_chain(&e))
+                .map_err(|e| shoal_runner::error_chain(&e))
         }) {
         Ok(options) => options,
         Err(message) => {
@@ -37,19 +37,11 @@ fn main() -> ProcessExit {
     match shoal_runner::run(options) {
         Ok(code) => ProcessExit::from(code as u8),
         Err(err) => {
-            eprintln!("shoal: error: failed to {}", error_chain(&err));
+            eprintln!(
+                "shoal: error: failed to {}",
+                shoal_runner::error_chain(&err)
+            );
             ProcessExit::from(err.exit_code() as u8)
         }
     }
-}
-
-/// The error and its causes on one line: `a: b: c`.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }

@@ -33,9 +33,18 @@ fn assert_each_test_once(project: &Project, records: &[Value], out: &Output) {
         *counts.entry(nodeid).or_default() += 1;
     }
     let ran: BTreeSet<String> = counts.keys().cloned().collect();
-    assert_eq!(ran, expected, "the tests that ran differ from those collected\n{}", out.context());
+    assert_eq!(
+        ran,
+        expected,
+        "the tests that ran differ from those collected\n{}",
+        out.context()
+    );
     let twice: Vec<_> = counts.iter().filter(|(_, &n)| n != 1).collect();
-    assert!(twice.is_empty(), "tests ran more than once: {twice:?}\n{}", out.context());
+    assert!(
+        twice.is_empty(),
+        "tests ran more than once: {twice:?}\n{}",
+        out.context()
+    );
 }
 
 /// One process per worker name, and worker names are gw0..gw{n-1}.
@@ -49,11 +58,23 @@ fn assert_one_process_per_worker(records: &[Value], max_workers: usize, out: &Ou
     }
     let allowed: BTreeSet<String> = (0..max_workers).map(|n| format!("gw{n}")).collect();
     for (worker, set) in &pids {
-        assert!(allowed.contains(worker), "unexpected worker {worker:?}\n{}", out.context());
-        assert_eq!(set.len(), 1, "worker {worker} ran in several processes {set:?}");
+        assert!(
+            allowed.contains(worker),
+            "unexpected worker {worker:?}\n{}",
+            out.context()
+        );
+        assert_eq!(
+            set.len(),
+            1,
+            "worker {worker} ran in several processes {set:?}"
+        );
     }
     let all: BTreeSet<u64> = pids.values().flatten().copied().collect();
-    assert_eq!(all.len(), pids.len(), "two workers share a process: {pids:?}");
+    assert_eq!(
+        all.len(),
+        pids.len(),
+        "two workers share a process: {pids:?}"
+    );
 }
 
 /// Every unit (as `key` computes it) ran on a single worker; returns units per worker.
@@ -105,7 +126,11 @@ fn load_runs_every_test_exactly_once_on_several_workers() {
     assert_each_test_once(&project, &records, &out);
     assert_one_process_per_worker(&records, 2, &out);
     assert_several_workers(&records, &out);
-    assert!(out.stdout.contains("2 workers [29 items]"), "{}", out.context());
+    assert!(
+        out.stdout.contains("2 workers [29 items]"),
+        "{}",
+        out.context()
+    );
 }
 
 #[test]
@@ -216,7 +241,12 @@ fn each_runs_every_test_on_every_worker() {
     );
     for (worker, ids) in &per_worker {
         let set: BTreeSet<String> = ids.iter().cloned().collect();
-        assert_eq!(set, expected, "{worker} did not run every test\n{}", out.context());
+        assert_eq!(
+            set,
+            expected,
+            "{worker} did not run every test\n{}",
+            out.context()
+        );
         assert_eq!(ids.len(), expected.len(), "{worker} ran a test twice");
     }
     assert_eq!(
@@ -288,7 +318,12 @@ fn never_more_workers_than_files_under_loadfile() {
     assert_no_rendezvous_timeout(&records, &out);
     assert_eq!(placements(&records).len(), 12, "{}", out.context());
     let used = workers_used(&records);
-    assert_eq!(used, BTreeSet::from(["gw0".into(), "gw1".into()]), "{}", out.context());
+    assert_eq!(
+        used,
+        BTreeSet::from(["gw0".into(), "gw1".into()]),
+        "{}",
+        out.context()
+    );
     assert_units_stay_together(&records, |id| Some(file_of(id).to_owned()), &out);
     // No idle worker was started either: only gw0 and gw1 ever finished a pytest session.
     assert_eq!(
@@ -303,7 +338,14 @@ fn never_more_workers_than_files_under_loadfile() {
 fn never_more_workers_than_tests_under_load() {
     let project = Project::new(FIXTURE);
     let out = project
-        .shoal(["-n", "4", "-p", "no:cacheprovider", "test_alpha.py::test_a1", "test_alpha.py::test_a2"])
+        .shoal([
+            "-n",
+            "4",
+            "-p",
+            "no:cacheprovider",
+            "test_alpha.py::test_a1",
+            "test_alpha.py::test_a2",
+        ])
         .run();
     out.assert_code(0);
     assert!(

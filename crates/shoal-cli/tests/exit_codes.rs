@@ -61,7 +61,10 @@ fn continue_on_collection_errors_runs_the_rest_and_reports_the_error() {
     let project = Project::new("collect_error");
     let expected = serial(&project, &["--continue-on-collection-errors", "-rA"]);
     expected.assert_code(1);
-    let out = shoal(&project, &["-n", "2", "--continue-on-collection-errors", "-rA"]);
+    let out = shoal(
+        &project,
+        &["-n", "2", "--continue-on-collection-errors", "-rA"],
+    );
     assert_eq!(out.stats().get("passed"), Some(&2), "{}", out.context());
     assert_eq!(out.stats(), expected.stats(), "{}", out.context());
     out.assert_stdout_contains("ERROR test_broken.py");
@@ -71,7 +74,10 @@ fn continue_on_collection_errors_runs_the_rest_and_reports_the_error() {
 #[test]
 fn continue_on_collection_errors_still_runs_the_other_tests() {
     let project = Project::new("collect_error");
-    let out = shoal(&project, &["-n", "2", "--continue-on-collection-errors", "-rA"]);
+    let out = shoal(
+        &project,
+        &["-n", "2", "--continue-on-collection-errors", "-rA"],
+    );
     out.assert_stdout_contains("PASSED test_ok.py::test_fine");
     out.assert_stdout_contains("PASSED test_ok.py::test_also_fine");
     assert_eq!(out.stats().get("passed"), Some(&2), "{}", out.context());
@@ -129,7 +135,11 @@ fn unknown_dist_mode_exits_4() {
         let out = shoal(&project, args);
         out.assert_code(4);
         assert!(out.stderr.contains("nope"), "{}", out.context());
-        assert!(out.stderr.contains("loadfile"), "lists the modes\n{}", out.context());
+        assert!(
+            out.stderr.contains("loadfile"),
+            "lists the modes\n{}",
+            out.context()
+        );
     }
 }
 
@@ -192,9 +202,20 @@ fn collect_only_lists_tests_and_starts_no_workers() {
     out.assert_stdout_contains("29 tests collected");
     // The conftest records every pytest session that finishes: only the collector's did.
     let records = project.take_records();
-    let sessions: Vec<_> = records.iter().filter(|r| r.get("sessionfinish").is_some()).collect();
-    assert_eq!(sessions.len(), 1, "one pytest process ran: {records:?}\n{}", out.context());
-    assert!(records.iter().all(|r| r.get("nodeid").is_none()), "a test ran: {records:?}");
+    let sessions: Vec<_> = records
+        .iter()
+        .filter(|r| r.get("sessionfinish").is_some())
+        .collect();
+    assert_eq!(
+        sessions.len(),
+        1,
+        "one pytest process ran: {records:?}\n{}",
+        out.context()
+    );
+    assert!(
+        records.iter().all(|r| r.get("nodeid").is_none()),
+        "a test ran: {records:?}"
+    );
 }
 
 #[test]
@@ -225,7 +246,11 @@ fn python_without_pytest_exits_4_with_one_line() {
         ])
         .run();
     out.assert_code(4);
-    let lines: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     assert_eq!(lines.len(), 1, "a one-line message\n{}", out.context());
     assert!(lines[0].contains("pytest"), "{}", out.context());
     assert!(out.stdout.trim().is_empty(), "{}", out.context());
@@ -236,7 +261,12 @@ fn missing_python_exits_4() {
     let project = Project::new("passing");
     let missing = project.root().join("no/such/python");
     let out = project
-        .shoal_raw(["--python".as_ref(), missing.as_os_str(), "-n".as_ref(), "2".as_ref()])
+        .shoal_raw([
+            "--python".as_ref(),
+            missing.as_os_str(),
+            "-n".as_ref(),
+            "2".as_ref(),
+        ])
         .run();
     out.assert_code(4);
     assert!(

@@ -143,9 +143,9 @@ fn verbose_lines_name_the_worker_and_progress() {
             "bad worker in {line:?}\n{}",
             out.context()
         );
-        let rest = rest.strip_prefix('[').unwrap_or_else(|| {
-            panic!("no progress in {line:?}\n{}", out.context())
-        });
+        let rest = rest
+            .strip_prefix('[')
+            .unwrap_or_else(|| panic!("no progress in {line:?}\n{}", out.context()));
         let (pct, rest) = rest.split_once("%] ").expect("progress");
         assert_eq!(pct.len(), 3, "progress is right-aligned to 3: {line:?}");
         let pct: u32 = pct.trim().parse().expect("a percentage");
@@ -178,7 +178,9 @@ fn verbose_lines_name_the_worker_and_progress() {
 fn quiet_prints_dots_and_final_line_like_pytest() {
     let project = Project::new("one_failure");
     let serial = project.pytest(["-q", "-p", "no:cacheprovider"]).run();
-    let out = project.shoal(["-n", "2", "-q", "-p", "no:cacheprovider"]).run();
+    let out = project
+        .shoal(["-n", "2", "-q", "-p", "no:cacheprovider"])
+        .run();
     out.assert_code(1);
     let serial_progress = serial
         .stdout
@@ -232,7 +234,10 @@ fn final_line_looks_like_pytest() {
         out.context()
     );
     assert_eq!(
-        last.trim_matches('=').trim().rsplit_once(" in ").map(|p| p.0),
+        last.trim_matches('=')
+            .trim()
+            .rsplit_once(" in ")
+            .map(|p| p.0),
         Some("1 failed, 3 passed"),
         "{}",
         out.context()
@@ -251,7 +256,10 @@ fn final_line_looks_like_pytest() {
     let duration = last.trim_matches('=').trim().rsplit_once(" in ").unwrap().1;
     let secs = duration.strip_suffix('s').expect("seconds");
     let (whole, frac) = secs.split_once('.').expect("two decimals");
-    assert!(whole.parse::<u64>().is_ok() && frac.len() == 2, "{duration:?}");
+    assert!(
+        whole.parse::<u64>().is_ok() && frac.len() == 2,
+        "{duration:?}"
+    );
     assert!(
         (79..=80).contains(&last.len()),
         "stats line is {} wide, not pytest's 80: {last:?}",

@@ -66,8 +66,17 @@ fn crash_run(start: &str) -> Output {
         .summary_lines()
         .into_iter()
         .find(|l| l.starts_with("FAILED test_crash.py::test_crash"))
-        .unwrap_or_else(|| panic!("the crashing test is not reported failed\n{}", out.context()));
-    assert!(crashed.contains("crashed"), "{crashed:?}\n{}", out.context());
+        .unwrap_or_else(|| {
+            panic!(
+                "the crashing test is not reported failed\n{}",
+                out.context()
+            )
+        });
+    assert!(
+        crashed.contains("crashed"),
+        "{crashed:?}\n{}",
+        out.context()
+    );
     out.assert_stdout_contains("signal 9");
     assert_eq!(out.stats().get("failed"), Some(&1), "{}", out.context());
     assert_nothing_survives(&project, &out);

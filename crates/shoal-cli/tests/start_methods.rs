@@ -18,20 +18,39 @@ fn created_line(out: &Output) -> &str {
 #[test]
 fn fork_is_the_default_start_method() {
     let project = Project::new("passing");
-    let out = project.shoal(["-n", "2", "-v", "-p", "no:cacheprovider"]).run();
+    let out = project
+        .shoal(["-n", "2", "-v", "-p", "no:cacheprovider"])
+        .run();
     out.assert_code(0);
-    assert_eq!(created_line(&out), "created: 2/2 workers (fork)", "{}", out.context());
+    assert_eq!(
+        created_line(&out),
+        "created: 2/2 workers (fork)",
+        "{}",
+        out.context()
+    );
 }
 
 #[test]
 fn start_spawn_is_reported_with_v() {
     let project = Project::new("passing");
     let out = project
-        .shoal(["-n", "2", "-v", "--start", "spawn", "-p", "no:cacheprovider"])
+        .shoal([
+            "-n",
+            "2",
+            "-v",
+            "--start",
+            "spawn",
+            "-p",
+            "no:cacheprovider",
+        ])
         .run();
     out.assert_code(0);
     let line = created_line(&out);
-    assert!(line.starts_with("created: 2/2 workers (spawn"), "{line:?}\n{}", out.context());
+    assert!(
+        line.starts_with("created: 2/2 workers (spawn"),
+        "{line:?}\n{}",
+        out.context()
+    );
 }
 
 #[test]
@@ -42,8 +61,16 @@ fn spawned_worker_collecting_other_tests_is_an_error_naming_it() {
         .run();
     out.assert_code(3);
     let all = out.all_output();
-    assert!(all.contains("'gw1'"), "the error names worker gw1\n{}", out.context());
-    assert!(!all.contains("'gw0'"), "gw0 collected what the collector did\n{}", out.context());
+    assert!(
+        all.contains("'gw1'"),
+        "the error names worker gw1\n{}",
+        out.context()
+    );
+    assert!(
+        !all.contains("'gw0'"),
+        "gw0 collected what the collector did\n{}",
+        out.context()
+    );
     assert!(
         all.contains("test_differs.py::test_differs[3]"),
         "the error names the differing test id\n{}",
@@ -70,15 +97,25 @@ fn spawned_worker_collecting_another_order_is_an_error() {
         .run();
     out.assert_code(3);
     let all = out.all_output();
-    assert!(all.contains("'gw1'"), "the error names worker gw1\n{}", out.context());
-    assert!(all.contains("order"), "the error says the order differs\n{}", out.context());
+    assert!(
+        all.contains("'gw1'"),
+        "the error names worker gw1\n{}",
+        out.context()
+    );
+    assert!(
+        all.contains("order"),
+        "the error says the order differs\n{}",
+        out.context()
+    );
 }
 
 #[test]
 fn forked_workers_use_the_collectors_collection() {
     // Forked workers never collect: a suite that collects differently per worker runs fine.
     let project = Project::new("collection_differs");
-    let out = project.shoal(["-n", "2", "-p", "no:cacheprovider", "-q"]).run();
+    let out = project
+        .shoal(["-n", "2", "-p", "no:cacheprovider", "-q"])
+        .run();
     out.assert_code(0);
     assert_eq!(out.stats().get("passed"), Some(&4), "{}", out.context());
 }
@@ -86,7 +123,9 @@ fn forked_workers_use_the_collectors_collection() {
 #[test]
 fn live_thread_in_the_collector_makes_shoal_spawn() {
     let project = Project::new("thread_at_collection");
-    let serial = project.pytest(["-p", "no:cacheprovider", "-rA", "-q"]).run();
+    let serial = project
+        .pytest(["-p", "no:cacheprovider", "-rA", "-q"])
+        .run();
     let out = project
         .shoal(["-n", "2", "-v", "-p", "no:cacheprovider", "-rA"])
         .run();
@@ -108,9 +147,20 @@ fn live_thread_in_the_collector_makes_shoal_spawn() {
 #[test]
 fn live_thread_outcomes_match_with_loadfile_too() {
     let project = Project::new("thread_at_collection");
-    let serial = project.pytest(["-p", "no:cacheprovider", "-rA", "-q"]).run();
+    let serial = project
+        .pytest(["-p", "no:cacheprovider", "-rA", "-q"])
+        .run();
     let out = project
-        .shoal(["-n", "2", "--dist", "loadfile", "-p", "no:cacheprovider", "-rA", "-q"])
+        .shoal([
+            "-n",
+            "2",
+            "--dist",
+            "loadfile",
+            "-p",
+            "no:cacheprovider",
+            "-rA",
+            "-q",
+        ])
         .run();
     assert_same_outcomes(&serial, &out);
 }

@@ -73,7 +73,11 @@ fn assert_module_blocks(out: &Output, logs: &BTreeMap<String, Log>) {
                 ),
             }
         }
-        assert!(open.is_none(), "{worker}: {open:?} never torn down\n{}", ctx());
+        assert!(
+            open.is_none(),
+            "{worker}: {open:?} never torn down\n{}",
+            ctx()
+        );
     }
     assert_eq!(
         modules_seen.len(),
@@ -91,7 +95,10 @@ fn loadfile_sets_up_and_tears_down_each_module_fixture_once() {
         .run();
     out.assert_code(0);
     let records = project.take_records();
-    let tests = records.iter().filter(|r| field(r, "event") == "test").count();
+    let tests = records
+        .iter()
+        .filter(|r| field(r, "event") == "test")
+        .count();
     assert_eq!(tests, 15, "{}", out.context());
     assert_module_blocks(&out, &per_worker(&records));
 }

@@ -24,8 +24,16 @@ fn run(extra: &[&str]) -> (Output, Vec<Value>, Vec<String>) {
     out.assert_code(0);
     let records = project.take_records();
     assert_no_rendezvous_timeout(&records, &out);
-    assert_eq!(records.len(), TESTS, "one record per test\n{}", out.context());
-    let mut argv = vec![common::shoal_bin().to_string_lossy().into_owned(), "--python".into()];
+    assert_eq!(
+        records.len(),
+        TESTS,
+        "one record per test\n{}",
+        out.context()
+    );
+    let mut argv = vec![
+        common::shoal_bin().to_string_lossy().into_owned(),
+        "--python".into(),
+    ];
     argv.push(common::python().to_string_lossy().into_owned());
     argv.extend(args.iter().map(|s| s.to_string()));
     (out, records, argv)
@@ -47,12 +55,19 @@ fn assert_distributed_contract(out: &Output, records: &[Value], argv: &[String])
         assert_eq!(field(r, "worker_id"), worker, "worker_id fixture: {r}");
         assert_eq!(field(r, "env_count"), "2", "PYTEST_XDIST_WORKER_COUNT: {r}");
         let uid = field(r, "env_uid");
-        assert!(is_hex32(uid), "PYTEST_XDIST_TESTRUNUID {uid:?} is not 32 hex digits");
+        assert!(
+            is_hex32(uid),
+            "PYTEST_XDIST_TESTRUNUID {uid:?} is not 32 hex digits"
+        );
         assert_eq!(field(r, "testrun_uid"), uid, "testrun_uid fixture: {r}");
         uids.insert(uid.to_owned());
 
         let input = &r["workerinput"];
-        assert!(input.is_object(), "config.workerinput missing: {r}\n{}", ctx());
+        assert!(
+            input.is_object(),
+            "config.workerinput missing: {r}\n{}",
+            ctx()
+        );
         assert_eq!(input["workerid"].as_str(), Some(worker), "workerinput: {r}");
         assert_eq!(input["workercount"].as_u64(), Some(2), "workerinput: {r}");
         assert_eq!(input["testrunuid"].as_str(), Some(uid), "workerinput: {r}");
@@ -62,8 +77,15 @@ fn assert_distributed_contract(out: &Output, records: &[Value], argv: &[String])
             .iter()
             .map(|v| v.as_str().expect("mainargv holds strings").to_owned())
             .collect();
-        assert_eq!(mainargv, argv, "workerinput[mainargv] is shoal's command line");
-        assert_eq!(r["has_workeroutput"], Value::Bool(true), "config.workeroutput: {r}");
+        assert_eq!(
+            mainargv, argv,
+            "workerinput[mainargv] is shoal's command line"
+        );
+        assert_eq!(
+            r["has_workeroutput"],
+            Value::Bool(true),
+            "config.workeroutput: {r}"
+        );
 
         let basetemp = Path::new(field(r, "basetemp"));
         assert!(basetemp.is_absolute(), "{r}");
@@ -80,8 +102,18 @@ fn assert_distributed_contract(out: &Output, records: &[Value], argv: &[String])
             "tmp_path {tmp_path:?} lies outside getbasetemp() {basetemp:?}"
         );
     }
-    assert_eq!(workers.len(), 2, "both workers ran tests: {workers:?}\n{}", ctx());
-    assert_eq!(uids.len(), 1, "one testrunuid for the whole run: {uids:?}\n{}", ctx());
+    assert_eq!(
+        workers.len(),
+        2,
+        "both workers ran tests: {workers:?}\n{}",
+        ctx()
+    );
+    assert_eq!(
+        uids.len(),
+        1,
+        "one testrunuid for the whole run: {uids:?}\n{}",
+        ctx()
+    );
     assert_eq!(
         parents.len(),
         1,
@@ -126,14 +158,29 @@ fn n0_looks_like_plain_pytest() {
     assert_eq!(records.len(), TESTS, "{}", out.context());
     let mut uids = BTreeSet::new();
     for r in &records {
-        assert_eq!(field(r, "worker_id"), "master", "worker_id with -n 0: {r}\n{}", out.context());
+        assert_eq!(
+            field(r, "worker_id"),
+            "master",
+            "worker_id with -n 0: {r}\n{}",
+            out.context()
+        );
         for var in ["env_worker", "env_count", "env_uid"] {
-            assert!(r[var].is_null(), "{var} is set with -n 0: {r}\n{}", out.context());
+            assert!(
+                r[var].is_null(),
+                "{var} is set with -n 0: {r}\n{}",
+                out.context()
+            );
         }
-        assert!(r["workerinput"].is_null(), "workerinput exists with -n 0: {r}");
+        assert!(
+            r["workerinput"].is_null(),
+            "workerinput exists with -n 0: {r}"
+        );
         assert_eq!(r["has_workeroutput"], Value::Bool(false), "{r}");
         let basetemp = field(r, "basetemp");
-        assert!(!basetemp.contains("popen-gw"), "basetemp {basetemp:?} with -n 0");
+        assert!(
+            !basetemp.contains("popen-gw"),
+            "basetemp {basetemp:?} with -n 0"
+        );
         let uid = field(r, "testrun_uid");
         assert!(is_hex32(uid), "testrun_uid {uid:?}");
         uids.insert(uid.to_owned());

@@ -31,6 +31,9 @@ pub enum FromPython {
         /// The run's base temporary directory; workers use `<basetemp>/popen-<id>`.
         basetemp: Option<String>,
         settings: PytestSettings,
+        /// Warnings raised while collecting.
+        #[serde(default)]
+        warnings: Vec<Warning>,
     },
     /// The collector forked a worker.
     Forked { worker: String, pid: u32 },
@@ -49,6 +52,11 @@ pub enum FromPython {
         index: usize,
         headline: Option<String>,
         reports: Vec<PhaseReport>,
+        #[serde(default)]
+        warnings: Vec<Warning>,
+        /// What pytest's junitxml made of the test, when `--junitxml` is on.
+        #[serde(default)]
+        junit: Option<JunitDelta>,
     },
     /// The tests a worker gave up in answer to `steal`, none of them started.
     Released { indices: Vec<usize> },
@@ -56,6 +64,12 @@ pub enum FromPython {
     WorkerDone {
         #[serde(default)]
         workeroutput: serde_json::Value,
+        /// `record_testsuite_property` calls: (name, value).
+        #[serde(default)]
+        junit_properties: Vec<(String, String)>,
+        /// Warnings raised outside any test (session teardown).
+        #[serde(default)]
+        warnings: Vec<Warning>,
     },
 }
 
@@ -105,6 +119,49 @@ pub struct PytestSettings {
     /// Whether the short summary shows whole messages (CI, `-vv`) instead of trimming them.
     pub full_summary: bool,
     pub deselected: usize,
+    /// `--durations`: how many slowest phases to list (0: all).
+    #[serde(default)]
+    pub durations: Option<usize>,
+    #[serde(default)]
+    pub durations_min: Option<f64>,
+    /// pytest's cache directory; `None` with `-p no:cacheprovider`.
+    #[serde(default)]
+    pub cache_dir: Option<String>,
+    /// Set when `--junitxml` was given.
+    #[serde(default)]
+    pub junit: Option<JunitSettings>,
+}
+
+/// What the run's JUnit file needs from pytest's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JunitSettings {
+    /// Absolute path of the file to write.
+    pub path: String,
+    pub suite_name: String,
+    /// When the session started, ISO 8601 with the local offset, as pytest writes it.
+    pub timestamp: String,
+    /// `--junitprefix`, prepended to class names.
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+/// The `<testcase>` elements pytest's junitxml built for one test, and its counter changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JunitDelta {
+    pub testcases: Vec<String>,
+    /// Increments of junitxml's counters: passed, failure, skipped, error.
+    #[serde(default)]
+    pub stats: std::collections::BTreeMap<String, i64>,
+    #[serde(default)]
+    pub double_failures: i64,
+}
+
+/// One warning, rendered as pytest's warnings summary shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Warning {
+    pub message: String,
+    /// The node id, or `path:line`, it was raised at.
+    pub location: Option<String>,
 }
 
 /// Who a worker is: what `config.workerinput` and the `PYTEST_XDIST_*` variables say.

@@ -158,6 +158,7 @@ class ShoalPlugin:
         self.worker = worker
         self.config = None
         self._reports: list = []
+        self._warnings: list = []
 
     # -- options: the xdist flags a project's addopts may hold -------------------------------
 
@@ -169,6 +170,7 @@ class ShoalPlugin:
         group.addoption("--dist", dest="dist", default=None)
         group.addoption("--max-worker-restart", dest="maxworkerrestart", default=None)
 
+    @pytest.hookimpl(trylast=True)  # after junitxml and tmpdir have set themselves up
     def pytest_configure(self, config):
         self.config = config
         config.addinivalue_line(
@@ -212,12 +214,17 @@ class ShoalPlugin:
     def pytest_runtest_logreport(self, report):
         self._reports.append(report)
 
+    def pytest_warning_recorded(self, warning_message, when, nodeid, location):
+        self._warnings.append(_warning(self.config, warning_message, nodeid, location))
+
     def pytest_sessionfinish(self, session):
         if self.role == "worker" and self.worker is not None:
             self.channel.send(
                 {
                     "type": "worker_done",
                     "workeroutput": _jsonable(getattr(session.config, "workeroutput", {})),
+                    "junit_properties": getattr(_logxml(session.config), "global_properties", []),
+                    "warnings": self._take_warnings(),
                 }
             )
 
@@ -240,6 +247,11 @@ class ShoalPlugin:
                 }
             )
         tmp = getattr(config, "_tmp_path_factory", None)
+        logxml = _logxml(config)
+        cache = getattr(config, "cache", None)
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        stats = reporter.stats if reporter is not None else {}
+        sys.stdout.flush()
         self.channel.send(
             {
                 "type": "collected",
@@ -258,14 +270,23 @@ class ShoalPlugin:
                     "width": tw.fullwidth,
                     "full_summary": (running_on_ci() or config.option.verbose >= 2)
                     and not getattr(config.option, "force_short_summary", False),
-                    "deselected": len(
-                        config.pluginmanager.get_plugin("terminalreporter").stats.get(
-                            "deselected", []
-                        )
-                    )
-                    if config.pluginmanager.get_plugin("terminalreporter")
-                    else 0,
+                    "deselected": len(stats.get("deselected", [])),
+                    "durations": config.option.durations,
+                    "durations_min": config.option.durations_min,
+                    "cache_dir": str(cache._cachedir) if cache is not None else None,
+                    "junit": {
+                        "path": logxml.logfile,
+                        "suite_name": logxml.suite_name,
+                        "timestamp": logxml.suite_start.as_utc().astimezone().isoformat(),
+                        "prefix": logxml.prefix,
+                    }
+                    if logxml is not None
+                    else None,
                 },
+                "warnings": [
+                    {"message": w.message, "location": w.get_location(config)}
+                    for w in stats.get("warnings", [])
+                ],
             }
         )
 
@@ -372,6 +393,7 @@ class ShoalPlugin:
             item = items[index]
             nextitem = items[queue[0]] if queue else None
             self._reports = []
+            junit = _JunitDelta(session.config)
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
             reports = self._reports
             self.channel.send(
@@ -380,8 +402,60 @@ class ShoalPlugin:
                     "index": index,
                     "headline": reports[0].head_line if reports else None,
                     "reports": [_report(session.config, r, reports) for r in reports],
+                    "warnings": self._take_warnings(),
+                    "junit": junit.take(),
                 }
             )
+
+    def _take_warnings(self) -> list:
+        taken, self._warnings = self._warnings, []
+        return taken
+
+
+def _logxml(config):
+    """pytest's junitxml plugin object, when ``--junitxml`` is on."""
+    from _pytest.junitxml import xml_key
+
+    return config.stash.get(xml_key, None)
+
+
+class _JunitDelta:
+    """The <testcase> elements and counts pytest's junitxml made for one test."""
+
+    def __init__(self, config) -> None:
+        self.logxml = _logxml(config)
+        if self.logxml is not None:
+            self.stats = dict(self.logxml.stats)
+            self.double = self.logxml.cnt_double_fail_tests
+
+    def take(self):
+        if self.logxml is None:
+            return None
+        import xml.etree.ElementTree as ET
+
+        cases = [ET.tostring(r.to_xml(), encoding="unicode") for r in self.logxml.node_reporters_ordered]
+        self.logxml.node_reporters_ordered.clear()
+        stats = {k: v - self.stats.get(k, 0) for k, v in self.logxml.stats.items()}
+        return {
+            "testcases": cases,
+            "stats": {k: v for k, v in stats.items() if v},
+            "double_failures": self.logxml.cnt_double_fail_tests - self.double,
+        }
+
+
+def _warning(config, warning_message, nodeid, location) -> dict:
+    """A warning as pytest's warnings summary shows it: rendered text and where it arose."""
+    from _pytest.warnings import warning_record_to_str
+
+    if nodeid:
+        where = nodeid
+    elif location:
+        from _pytest.pathlib import bestrelpath
+
+        where = f"{bestrelpath(config.invocation_params.dir, Path(location[0]))}:{location[1]}"
+    else:
+        where = None
+    return {"message": warning_record_to_str(warning_message), "location": where}
 
 
 def _become_worker(config, worker: dict) -> None:
@@ -415,11 +489,11 @@ def _silence_terminal(config) -> None:
         from _pytest._io import TerminalWriter
 
         reporter._tw = TerminalWriter(io.StringIO())
-    # junitxml writes from the controller's merged results, never from a pytest process.
-    logxml = getattr(config, "_xml", None)
+    # pytest's junitxml still builds each <testcase> (see _JunitDelta), but the controller
+    # writes the one file for the run.
+    logxml = _logxml(config)
     if logxml is not None:
-        config.pluginmanager.unregister(logxml)
-        del config._xml
+        logxml.logfile = os.devnull
 
 
 def _fork_unsafe_reason() -> str | None:

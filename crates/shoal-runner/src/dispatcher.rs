@@ -17,7 +17,7 @@ use crate::{
     connection::{self, ConnId, Event, Peer, Process},
     options::{Dist, RunOptions, StartMethod},
     python::{Interpreter, PYTEST_MISSING_EXIT},
-    reporter::{StopReason, Terminal},
+    reporter::{cache, junit, StopReason, Terminal},
     results::{crash_report, Results, TestRecord},
     scheduler::{self, Command, Scheduler},
     ExitCode, RunError,
@@ -94,6 +94,7 @@ struct Collection {
     fork_unsafe: Option<String>,
     basetemp: Option<String>,
     settings: PytestSettings,
+    warnings: Vec<shoal_protocol::Warning>,
 }
 
 impl Dispatcher {
@@ -131,6 +132,7 @@ impl Dispatcher {
             1
         };
         let mut results = Results::new(collection.items.len(), runs_per_test);
+        results.add_session_warnings(collection.warnings.clone());
         let total = collection.items.len() * runs_per_test;
         let start_label = match (&start, &collection.fork_unsafe) {
             (StartMethod::Fork, _) => "fork".to_owned(),
@@ -167,6 +169,8 @@ impl Dispatcher {
                             index,
                             headline,
                             reports,
+                            warnings,
+                            junit,
                         } => {
                             failures += reports
                                 .iter()
@@ -178,6 +182,8 @@ impl Dispatcher {
                                 worker: self.workers[w].id.clone(),
                                 headline,
                                 reports,
+                                warnings,
+                                junit,
                             };
                             terminal.test_done(&record);
                             results.record(record);
@@ -189,7 +195,13 @@ impl Dispatcher {
                             commands
                         }
                         FromPython::Released { indices } => scheduler.released(w, indices),
-                        FromPython::WorkerDone { .. } => {
+                        FromPython::WorkerDone {
+                            junit_properties,
+                            warnings,
+                            ..
+                        } => {
+                            results.add_junit_properties(junit_properties);
+                            results.add_session_warnings(warnings);
                             self.workers[w].done = true;
                             Vec::new()
                         }
@@ -246,7 +258,17 @@ impl Dispatcher {
             stop = Some(StopReason::NoWorkers);
         }
         self.finish_collector();
-        terminal.summary(&results, stop.as_ref(), self.started.elapsed());
+        let elapsed = self.started.elapsed();
+        let settings = &collection.settings;
+        if let Some(junit) = &settings.junit {
+            junit::write(junit, &results, elapsed)?;
+        }
+        if let Some(dir) = &settings.cache_dir {
+            if let Err(e) = cache::update_lastfailed(std::path::Path::new(dir), &results) {
+                eprintln!("shoal: warning: failed to {}", crate::error_chain(&e));
+            }
+        }
+        terminal.summary(&results, stop.as_ref(), elapsed);
         Ok(if results.any_failed() || results.not_run() > 0 {
             ExitCode::TestsFailed
         } else {
@@ -283,6 +305,7 @@ impl Dispatcher {
                             fork_unsafe,
                             basetemp,
                             settings,
+                            warnings,
                         },
                     ..
                 } => {
@@ -291,6 +314,7 @@ impl Dispatcher {
                         fork_unsafe,
                         basetemp,
                         settings,
+                        warnings,
                     }))
                 }
                 Event::Message { message, .. } => {
@@ -429,6 +453,8 @@ impl Dispatcher {
                     .to_owned(),
             ),
             reports: vec![crash_report(message)],
+            warnings: Vec::new(),
+            junit: None,
         };
         terminal.test_done(&record);
         results.record(record);

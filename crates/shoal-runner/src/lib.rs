@@ -72,6 +72,8 @@ pub enum RunError {
     Unexpected { who: String, message: String },
     #[error("collect the tests: the collecting pytest process died ({status})")]
     CollectorDied { status: String },
+    #[error(transparent)]
+    Junit(#[from] reporter::junit::JunitError),
     #[error("start worker '{worker}': it collected different tests than the collector (- only in the collector, + only in the worker):{diff}")]
     CollectionMismatch { worker: String, diff: String },
 }
@@ -101,6 +103,17 @@ pub fn run(options: RunOptions) -> Result<ExitCode, RunError> {
         options,
     };
     dispatcher::Dispatcher::new(launch, events, sender).run()
+}
+
+/// An error and its causes on one line (`a: b: c`), to print after "failed to".
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// A private directory for the plugin file and the socket. Unix socket paths are limited to

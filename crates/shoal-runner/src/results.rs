@@ -1,6 +1,6 @@
 //! Every test's outcome as the workers reported it, and what the run's exit code follows from.
 
-use shoal_protocol::PhaseReport;
+use shoal_protocol::{JunitDelta, PhaseReport, Warning};
 
 /// One test run on one worker.
 #[derive(Debug, Clone)]
@@ -11,6 +11,9 @@ pub struct TestRecord {
     /// pytest's failure headline (`TestClass.test_name`).
     pub headline: Option<String>,
     pub reports: Vec<PhaseReport>,
+    pub warnings: Vec<Warning>,
+    /// pytest's `<testcase>` for it; `None` when `--junitxml` is off or the test never reported.
+    pub junit: Option<JunitDelta>,
 }
 
 /// The run's results, in the order tests finished.
@@ -21,6 +24,9 @@ pub struct Results {
     runs: Vec<usize>,
     /// Runs expected per test: the worker count under `each`, else one.
     runs_expected: usize,
+    /// Warnings raised outside tests: while collecting, in session teardown.
+    session_warnings: Vec<Warning>,
+    junit_properties: Vec<(String, String)>,
 }
 
 impl Results {
@@ -29,7 +35,29 @@ impl Results {
             records: Vec::new(),
             runs: vec![0; items],
             runs_expected,
+            session_warnings: Vec::new(),
+            junit_properties: Vec::new(),
         }
+    }
+
+    pub fn add_session_warnings(&mut self, warnings: Vec<Warning>) {
+        self.session_warnings.extend(warnings);
+    }
+
+    pub fn add_junit_properties(&mut self, properties: Vec<(String, String)>) {
+        self.junit_properties.extend(properties);
+    }
+
+    pub fn junit_properties(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.junit_properties.iter().map(|(n, v)| (n, v))
+    }
+
+    /// Every warning, those raised in tests first, in the order they arrived.
+    pub fn warnings(&self) -> impl Iterator<Item = &Warning> {
+        self.records
+            .iter()
+            .flat_map(|r| r.warnings.iter())
+            .chain(self.session_warnings.iter())
     }
 
     pub fn record(&mut self, record: TestRecord) {

@@ -414,12 +414,26 @@ mod tests {
     #[test]
     fn a_lone_test_is_not_left_waiting_for_a_successor() {
         let one = vec![item("a.py::t", None)];
-        let three = [item("a.py::t1", None), item("a.py::t2", None), item("a.py::t3", None)];
-        for dist in [Dist::Load, Dist::LoadFile, Dist::WorkSteal, Dist::Each, Dist::No] {
+        let three = [
+            item("a.py::t1", None),
+            item("a.py::t2", None),
+            item("a.py::t3", None),
+        ];
+        for dist in [
+            Dist::Load,
+            Dist::LoadFile,
+            Dist::WorkSteal,
+            Dist::Each,
+            Dist::No,
+        ] {
             assert_eq!(sorted(&simulate_items(dist, 1, &one)), vec![0], "{dist}");
             let workers = useful_workers(dist, units(dist, &three).len(), 2);
             let ran = simulate_items(dist, workers, &three);
-            let expected = if dist == Dist::Each { vec![0, 0, 1, 1, 2, 2] } else { vec![0, 1, 2] };
+            let expected = if dist == Dist::Each {
+                vec![0, 0, 1, 1, 2, 2]
+            } else {
+                vec![0, 1, 2]
+            };
             assert_eq!(sorted(&ran), expected, "{dist}");
         }
     }

@@ -315,7 +315,10 @@ impl Running<'_> {
             Err(_) => {
                 // SAFETY: kill has no memory-safety preconditions.
                 unsafe { libc::kill(-self.pid, libc::SIGKILL) };
-                (self.exited.recv().unwrap().expect("wait for the command"), true)
+                (
+                    self.exited.recv().unwrap().expect("wait for the command"),
+                    true,
+                )
             }
         };
         let output = Output {
@@ -388,7 +391,10 @@ pub fn survivors(root: &Path) -> Vec<(i32, String)> {
         let Ok(stat) = fs::read_to_string(dir.join("stat")) else {
             continue;
         };
-        if dying(&stat, &fs::read_to_string(dir.join("status")).unwrap_or_default()) {
+        if dying(
+            &stat,
+            &fs::read_to_string(dir.join("status")).unwrap_or_default(),
+        ) {
             continue;
         }
         let cmdline = fs::read(dir.join("cmdline")).unwrap_or_default();
@@ -493,7 +499,9 @@ impl Output {
     /// The per-test lines of the (last) short test summary, sorted: `PASSED id`,
     /// `FAILED id - msg`, `ERROR ...`, `SKIPPED [n] ...`, `XFAIL ...`, `XPASS ...`.
     pub fn summary_lines(&self) -> Vec<String> {
-        const WORDS: [&str; 6] = ["PASSED ", "FAILED ", "ERROR ", "SKIPPED ", "XFAIL ", "XPASS "];
+        const WORDS: [&str; 6] = [
+            "PASSED ", "FAILED ", "ERROR ", "SKIPPED ", "XFAIL ", "XPASS ",
+        ];
         let lines: Vec<&str> = self.stdout.lines().collect();
         let Some(start) = lines
             .iter()
@@ -512,10 +520,7 @@ impl Output {
 
     /// The last line of stdout that is a stats line (`=== 1 failed, 2 passed in 0.1s ===`).
     pub fn stats_line(&self) -> Option<&str> {
-        self.stdout
-            .lines()
-            .rev()
-            .find(|l| parse_stats(l).is_some())
+        self.stdout.lines().rev().find(|l| parse_stats(l).is_some())
     }
 
     /// The counts of the final stats line, with singular/plural nouns made one key.
@@ -635,7 +640,9 @@ pub fn workers_used(records: &[Value]) -> BTreeSet<String> {
 #[track_caller]
 pub fn assert_no_rendezvous_timeout(records: &[Value], output: &Output) {
     assert!(
-        !records.iter().any(|r| r.get("rendezvous_timeout").is_some()),
+        !records
+            .iter()
+            .any(|r| r.get("rendezvous_timeout").is_some()),
         "a worker waited in vain for a second worker to run any test\n{}",
         output.context()
     );

@@ -191,6 +191,16 @@ impl Terminal {
             self.sections(results, "error", "ERRORS");
             self.sections(results, "failed", "FAILURES");
         }
+        if self.settings.reportchars.contains('w') {
+            self.warnings_summary(results);
+        }
+        self.durations(results);
+        if let Some(junit) = &self.settings.junit {
+            if self.settings.verbose >= 0 {
+                let line = self.sep('-', &format!("generated xml file: {}", junit.path));
+                self.line(&line);
+            }
+        }
         self.short_summary(results);
         match stop {
             Some(StopReason::MaxFail(n)) => {
@@ -231,6 +241,77 @@ impl Terminal {
             if let Some(text) = &report.text {
                 let _ = write!(self.out, "{text}");
             }
+        }
+    }
+
+    /// pytest's warnings summary: grouped by message, with where each arose.
+    fn warnings_summary(&mut self, results: &Results) {
+        let mut grouped: Vec<(&str, Vec<&str>)> = Vec::new();
+        for warning in results.warnings() {
+            let location = warning.location.as_deref();
+            match grouped.iter_mut().find(|(m, _)| *m == warning.message) {
+                Some((_, locations)) => locations.extend(location),
+                None => grouped.push((&warning.message, location.into_iter().collect())),
+            }
+        }
+        if grouped.is_empty() {
+            return;
+        }
+        let header = self.sep('=', "warnings summary");
+        let header = self.paint(&header, Some(Color::Yellow), false);
+        self.line(&header);
+        for (message, locations) in grouped {
+            if locations.is_empty() {
+                self.line(message.trim_end());
+            } else {
+                self.line(&collapse_locations(&locations));
+                let indented: Vec<String> = message.lines().map(|l| format!("  {l}")).collect();
+                self.line(indented.join("\n").trim_end());
+            }
+            self.line("");
+        }
+        self.line("-- Docs: https://docs.pytest.org/en/stable/how-to/capture-warnings.html");
+    }
+
+    /// `--durations=N`: the slowest phases, as pytest lists them.
+    fn durations(&mut self, results: &Results) {
+        let Some(limit) = self.settings.durations else {
+            return;
+        };
+        let explicit_min = self.settings.durations_min;
+        let min = explicit_min.unwrap_or(if self.settings.verbose < 2 {
+            0.005
+        } else {
+            0.0
+        });
+        let mut phases: Vec<(f64, &str, &str)> = results
+            .reports()
+            .map(|(record, r)| (r.duration, r.when.as_str(), record.nodeid.as_str()))
+            .collect();
+        if phases.is_empty() {
+            return;
+        }
+        phases.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let title = if limit == 0 {
+            "slowest durations".to_owned()
+        } else {
+            phases.truncate(limit);
+            format!("slowest {limit} durations")
+        };
+        let header = self.sep('=', &title);
+        self.line(&header);
+        for (i, (duration, when, nodeid)) in phases.iter().enumerate() {
+            if *duration < min {
+                self.line("");
+                let mut message = format!("({} durations < {min}s hidden.", phases.len() - i);
+                if explicit_min.is_none() {
+                    message.push_str("  Use -vv to show these durations.");
+                }
+                message.push(')');
+                self.line(&message);
+                break;
+            }
+            self.line(&format!("{duration:02.2}s {when:<8} {nodeid}"));
         }
     }
 
@@ -335,6 +416,9 @@ impl Terminal {
         if let Some(entry) = counts.iter_mut().find(|(c, _)| c == "deselected") {
             entry.1 = self.settings.deselected;
         }
+        if let Some(entry) = counts.iter_mut().find(|(c, _)| c == "warnings") {
+            entry.1 = results.warnings().count();
+        }
         let seen = |name: &str| counts.iter().any(|(c, n)| c == name && *n > 0);
         let unknown = counts
             .iter()
@@ -373,6 +457,26 @@ impl Terminal {
         let line = self.paint(&line, Some(main), true);
         self.line(&line);
     }
+}
+
+/// pytest's `collapsed_location_report`: up to nine locations, else counts per file.
+fn collapse_locations(locations: &[&str]) -> String {
+    if locations.len() < 10 {
+        return locations.join("\n");
+    }
+    let mut per_file: Vec<(&str, usize)> = Vec::new();
+    for location in locations {
+        let file = location.split("::").next().unwrap_or(location);
+        match per_file.iter_mut().find(|(f, _)| *f == file) {
+            Some(entry) => entry.1 += 1,
+            None => per_file.push((file, 1)),
+        }
+    }
+    per_file
+        .iter()
+        .map(|(file, n)| format!("{file}: {n} warning{}", if *n > 1 { "s" } else { "" }))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// pytest's `_make_plural`: only some nouns change.

@@ -1,0 +1,145 @@
+//! The run's one JUnit XML file, in pytest's schema.
+//!
+//! Each worker's pytest builds the `<testcase>` elements itself (so `junit_family`,
+//! `junit_logging`, `record_property` and `record_xml_attribute` behave exactly as in pytest);
+//! this module assembles them into the `<testsuite>` with the run's totals, and stands in for
+//! pytest where a worker died before it could report a test.
+
+use std::{collections::BTreeMap, fs, path::PathBuf, time::Duration};
+
+use quick_xml::escape::escape;
+use shoal_protocol::JunitSettings;
+
+use crate::results::Results;
+
+/// The JUnit file could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("write the JUnit XML file {path}")]
+pub struct JunitError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+/// Writes the run's results to the file `--junitxml` named.
+pub fn write(
+    settings: &JunitSettings,
+    results: &Results,
+    elapsed: Duration,
+) -> Result<(), JunitError> {
+    let mut stats: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut double_failures = 0;
+    let mut cases = String::new();
+    for record in results.records() {
+        match &record.junit {
+            Some(delta) => {
+                for (key, n) in &delta.stats {
+                    *stats.entry(key.as_str()).or_default() += n;
+                }
+                double_failures += delta.double_failures;
+                delta.testcases.iter().for_each(|case| cases.push_str(case));
+            }
+            None => {
+                // A test pytest never reported (its worker died): a failure, in pytest's shape.
+                let (classname, name) = mangle(&record.nodeid, settings.prefix.as_deref());
+                let message = record
+                    .reports
+                    .iter()
+                    .find_map(|r| r.message.as_deref())
+                    .unwrap_or("test did not report");
+                cases.push_str(&format!(
+                    "<testcase classname=\"{}\" name=\"{}\" time=\"0.000\"><failure message=\"{}\">{}</failure></testcase>",
+                    escape(&classname),
+                    escape(&name),
+                    escape(message),
+                    escape(message),
+                ));
+                *stats.entry("failure").or_default() += 1;
+            }
+        }
+    }
+    let count = |key: &str| stats.get(key).copied().unwrap_or(0);
+    let tests =
+        count("passed") + count("failure") + count("skipped") + count("error") - double_failures;
+    let mut properties = String::new();
+    let mut seen = Vec::new();
+    for (name, value) in results.junit_properties() {
+        if seen.contains(&(name, value)) {
+            continue; // every worker may record the same suite property
+        }
+        seen.push((name, value));
+        properties.push_str(&format!(
+            "<property name=\"{}\" value=\"{}\" />",
+            escape(name),
+            escape(value)
+        ));
+    }
+    if !properties.is_empty() {
+        properties = format!("<properties>{properties}</properties>");
+    }
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><testsuites name=\"pytest tests\"><testsuite name=\"{}\" errors=\"{}\" failures=\"{}\" skipped=\"{}\" tests=\"{tests}\" time=\"{:.3}\" timestamp=\"{}\" hostname=\"{}\">{properties}{cases}</testsuite></testsuites>",
+        escape(&settings.suite_name),
+        count("error"),
+        count("failure"),
+        count("skipped"),
+        elapsed.as_secs_f64(),
+        escape(&settings.timestamp),
+        escape(&hostname()),
+    );
+    let path = PathBuf::from(&settings.path);
+    let error = |source| JunitError {
+        path: path.clone(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(error)?;
+    }
+    fs::write(&path, xml).map_err(error)
+}
+
+/// pytest's `mangle_test_address`: `dir/test_a.py::Cls::test[x]` -> (`dir.test_a.Cls`, `test[x]`).
+fn mangle(nodeid: &str, prefix: Option<&str>) -> (String, String) {
+    let (path, params) = match nodeid.find('[') {
+        Some(at) => nodeid.split_at(at),
+        None => (nodeid, ""),
+    };
+    let mut names: Vec<String> = path.split("::").map(str::to_owned).collect();
+    names[0] = names[0].replace('/', ".");
+    if let Some(stripped) = names[0].strip_suffix(".py") {
+        names[0] = stripped.to_owned();
+    }
+    let name = format!("{}{params}", names.pop().unwrap_or_default());
+    let mut classname = names.join(".");
+    if let Some(prefix) = prefix {
+        classname = format!("{prefix}.{classname}");
+    }
+    (classname, name)
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_mangle_like_pytest() {
+        assert_eq!(
+            mangle("tests/test_a.py::TestX::test_y[1-a::b]", None),
+            ("tests.test_a.TestX".into(), "test_y[1-a::b]".into())
+        );
+        assert_eq!(
+            mangle("test_a.py::test_z", Some("pre")),
+            ("pre.test_a".into(), "test_z".into())
+        );
+    }
+}
