@@ -30,7 +30,7 @@ pub enum FromPython {
         fork_unsafe: Option<String>,
         /// The run's base temporary directory; workers use `<basetemp>/popen-<id>`.
         basetemp: Option<String>,
-        settings: PytestSettings,
+        settings: Box<PytestSettings>,
         /// Warnings raised while collecting.
         #[serde(default)]
         warnings: Vec<Warning>,

@@ -93,7 +93,7 @@ struct Collection {
     items: Vec<CollectedItem>,
     fork_unsafe: Option<String>,
     basetemp: Option<String>,
-    settings: PytestSettings,
+    settings: Box<PytestSettings>,
     warnings: Vec<shoal_protocol::Warning>,
 }
 
@@ -125,7 +125,7 @@ impl Dispatcher {
             (Some(StartMethod::Spawn), _) | (_, Some(_)) => StartMethod::Spawn,
             _ => StartMethod::Fork,
         };
-        let mut terminal = Terminal::new(collection.settings.clone());
+        let mut terminal = Terminal::new((*collection.settings).clone());
         let runs_per_test = if resolved.dist == Dist::Each {
             count
         } else {

@@ -272,6 +272,10 @@ mod tests {
             width: 80,
             full_summary: false,
             deselected: 0,
+            durations: None,
+            durations_min: None,
+            cache_dir: None,
+            junit: None,
         }
     }
 

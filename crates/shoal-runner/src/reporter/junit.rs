@@ -84,7 +84,7 @@ pub fn write(
         count("skipped"),
         elapsed.as_secs_f64(),
         escape(&settings.timestamp),
-        escape(&hostname()),
+        escape(hostname()),
     );
     let path = PathBuf::from(&settings.path);
     let error = |source| JunitError {

@@ -364,7 +364,8 @@ impl Terminal {
 
     fn skipped_lines(&self, results: &Results, lines: &mut Vec<String>) {
         // pytest folds identical skips: same file, line and reason.
-        let mut folded: Vec<((String, Option<u32>, String), usize, String)> = Vec::new();
+        type SkipKey = (String, Option<u32>, String);
+        let mut folded: Vec<(SkipKey, usize, String)> = Vec::new();
         for (_, report) in results.category("skipped") {
             let Some(key) = report.skip.clone() else {
                 continue;
