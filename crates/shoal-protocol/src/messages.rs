@@ -10,6 +10,8 @@ pub enum Role {
     Collector,
     /// Runs tests.
     Worker,
+    /// A forked worker's stdout and stderr: after `hello`, raw bytes, not frames.
+    Output,
 }
 
 /// Messages a Python process sends to the controller.

@@ -339,6 +339,7 @@ class ShoalPlugin:
                     signal.set_wakeup_fd(-1)
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                     self.channel.sock.close()
+                    _send_output_to_controller(session.config, self.channel.path, msg["identity"])
                     self.channel = Channel(self.channel.path)
                     self.role = "worker"
                     self.worker = msg["identity"]
@@ -482,6 +483,36 @@ def _become_worker(config, worker: dict) -> None:
         config.option.basetemp = str(basetemp)
 
 
+def _send_output_to_controller(config, path: str, worker: dict) -> None:
+    """Point this forked worker's stdout and stderr at the controller, which prefixes each
+    line with the worker id. pytest's global capture keeps a copy of the original descriptors
+    to restore between tests; those copies are redirected too."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    hello = json.dumps({"type": "hello", **_hello("output", worker)}).encode()
+    sock.sendall(_HEADER.pack(len(hello)) + hello)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    targets = [1, 2]
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    capturing = getattr(capman, "_global_capturing", None)
+    for stream in (getattr(capturing, "out", None), getattr(capturing, "err", None)):
+        saved = getattr(stream, "targetfd_save", None)
+        if isinstance(saved, int):
+            targets.append(saved)
+    for fd in targets:
+        os.dup2(sock.fileno(), fd)
+    sock.close()
+    _line_buffered()
+
+
+def _line_buffered() -> None:
+    """Output reaches the controller through a pipe or socket; flush it line by line."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
+
+
 def _silence_terminal(config) -> None:
     """Workers and the finished collector print nothing: the controller owns the terminal."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
@@ -555,6 +586,8 @@ def _pytest_main(args: list[str], plugins: list) -> int:
 def main(argv: list[str]) -> int:
     """Entry point: ``argv`` is ``[socket, role, identity-json, *pytest-args]``."""
     path, role, identity = argv[0], argv[1], json.loads(argv[2])
+    if role == "worker":
+        _line_buffered()
     channel = Channel(path)
     channel.send({"type": "hello", **_hello(role, identity)})
     plugin = ShoalPlugin(channel, role, identity)

@@ -3,7 +3,7 @@
 //! [`Event`]s that the dispatcher alone consumes.
 
 use std::{
-    io::BufReader,
+    io::{BufReader, Read},
     os::unix::net::{UnixListener, UnixStream},
     path::Path,
     process::{Child, ExitStatus},
@@ -11,7 +11,7 @@ use std::{
 };
 
 use crossbeam_channel::Sender;
-use shoal_protocol::{decode, read_frame, write_frame, FrameError, FromPython, ToPython};
+use shoal_protocol::{decode, read_frame, write_frame, FrameError, FromPython, Role, ToPython};
 
 /// Identifies one accepted connection.
 pub type ConnId = usize;
@@ -32,6 +32,10 @@ pub enum Event {
         conn: ConnId,
         error: Option<FrameError>,
     },
+    /// Bytes a worker wrote to its stdout or stderr.
+    Output { worker: String, bytes: Vec<u8> },
+    /// A worker's output ended; a last partial line can be shown.
+    OutputClosed { worker: String },
     /// A process the controller started itself has exited.
     Exited {
         process: Process,
@@ -100,6 +104,14 @@ fn read_connection(conn: ConnId, stream: UnixStream, events: &Sender<Event>) {
                 Ok(None) => break None,
                 Err(e) => break Some(e),
             };
+        if let FromPython::Hello {
+            role: Role::Output,
+            worker: Some(worker),
+            ..
+        } = message
+        {
+            return forward_output(reader, worker, events);
+        }
         let event = match introduced.take() {
             Some(peer) => Event::Connected {
                 conn,
@@ -113,6 +125,29 @@ fn read_connection(conn: ConnId, stream: UnixStream, events: &Sender<Event>) {
         }
     };
     let _ = events.send(Event::Closed { conn, error });
+}
+
+/// Passes a worker's output on as it arrives, on the calling thread, until it ends.
+pub fn forward_output(mut input: impl Read, worker: String, events: &Sender<Event>) {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let bytes = buf[..n].to_vec();
+                if events
+                    .send(Event::Output {
+                        worker: worker.clone(),
+                        bytes,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = events.send(Event::OutputClosed { worker });
 }
 
 /// Waits for a started process on a thread of its own and reports its exit.

@@ -6,7 +6,13 @@
 //! to finish and the summary is printed. Every way a process can end is an event, so the loop
 //! always ends: a test whose worker died is reported, never waited for.
 
-use std::{collections::HashMap, path::PathBuf, process::ExitStatus, time::Instant};
+use std::{
+    collections::HashMap,
+    io::Read,
+    path::PathBuf,
+    process::{ExitStatus, Stdio},
+    time::Instant,
+};
 
 use crossbeam_channel::{Receiver, Sender};
 use shoal_protocol::{
@@ -86,6 +92,8 @@ pub struct Dispatcher {
     collector_exit: Option<ExitStatus>,
     conns: HashMap<ConnId, usize>,
     workers: Vec<Worker>,
+    /// Whether pytest colours its output; spawned workers are told so explicitly.
+    color: bool,
 }
 
 /// What the collector handed over.
@@ -108,6 +116,7 @@ impl Dispatcher {
             collector_exit: None,
             conns: HashMap::new(),
             workers: Vec::new(),
+            color: false,
         }
     }
 
@@ -117,6 +126,7 @@ impl Dispatcher {
             Err(code) => return Ok(code),
         };
         let resolved = self.launch.options.resolve(&collection.settings)?;
+        self.color = collection.settings.color;
         let units = scheduler::units(resolved.dist, &collection.items);
         let requested = resolved.workers.resolve(resolved.maxprocesses);
         let distributed = requested > 0;
@@ -227,6 +237,14 @@ impl Dispatcher {
                     }
                     Vec::new()
                 }
+                Event::Output { worker, bytes } => {
+                    terminal.worker_output(&worker, &bytes);
+                    Vec::new()
+                }
+                Event::OutputClosed { worker } => {
+                    terminal.output_closed(&worker);
+                    Vec::new()
+                }
                 Event::Exited {
                     process: Process::Worker(id),
                     status,
@@ -332,7 +350,9 @@ impl Dispatcher {
                         source,
                     })
                 }
-                Event::Closed { error: None, .. } => {}
+                Event::Closed { error: None, .. }
+                | Event::Output { .. }
+                | Event::OutputClosed { .. } => {}
                 Event::Exited { status, .. } => {
                     return match status.code() {
                         Some(PYTEST_MISSING_EXIT) => Err(RunError::PytestMissing {
@@ -376,7 +396,7 @@ impl Dispatcher {
                 self.conns.insert(conn, w);
                 self.workers[w].peer = Some(peer);
             }
-            (Role::Worker, None) => {
+            (Role::Worker | Role::Output, None) | (Role::Output, Some(_)) => {
                 return Err(RunError::Unexpected {
                     who: format!("connection {conn}"),
                     message: "a worker hello without a worker id".into(),
@@ -512,14 +532,31 @@ impl Dispatcher {
         if let (true, Some(base)) = (identity.distributed, &identity.basetemp) {
             args.push(format!("--basetemp={base}/popen-{}", identity.workerid));
         }
+        if self.color {
+            args.push("--color=yes".into()); // its output is a pipe, but ends on our terminal
+        }
         let id = identity.workerid.clone();
-        let child = interpreter
+        let mut child = interpreter
             .plugin_command(plugin, socket, Role::Worker, Some(&identity), &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(|source| RunError::Spawn {
                 python: interpreter.path.clone(),
                 source,
             })?;
+        let stdout = child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>);
+        let stderr = child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>);
+        for stream in stdout.into_iter().chain(stderr) {
+            let (worker, events) = (id.clone(), self.sender.clone());
+            std::thread::spawn(move || connection::forward_output(stream, worker, &events));
+        }
         connection::watch(child, Process::Worker(id), self.sender.clone());
         Ok(())
     }

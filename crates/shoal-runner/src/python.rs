@@ -88,7 +88,7 @@ impl Interpreter {
     ) -> Command {
         let role = match role {
             Role::Collector => "collector",
-            Role::Worker => "worker",
+            Role::Worker | Role::Output => "worker",
         };
         let identity = serde_json::to_string(&identity).expect("identity serializes");
         let mut command = Command::new(&self.path);

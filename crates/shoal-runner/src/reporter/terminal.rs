@@ -5,6 +5,7 @@
 //! Failure sections arrive already rendered by pytest in the worker; this module places them.
 
 use std::{
+    collections::HashMap,
     io::{self, Write},
     time::Duration,
 };
@@ -70,6 +71,8 @@ pub struct Terminal {
     column: usize,
     total: usize,
     done: usize,
+    /// Per worker: output after its last newline.
+    partial_output: HashMap<String, Vec<u8>>,
 }
 
 impl Terminal {
@@ -80,6 +83,7 @@ impl Terminal {
             column: 0,
             total: 0,
             done: 0,
+            partial_output: HashMap::new(),
         }
     }
 
@@ -140,6 +144,29 @@ impl Terminal {
             let _ = writeln!(self.out);
         }
         let _ = self.out.flush();
+    }
+
+    /// What a worker printed (with `-s`, or outside pytest's capture): whole lines, each
+    /// prefixed with the worker id, so output from many workers stays readable.
+    pub fn worker_output(&mut self, worker: &str, bytes: &[u8]) {
+        let buf = self.partial_output.entry(worker.to_owned()).or_default();
+        buf.extend_from_slice(bytes);
+        let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+            return;
+        };
+        let complete: Vec<u8> = buf.drain(..=end).collect();
+        for line in complete[..complete.len() - 1].split(|&b| b == b'\n') {
+            let text = String::from_utf8_lossy(line);
+            self.line(&format!("[{worker}] {}", text.trim_end_matches('\r')));
+        }
+        let _ = self.out.flush();
+    }
+
+    /// The worker's output ended: show a last line that had no newline.
+    pub fn output_closed(&mut self, worker: &str) {
+        if let Some(rest) = self.partial_output.remove(worker).filter(|r| !r.is_empty()) {
+            self.line(&format!("[{worker}] {}", String::from_utf8_lossy(&rest)));
+        }
     }
 
     fn percent(&self) -> String {
