@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Command, CommandFactory, FromArgMatches, Parser};
 use shoal_runner::{
-    options::{Dist, StartMethod},
+    options::{Dist, FailureOutput, StartMethod},
     parallelism::WorkerCount,
     RunOptions,
 };
@@ -49,6 +49,11 @@ pub struct Cli {
     /// unsafe) or 'spawn' fresh ones that each collect. [default: fork]
     #[arg(long, value_name = "METHOD")]
     pub start: Option<StartMethod>,
+
+    /// When to print failure details: 'end' (in FAILURES, as pytest) or 'immediate' (as each
+    /// failing test ends). [default: end]
+    #[arg(long, value_name = "WHEN")]
+    pub failure_output: Option<FailureOutput>,
 }
 
 /// Splits `argv` (without the program name) into shoal's arguments and pytest's.
@@ -109,6 +114,7 @@ pub fn parse(argv: Vec<String>) -> Result<RunOptions, clap::Error> {
         dist: cli.dist,
         maxprocesses: cli.maxprocesses,
         start: cli.start,
+        failure_output: cli.failure_output.unwrap_or_default(),
         pytest_args,
         mainargv: argv,
     })

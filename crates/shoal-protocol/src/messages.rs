@@ -126,6 +126,8 @@ pub struct PytestSettings {
     pub durations: Option<usize>,
     #[serde(default)]
     pub durations_min: Option<f64>,
+    #[serde(default)]
+    pub rootdir: Option<String>,
     /// pytest's cache directory; `None` with `-p no:cacheprovider`.
     #[serde(default)]
     pub cache_dir: Option<String>,

@@ -149,6 +149,20 @@ def _report(config, rep, reports) -> dict:
     return msg
 
 
+@pytest.fixture(scope="session")
+def worker_id(request):
+    """pytest-xdist's fixture: ``gw0``, ``gw1``... in a worker, ``master`` without workers."""
+    workerinput = getattr(request.config, "workerinput", None)
+    return workerinput["workerid"] if workerinput else "master"
+
+
+@pytest.fixture(scope="session")
+def testrun_uid(request):
+    """pytest-xdist's fixture: one hex id shared by every worker of a run."""
+    workerinput = getattr(request.config, "workerinput", None)
+    return workerinput["testrunuid"] if workerinput else uuid.uuid4().hex
+
+
 class ShoalPlugin:
     """The state of one shoal process; registered with pytest as a plugin."""
 
@@ -178,18 +192,6 @@ class ShoalPlugin:
         )
         if self.worker is not None:
             _become_worker(config, self.worker)
-
-    # -- the xdist fixtures --------------------------------------------------------------------
-
-    @pytest.fixture(scope="session")
-    def worker_id(self, request):
-        workerinput = getattr(request.config, "workerinput", None)
-        return workerinput["workerid"] if workerinput else "master"
-
-    @pytest.fixture(scope="session")
-    def testrun_uid(self, request):
-        workerinput = getattr(request.config, "workerinput", None)
-        return workerinput["testrunuid"] if workerinput else uuid.uuid4().hex
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -273,6 +275,7 @@ class ShoalPlugin:
                     "deselected": len(stats.get("deselected", [])),
                     "durations": config.option.durations,
                     "durations_min": config.option.durations_min,
+                    "rootdir": str(config.rootpath),
                     "cache_dir": str(cache._cachedir) if cache is not None else None,
                     "junit": {
                         "path": logxml.logfile,
@@ -592,7 +595,8 @@ def main(argv: list[str]) -> int:
     channel.send({"type": "hello", **_hello(role, identity)})
     plugin = ShoalPlugin(channel, role, identity)
     try:
-        code = _pytest_main(["-p", "no:xdist", *argv[3:]], [plugin])
+        # This module carries the fixtures; the plugin object carries the hooks and state.
+        code = _pytest_main(["-p", "no:xdist", *argv[3:]], [plugin, sys.modules[__name__]])
     except KeyboardInterrupt:
         code = pytest.ExitCode.INTERRUPTED
     except Exception:

@@ -21,6 +21,7 @@ use shoal_protocol::{
 
 use crate::{
     connection::{self, ConnId, Event, Peer, Process},
+    durations::DurationStore,
     options::{Dist, RunOptions, StartMethod},
     python::{Interpreter, PYTEST_MISSING_EXIT},
     reporter::{cache, junit, StopReason, Terminal},
@@ -72,6 +73,53 @@ struct Worker {
 impl Worker {
     fn finished(&self) -> bool {
         self.closed && self.end.is_some()
+    }
+}
+
+/// Whether to draw the live view: stdout is an interactive terminal.
+fn live_view() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb")
+}
+
+/// Time left, from the durations store: the expected seconds of unfinished tests shared by
+/// the workers. Tests without history count as the average of those with.
+struct Estimate {
+    expected: Vec<Option<f64>>,
+    remaining: f64,
+    workers: usize,
+    known: bool,
+}
+
+impl Estimate {
+    fn new(store: Option<&DurationStore>, items: &[CollectedItem], workers: usize) -> Self {
+        let expected: Vec<Option<f64>> = items
+            .iter()
+            .map(|item| store.and_then(|s| s.expected(&item.nodeid)))
+            .collect();
+        let known: Vec<f64> = expected.iter().flatten().copied().collect();
+        let fallback = known.iter().sum::<f64>() / known.len().max(1) as f64;
+        let expected: Vec<Option<f64>> = expected
+            .into_iter()
+            .map(|e| Some(e.unwrap_or(fallback)))
+            .collect();
+        Self {
+            remaining: expected.iter().flatten().sum(),
+            expected,
+            workers: workers.max(1),
+            known: !known.is_empty(),
+        }
+    }
+
+    fn done(&mut self, index: usize) {
+        if let Some(e) = self.expected.get_mut(index).and_then(Option::take) {
+            self.remaining = (self.remaining - e).max(0.0);
+        }
+    }
+
+    fn left(&self) -> Option<std::time::Duration> {
+        self.known
+            .then(|| std::time::Duration::from_secs_f64(self.remaining / self.workers as f64))
     }
 }
 
@@ -135,7 +183,19 @@ impl Dispatcher {
             (Some(StartMethod::Spawn), _) | (_, Some(_)) => StartMethod::Spawn,
             _ => StartMethod::Fork,
         };
-        let mut terminal = Terminal::new((*collection.settings).clone());
+        let mut terminal = Terminal::new(
+            (*collection.settings).clone(),
+            self.launch.options.failure_output,
+        );
+        let mut store = collection.settings.cache_dir.as_ref().map(|dir| {
+            let rootdir = collection
+                .settings
+                .rootdir
+                .as_deref()
+                .map(std::path::Path::new);
+            DurationStore::load(DurationStore::path_in(std::path::Path::new(dir)), rootdir)
+        });
+        let mut estimate = Estimate::new(store.as_ref(), &collection.items, count);
         let runs_per_test = if resolved.dist == Dist::Each {
             count
         } else {
@@ -149,7 +209,8 @@ impl Dispatcher {
             (StartMethod::Spawn, Some(reason)) => format!("spawn: {reason}"),
             (StartMethod::Spawn, None) => "spawn".to_owned(),
         };
-        terminal.start(count, total, &start_label);
+        let ids: Vec<String> = (0..count).map(|n| format!("gw{n}")).collect();
+        terminal.start(&ids, total, &start_label, live_view());
         self.start_workers(count, distributed, start, &collection)?;
 
         let mut scheduler = Scheduler::new(resolved.dist, units, count);
@@ -196,6 +257,7 @@ impl Dispatcher {
                                 junit,
                             };
                             terminal.test_done(&record);
+                            estimate.done(index);
                             results.record(record);
                             let mut commands = scheduler.test_done(w, index);
                             if maxfail > 0 && failures >= maxfail && stop.is_none() {
@@ -270,7 +332,10 @@ impl Dispatcher {
             self.send(commands);
             for w in 0..self.workers.len() {
                 self.account_lost(w, &collection.items, &mut results, &mut terminal);
+                let running = scheduler.pending(w).next();
+                terminal.running(w, running.map(|i| collection.items[i].nodeid.as_str()));
             }
+            terminal.progress(estimate.left());
         }
         if results.not_run() > 0 && stop.is_none() {
             stop = Some(StopReason::NoWorkers);
@@ -285,6 +350,9 @@ impl Dispatcher {
             if let Err(e) = cache::update_lastfailed(std::path::Path::new(dir), &results) {
                 eprintln!("shoal: warning: failed to {}", crate::error_chain(&e));
             }
+        }
+        if let Some(Err(e)) = store.as_mut().map(|s| s.update(&results)) {
+            eprintln!("shoal: warning: failed to {}", crate::error_chain(&e));
         }
         terminal.summary(&results, stop.as_ref(), elapsed);
         Ok(if results.any_failed() || results.not_run() > 0 {

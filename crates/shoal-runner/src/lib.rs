@@ -7,6 +7,7 @@
 
 pub mod connection;
 pub mod dispatcher;
+pub mod durations;
 pub mod options;
 pub mod parallelism;
 pub mod python;

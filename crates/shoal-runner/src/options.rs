@@ -105,6 +105,37 @@ impl FromStr for StartMethod {
     }
 }
 
+/// When failure details are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailureOutput {
+    /// As each failing test ends.
+    Immediate,
+    /// In the FAILURES section at the end, as pytest does.
+    #[default]
+    End,
+}
+
+/// `--failure-output` named no known mode.
+#[derive(Debug, thiserror::Error)]
+#[error("parse --failure-output value {value:?}: expected 'immediate' or 'end'")]
+pub struct FailureOutputError {
+    value: String,
+}
+
+impl FromStr for FailureOutput {
+    type Err = FailureOutputError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "immediate" => Ok(Self::Immediate),
+            "end" => Ok(Self::End),
+            _ => Err(FailureOutputError {
+                value: value.to_owned(),
+            }),
+        }
+    }
+}
+
 /// shoal's own options, as far as the command line and `[tool.shoal]` set them.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -113,6 +144,7 @@ pub struct RunOptions {
     pub dist: Option<Dist>,
     pub maxprocesses: Option<usize>,
     pub start: Option<StartMethod>,
+    pub failure_output: FailureOutput,
     /// Everything that is not shoal's, handed to pytest unchanged.
     pub pytest_args: Vec<String>,
     /// shoal's whole command line, for `config.workerinput["mainargv"]`.
@@ -274,6 +306,7 @@ mod tests {
             deselected: 0,
             durations: None,
             durations_min: None,
+            rootdir: None,
             cache_dir: None,
             junit: None,
         }

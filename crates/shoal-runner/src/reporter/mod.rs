@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod junit;
+pub mod live;
 pub mod terminal;
 
 pub use terminal::{StopReason, Terminal};

@@ -12,7 +12,11 @@ use std::{
 
 use shoal_protocol::{PhaseReport, PytestSettings};
 
-use crate::results::{Results, TestRecord};
+use super::live::{Live, Tally};
+use crate::{
+    options::FailureOutput,
+    results::{Results, TestRecord},
+};
 
 /// Categories in the order pytest's final line lists them.
 const KNOWN_CATEGORIES: [&str; 8] = [
@@ -66,6 +70,10 @@ pub enum StopReason {
 /// Writes the run's progress and summary to stdout.
 pub struct Terminal {
     settings: PytestSettings,
+    failure_output: FailureOutput,
+    /// The live view, when stdout is a terminal.
+    live: Option<Live>,
+    tally: Tally,
     out: io::Stdout,
     /// Characters on the current progress line.
     column: usize,
@@ -76,9 +84,12 @@ pub struct Terminal {
 }
 
 impl Terminal {
-    pub fn new(settings: PytestSettings) -> Self {
+    pub fn new(settings: PytestSettings, failure_output: FailureOutput) -> Self {
         Self {
             settings,
+            failure_output,
+            live: None,
+            tally: Tally::default(),
             out: io::stdout(),
             column: 0,
             total: 0,
@@ -118,6 +129,10 @@ impl Terminal {
     }
 
     fn line(&mut self, text: &str) {
+        if let Some(live) = &self.live {
+            live.println(text);
+            return;
+        }
         self.ensure_newline();
         let _ = writeln!(self.out, "{text}");
     }
@@ -129,8 +144,9 @@ impl Terminal {
         }
     }
 
-    /// `2 workers [120 items]`, as pytest-xdist prints it.
-    pub fn start(&mut self, workers: usize, total: usize, start_method: &str) {
+    /// `2 workers [120 items]`, as pytest-xdist prints it; in a terminal, the live view.
+    pub fn start(&mut self, workers: &[String], total: usize, start_method: &str, live: bool) {
+        let workers = workers.len();
         self.total = total;
         if self.settings.verbose > 0 {
             self.line(&format!(
@@ -144,6 +160,24 @@ impl Terminal {
             let _ = writeln!(self.out);
         }
         let _ = self.out.flush();
+        if live && self.settings.verbose >= -1 {
+            let ids: Vec<String> = (0..workers).map(|n| format!("gw{n}")).collect();
+            self.live = Some(Live::new(total, &ids));
+        }
+    }
+
+    /// Which test each worker runs now (live view only).
+    pub fn running(&self, worker: usize, nodeid: Option<&str>) {
+        if let Some(live) = &self.live {
+            live.running(worker, nodeid);
+        }
+    }
+
+    /// Updates the live totals; `eta` is the estimated time left, when history allows.
+    pub fn progress(&self, eta: Option<Duration>) {
+        if let Some(live) = &self.live {
+            live.update(self.done, self.tally, eta);
+        }
     }
 
     /// What a worker printed (with `-s`, or outside pytest's capture): whole lines, each
@@ -177,6 +211,18 @@ impl Terminal {
     /// One test finished: a letter per phase, or `-v` lines, with pytest's progress.
     pub fn test_done(&mut self, record: &TestRecord) {
         self.done += 1;
+        for report in &record.reports {
+            match report.category.as_str() {
+                "passed" | "xpassed" => self.tally.passed += 1,
+                "failed" | "error" => self.tally.failed += 1,
+                "skipped" | "xfailed" => self.tally.skipped += 1,
+                _ => {}
+            }
+        }
+        if self.failure_output == FailureOutput::Immediate {
+            self.record_sections(record, "error");
+            self.record_sections(record, "failed");
+        }
         if self.settings.verbose > 0 {
             for report in record.reports.iter().filter(|r| !r.word.is_empty()) {
                 let color = Color::of_category(&report.category);
@@ -190,7 +236,7 @@ impl Terminal {
                 };
                 self.line(&format!("[{}]{progress}{word} {label}", record.worker));
             }
-        } else {
+        } else if self.live.is_none() {
             for report in record.reports.iter().filter(|r| !r.letter.is_empty()) {
                 let color = Color::of_category(&report.category);
                 let letter = self.paint(&report.letter, Some(color), false);
@@ -213,8 +259,11 @@ impl Terminal {
 
     /// The FAILURES/ERRORS sections, the short summary and the final stats line.
     pub fn summary(&mut self, results: &Results, stop: Option<&StopReason>, elapsed: Duration) {
+        if let Some(live) = self.live.take() {
+            live.finish();
+        }
         self.ensure_newline();
-        if self.settings.tbstyle != "no" {
+        if self.settings.tbstyle != "no" && self.failure_output == FailureOutput::End {
             self.sections(results, "error", "ERRORS");
             self.sections(results, "failed", "FAILURES");
         }
@@ -254,20 +303,34 @@ impl Terminal {
         let header = self.sep('=', title);
         self.line(&header);
         for (record, report) in reports {
-            if self.settings.tbstyle != "line" {
-                let headline = record.headline.as_deref().unwrap_or("test session");
-                let headline = if category == "error" {
-                    format!("ERROR at {} of {headline}", report.when)
-                } else {
-                    headline.to_owned()
-                };
-                let sep = self.sep('_', &headline);
-                let sep = self.paint(&sep, Some(Color::Red), true);
-                self.line(&sep);
-            }
-            if let Some(text) = &report.text {
-                let _ = write!(self.out, "{text}");
-            }
+            self.section(record, report, category);
+        }
+    }
+
+    /// `--failure-output immediate`: a failed test's sections, as soon as it ends.
+    fn record_sections(&mut self, record: &TestRecord, category: &str) {
+        if self.settings.tbstyle == "no" {
+            return;
+        }
+        for report in record.reports.iter().filter(|r| r.category == category) {
+            self.section(record, report, category);
+        }
+    }
+
+    fn section(&mut self, record: &TestRecord, report: &PhaseReport, category: &str) {
+        if self.settings.tbstyle != "line" {
+            let headline = record.headline.as_deref().unwrap_or("test session");
+            let headline = if category == "error" {
+                format!("ERROR at {} of {headline}", report.when)
+            } else {
+                headline.to_owned()
+            };
+            let sep = self.sep('_', &headline);
+            let sep = self.paint(&sep, Some(Color::Red), true);
+            self.line(&sep);
+        }
+        if let Some(text) = &report.text {
+            self.line(text.strip_suffix('\n').unwrap_or(text));
         }
     }
 

@@ -1,0 +1,81 @@
+//! The live view in a terminal: one line of totals and one line per worker naming the test it
+//! is running. Only used when stdout is a TTY; logs and CI get plain lines instead.
+
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Totals shown on the progress line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+pub struct Live {
+    multi: MultiProgress,
+    main: ProgressBar,
+    workers: Vec<ProgressBar>,
+}
+
+impl Live {
+    pub fn new(total: usize, workers: &[String]) -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+        let main = multi.add(ProgressBar::new(total as u64));
+        main.set_style(
+            ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
+                .expect("template is valid")
+                .progress_chars("=> "),
+        );
+        main.enable_steady_tick(Duration::from_millis(250));
+        let workers = workers
+            .iter()
+            .map(|id| {
+                let bar = multi.add(ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template(&format!("  [{id}] {{wide_msg}}"))
+                        .expect("template is valid"),
+                );
+                bar
+            })
+            .collect();
+        Self {
+            multi,
+            main,
+            workers,
+        }
+    }
+
+    /// Prints a line above the live view.
+    pub fn println(&self, text: &str) {
+        let _ = self.multi.println(text);
+    }
+
+    pub fn update(&self, done: usize, tally: Tally, eta: Option<Duration>) {
+        self.main.set_position(done as u64);
+        let mut msg = format!(
+            "{} passed, {} failed, {} skipped",
+            tally.passed, tally.failed, tally.skipped
+        );
+        if let Some(eta) = eta {
+            msg.push_str(&format!(", ~{}s left", eta.as_secs()));
+        }
+        self.main.set_message(msg);
+    }
+
+    pub fn running(&self, worker: usize, nodeid: Option<&str>) {
+        if let Some(bar) = self.workers.get(worker) {
+            bar.set_message(nodeid.unwrap_or("(idle)").to_owned());
+        }
+    }
+
+    /// Removes the live view before the summary is printed.
+    pub fn finish(&self) {
+        for bar in &self.workers {
+            bar.finish_and_clear();
+        }
+        self.main.finish_and_clear();
+        let _ = self.multi.clear();
+    }
+}
