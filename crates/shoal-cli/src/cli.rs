@@ -54,6 +54,11 @@ pub struct Cli {
     /// failing test ends). [default: end]
     #[arg(long, value_name = "WHEN")]
     pub failure_output: Option<FailureOutput>,
+
+    /// Write one JSON object per line for every run, worker and test event to PATH ('-' for
+    /// stdout). Schema: docs/events.md.
+    #[arg(long, value_name = "PATH")]
+    pub report_json: Option<String>,
 }
 
 /// Splits `argv` (without the program name) into shoal's arguments and pytest's.
@@ -115,6 +120,7 @@ pub fn parse(argv: Vec<String>) -> Result<RunOptions, clap::Error> {
         maxprocesses: cli.maxprocesses,
         start: cli.start,
         failure_output: cli.failure_output.unwrap_or_default(),
+        report_json: cli.report_json,
         pytest_args,
         mainargv: argv,
     })

@@ -203,4 +203,7 @@ pub struct PhaseReport {
     /// For skips: (path, line, reason), line `None` where pytest folds per file.
     #[serde(default)]
     pub skip: Option<(String, Option<u32>, String)>,
+    /// Captured output and log sections: (title, text).
+    #[serde(default)]
+    pub sections: Vec<(String, String)>,
 }

@@ -131,6 +131,8 @@ def _report(config, rep, reports) -> dict:
     }
     if hasattr(rep, "wasxfail"):
         msg["wasxfail"] = str(rep.wasxfail)
+    if rep.sections:
+        msg["sections"] = rep.sections
     if rep.failed or (cat in ("failed", "error")):
         msg["text"] = _render(config, rep, reports)
         try:

@@ -24,7 +24,7 @@ use crate::{
     durations::DurationStore,
     options::{Dist, RunOptions, StartMethod},
     python::{Interpreter, PYTEST_MISSING_EXIT},
-    reporter::{cache, junit, StopReason, Terminal},
+    reporter::{cache, events::EventLog, junit, StopReason, Terminal},
     results::{crash_report, Results, TestRecord},
     scheduler::{self, Command, Scheduler},
     ExitCode, RunError,
@@ -142,6 +142,8 @@ pub struct Dispatcher {
     workers: Vec<Worker>,
     /// Whether pytest colours its output; spawned workers are told so explicitly.
     color: bool,
+    /// `--report-json`; dropped with a warning if it cannot be written.
+    events_log: Option<EventLog>,
 }
 
 /// What the collector handed over.
@@ -165,6 +167,18 @@ impl Dispatcher {
             conns: HashMap::new(),
             workers: Vec::new(),
             color: false,
+            events_log: None,
+        }
+    }
+
+    /// Writes one JSON event; the first failure is reported and ends the event log.
+    fn log_event(
+        &mut self,
+        write: impl FnOnce(&mut EventLog) -> Result<(), crate::reporter::events::EventsError>,
+    ) {
+        if let Some(Err(e)) = self.events_log.as_mut().map(write) {
+            eprintln!("shoal: warning: failed to {}", crate::error_chain(&e));
+            self.events_log = None;
         }
     }
 
@@ -211,7 +225,12 @@ impl Dispatcher {
         };
         let ids: Vec<String> = (0..count).map(|n| format!("gw{n}")).collect();
         terminal.start(&ids, total, &start_label, live_view());
-        self.start_workers(count, distributed, start, &collection)?;
+        if let Some(target) = &self.launch.options.report_json {
+            self.events_log = Some(EventLog::open(target)?);
+        }
+        let testrunuid = uuid::Uuid::new_v4().simple().to_string();
+        self.log_event(|log| log.run_start(count, total, &testrunuid));
+        self.start_workers(count, distributed, start, &collection, &testrunuid)?;
 
         let mut scheduler = Scheduler::new(resolved.dist, units, count);
         let maxfail = collection.settings.maxfail;
@@ -257,6 +276,7 @@ impl Dispatcher {
                                 junit,
                             };
                             terminal.test_done(&record);
+                            self.log_event(|log| log.test(&record));
                             estimate.done(index);
                             results.record(record);
                             let mut commands = scheduler.test_done(w, index);
@@ -355,11 +375,13 @@ impl Dispatcher {
             eprintln!("shoal: warning: failed to {}", crate::error_chain(&e));
         }
         terminal.summary(&results, stop.as_ref(), elapsed);
-        Ok(if results.any_failed() || results.not_run() > 0 {
+        let code = if results.any_failed() || results.not_run() > 0 {
             ExitCode::TestsFailed
         } else {
             ExitCode::Ok
-        })
+        };
+        self.log_event(|log| log.run_end(&results, code as i32, elapsed));
+        Ok(code)
     }
 
     /// Starts the collector and waits for its collection; `Err(code)` when pytest finished by
@@ -463,6 +485,7 @@ impl Dispatcher {
                 };
                 self.conns.insert(conn, w);
                 self.workers[w].peer = Some(peer);
+                self.log_event(|log| log.worker_start(&id));
             }
             (Role::Worker | Role::Output, None) | (Role::Output, Some(_)) => {
                 return Err(RunError::Unexpected {
@@ -494,6 +517,7 @@ impl Dispatcher {
     }
 
     fn worker_ended(&mut self, id: &str, end: WorkerEnd) {
+        self.log_event(|log| log.worker_stop(id, &end.describe()));
         if let Some(worker) = self.workers.iter_mut().find(|w| w.id == id) {
             worker.end = Some(end);
             if worker.peer.is_none() {
@@ -545,6 +569,7 @@ impl Dispatcher {
             junit: None,
         };
         terminal.test_done(&record);
+        self.log_event(|log| log.test(&record));
         results.record(record);
     }
 
@@ -554,13 +579,13 @@ impl Dispatcher {
         distributed: bool,
         start: StartMethod,
         collection: &Collection,
+        testrunuid: &str,
     ) -> Result<(), RunError> {
-        let testrunuid = uuid::Uuid::new_v4().simple().to_string();
         for n in 0..count {
             let identity = WorkerIdentity {
                 workerid: format!("gw{n}"),
                 workercount: count,
-                testrunuid: testrunuid.clone(),
+                testrunuid: testrunuid.to_owned(),
                 mainargv: self.launch.options.mainargv.clone(),
                 distributed,
                 basetemp: collection.basetemp.clone(),

@@ -75,6 +75,8 @@ pub enum RunError {
     CollectorDied { status: String },
     #[error(transparent)]
     Junit(#[from] reporter::junit::JunitError),
+    #[error(transparent)]
+    Events(#[from] reporter::events::EventsError),
     #[error("start worker '{worker}': it collected different tests than the collector (- only in the collector, + only in the worker):{diff}")]
     CollectionMismatch { worker: String, diff: String },
 }

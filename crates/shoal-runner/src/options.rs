@@ -145,6 +145,8 @@ pub struct RunOptions {
     pub maxprocesses: Option<usize>,
     pub start: Option<StartMethod>,
     pub failure_output: FailureOutput,
+    /// `--report-json`: a file for JSON events, or `-` for stdout.
+    pub report_json: Option<String>,
     /// Everything that is not shoal's, handed to pytest unchanged.
     pub pytest_args: Vec<String>,
     /// shoal's whole command line, for `config.workerinput["mainargv"]`.

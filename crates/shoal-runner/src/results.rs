@@ -16,6 +16,18 @@ pub struct TestRecord {
     pub junit: Option<JunitDelta>,
 }
 
+impl TestRecord {
+    /// The test's one final outcome: `error`, `failed`, `xpassed`, `xfailed`, `skipped` or
+    /// `passed`, the first that any of its phases earned.
+    pub fn outcome(&self) -> &'static str {
+        const ORDER: [&str; 6] = ["error", "failed", "xpassed", "xfailed", "skipped", "passed"];
+        ORDER
+            .into_iter()
+            .find(|o| self.reports.iter().any(|r| r.category == *o))
+            .unwrap_or("passed")
+    }
+}
+
 /// The run's results, in the order tests finished.
 #[derive(Debug, Default)]
 pub struct Results {
@@ -117,5 +129,6 @@ pub fn crash_report(message: String) -> PhaseReport {
         text: Some(format!("{message}\n")),
         message: Some(message),
         skip: None,
+        sections: Vec::new(),
     }
 }

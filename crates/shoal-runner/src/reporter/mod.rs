@@ -3,6 +3,7 @@
 //! none reaches back into scheduling.
 
 pub mod cache;
+pub mod events;
 pub mod junit;
 pub mod live;
 pub mod terminal;
