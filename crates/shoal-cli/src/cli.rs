@@ -59,6 +59,25 @@ pub struct Cli {
     /// stdout). Schema: docs/events.md.
     #[arg(long, value_name = "PATH")]
     pub report_json: Option<String>,
+
+    /// Fail a test that runs longer than SECONDS: its worker dumps every thread's stack and is
+    /// stopped with all its child processes, then replaced. Also ini `timeout` and
+    /// `@pytest.mark.timeout(seconds)`.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+
+    /// Stop the whole run after SECONDS, reporting running tests as timed out.
+    #[arg(long, value_name = "SECONDS")]
+    pub run_timeout: Option<f64>,
+
+    /// Run a failing test up to N more times (on another worker where there is one); one that
+    /// then passes is reported FLAKY. Also `@pytest.mark.flaky(reruns=N)`.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retries: usize,
+
+    /// How many crashed workers may be replaced in all. [default: 4 per worker]
+    #[arg(long, value_name = "N")]
+    pub max_worker_restart: Option<usize>,
 }
 
 /// Splits `argv` (without the program name) into shoal's arguments and pytest's.
@@ -121,6 +140,10 @@ pub fn parse(argv: Vec<String>) -> Result<RunOptions, clap::Error> {
         start: cli.start,
         failure_output: cli.failure_output.unwrap_or_default(),
         report_json: cli.report_json,
+        timeout: cli.timeout,
+        run_timeout: cli.run_timeout,
+        retries: cli.retries,
+        max_worker_restart: cli.max_worker_restart,
         pytest_args,
         mainargv: argv,
     })

@@ -42,6 +42,7 @@ pub enum FromPython {
     /// A forked worker ended (sent by the collector, its parent).
     WorkerExited {
         worker: String,
+        pid: u32,
         #[serde(default)]
         code: Option<i32>,
         #[serde(default)]
@@ -49,6 +50,8 @@ pub enum FromPython {
     },
     /// A worker is ready for tests; spawned workers include the node ids they collected.
     Ready { collection: Option<Vec<String>> },
+    /// A worker is starting a test (sent only when the identity asks for it: timeouts).
+    TestStart { index: usize },
     /// A worker finished one test: every phase report it produced.
     TestDone {
         index: usize,
@@ -101,6 +104,12 @@ pub struct CollectedItem {
     pub scope: String,
     /// The `xdist_group` mark's name (`--dist loadgroup`).
     pub group: Option<String>,
+    /// `@pytest.mark.timeout(seconds)`.
+    #[serde(default)]
+    pub timeout: Option<f64>,
+    /// `@pytest.mark.flaky(reruns=N)`.
+    #[serde(default)]
+    pub reruns: Option<usize>,
 }
 
 /// pytest's view of the options the controller acts on, after addopts and ini files.
@@ -128,6 +137,12 @@ pub struct PytestSettings {
     pub durations_min: Option<f64>,
     #[serde(default)]
     pub rootdir: Option<String>,
+    /// The ini `timeout`, in seconds.
+    #[serde(default)]
+    pub timeout: Option<f64>,
+    /// `--max-worker-restart` from addopts, as written.
+    #[serde(default)]
+    pub maxworkerrestart: Option<String>,
     /// pytest's cache directory; `None` with `-p no:cacheprovider`.
     #[serde(default)]
     pub cache_dir: Option<String>,
@@ -178,6 +193,12 @@ pub struct WorkerIdentity {
     /// False for `-n 0`: the worker then looks like plain pytest (`worker_id == "master"`).
     pub distributed: bool,
     pub basetemp: Option<String>,
+    /// Send `test_start` before each test (the controller enforces timeouts).
+    #[serde(default)]
+    pub report_starts: bool,
+    /// Where to dump every thread's stack on SIGUSR1.
+    #[serde(default)]
+    pub stack_file: Option<String>,
 }
 
 /// One phase (setup, call or teardown) of one test, as pytest reported it.

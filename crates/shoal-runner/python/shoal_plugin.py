@@ -185,6 +185,8 @@ class ShoalPlugin:
         group.addoption("--maxprocesses", dest="maxprocesses", type=int, default=None)
         group.addoption("--dist", dest="dist", default=None)
         group.addoption("--max-worker-restart", dest="maxworkerrestart", default=None)
+        # The name pytest-timeout users already have; shoal's controller enforces it.
+        parser.addini("timeout", "per-test timeout in seconds, enforced by shoal", default=None)
 
     @pytest.hookimpl(trylast=True)  # after junitxml and tmpdir have set themselves up
     def pytest_configure(self, config):
@@ -192,6 +194,8 @@ class ShoalPlugin:
         config.addinivalue_line(
             "markers", "xdist_group(name): run tests of the same group on one worker"
         )
+        config.addinivalue_line("markers", "timeout(seconds): fail the test after this long")
+        config.addinivalue_line("markers", "flaky(reruns=N): run a failing test up to N more times")
         if self.worker is not None:
             _become_worker(config, self.worker)
 
@@ -239,17 +243,24 @@ class ShoalPlugin:
 
         tw = config.get_terminal_writer()
         unsafe = _fork_unsafe_reason()
+        rerunfailures = config.pluginmanager.hasplugin("rerunfailures")
         items = []
         for item in session.items:
             group = item.get_closest_marker("xdist_group")
-            items.append(
-                {
-                    "nodeid": item.nodeid,
-                    "file": item.nodeid.split("::", 1)[0],
-                    "scope": _scope_of(item.nodeid),
-                    "group": _group_name(group),
-                }
-            )
+            entry = {
+                "nodeid": item.nodeid,
+                "file": item.nodeid.split("::", 1)[0],
+                "scope": _scope_of(item.nodeid),
+                "group": _group_name(group),
+            }
+            timeout = _mark_value(item.get_closest_marker("timeout"), "timeout")
+            if timeout is not None:
+                entry["timeout"] = float(timeout)
+            if not rerunfailures:  # with pytest-rerunfailures installed, its mark is its own
+                reruns = _mark_value(item.get_closest_marker("flaky"), "reruns")
+                if reruns is not None:
+                    entry["reruns"] = int(reruns)
+            items.append(entry)
         tmp = getattr(config, "_tmp_path_factory", None)
         logxml = _logxml(config)
         cache = getattr(config, "cache", None)
@@ -278,6 +289,8 @@ class ShoalPlugin:
                     "durations": config.option.durations,
                     "durations_min": config.option.durations_min,
                     "rootdir": str(config.rootpath),
+                    "timeout": float(config.getini("timeout") or 0) or None,
+                    "maxworkerrestart": config.option.maxworkerrestart,
                     "cache_dir": str(cache._cachedir) if cache is not None else None,
                     "junit": {
                         "path": logxml.logfile,
@@ -328,7 +341,7 @@ class ShoalPlugin:
                     break
                 worker = children.pop(pid, None)
                 if worker is not None:
-                    self._send_exit(worker, status)
+                    self._send_exit(worker, pid, status)
             if not message_waiting:
                 continue
             msg = self.channel.recv()
@@ -339,6 +352,7 @@ class ShoalPlugin:
                 sys.stderr.flush()
                 pid = os.fork()
                 if pid == 0:
+                    _detach_from_collector()
                     os.close(wake_r)
                     os.close(wake_w)
                     signal.set_wakeup_fd(-1)
@@ -361,13 +375,13 @@ class ShoalPlugin:
         _silence_terminal(session.config)
         return True
 
-    def _send_exit(self, worker: str, status: int) -> None:
+    def _send_exit(self, worker: str, pid: int, status: int) -> None:
+        msg = {"type": "worker_exited", "worker": worker, "pid": pid}
         if os.WIFSIGNALED(status):
-            self.channel.send({"type": "worker_exited", "worker": worker, "signal": os.WTERMSIG(status)})
+            msg["signal"] = os.WTERMSIG(status)
         else:
-            self.channel.send(
-                {"type": "worker_exited", "worker": worker, "code": os.waitstatus_to_exitcode(status)}
-            )
+            msg["code"] = os.waitstatus_to_exitcode(status)
+        self.channel.send(msg)
 
     def _run_tests(self, session):
         """Run the items the controller sends, always holding the next one in hand.
@@ -400,6 +414,8 @@ class ShoalPlugin:
             nextitem = items[queue[0]] if queue else None
             self._reports = []
             junit = _JunitDelta(session.config)
+            if self.worker.get("report_starts"):
+                self.channel.send({"type": "test_start", "index": index})
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
             reports = self._reports
             self.channel.send(
@@ -464,9 +480,32 @@ def _warning(config, warning_message, nodeid, location) -> dict:
     return {"message": warning_record_to_str(warning_message), "location": where}
 
 
+def _detach_from_collector() -> None:
+    """A forked worker leads its own process group, so a timeout can end it with every
+    process its test started, and dies if the collector dies, so it never outlives a run."""
+    os.setpgid(0, 0)
+    if sys.platform == "linux":
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_stack_file = None
+
+
 def _become_worker(config, worker: dict) -> None:
     """Give this process its worker identity, as pytest-xdist's workers have it."""
+    global _stack_file
     _silence_terminal(config)
+    if worker.get("stack_file"):
+        # The controller asks for every thread's stack (SIGUSR1) before ending a test that
+        # overran its timeout.
+        import faulthandler
+
+        _stack_file = open(worker["stack_file"], "w")
+        faulthandler.register(signal.SIGUSR1, file=_stack_file, all_threads=True)
     if not worker.get("distributed"):
         return  # -n 0: look like plain pytest, as xdist does without workers
     wid = worker["workerid"]
@@ -549,6 +588,13 @@ def _scope_of(nodeid: str) -> str:
     if len(parts) > 2:
         return "::".join(parts[:-1])
     return parts[0]
+
+
+def _mark_value(mark, name: str):
+    """A mark's first argument, or its keyword ``name``."""
+    if mark is None:
+        return None
+    return mark.args[0] if mark.args else mark.kwargs.get(name)
 
 
 def _group_name(mark) -> str | None:

@@ -41,14 +41,19 @@ pub enum Event {
         process: Process,
         status: ExitStatus,
     },
+    /// The controller received a signal (see [`crate::signals`]).
+    Signal(i32),
 }
 
 /// A process the controller started and waits on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Process {
     Collector,
-    /// A spawned worker, by worker id.
-    Worker(String),
+    /// A spawned worker.
+    Worker {
+        id: String,
+        pid: u32,
+    },
 }
 
 /// The writing half of a connection.

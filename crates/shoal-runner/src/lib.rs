@@ -14,6 +14,7 @@ pub mod python;
 pub mod reporter;
 pub mod results;
 pub mod scheduler;
+pub mod signals;
 
 use std::path::PathBuf;
 
@@ -99,6 +100,7 @@ pub fn run(options: RunOptions) -> Result<ExitCode, RunError> {
     let socket = dir.path().join("s");
     let (sender, events) = crossbeam_channel::unbounded();
     connection::listen(&socket, sender.clone()).map_err(RunError::RunDir)?;
+    signals::forward(sender.clone()).map_err(RunError::RunDir)?;
     let launch = dispatcher::Launch {
         interpreter,
         plugin,

@@ -147,6 +147,14 @@ pub struct RunOptions {
     pub failure_output: FailureOutput,
     /// `--report-json`: a file for JSON events, or `-` for stdout.
     pub report_json: Option<String>,
+    /// `--timeout`: seconds a test may run before its worker is stopped.
+    pub timeout: Option<f64>,
+    /// `--run-timeout`: seconds the whole run may take.
+    pub run_timeout: Option<f64>,
+    /// `--retries`: how often a failing test runs again.
+    pub retries: usize,
+    /// `--max-worker-restart`: how many crashed workers may be replaced in all.
+    pub max_worker_restart: Option<usize>,
     /// Everything that is not shoal's, handed to pytest unchanged.
     pub pytest_args: Vec<String>,
     /// shoal's whole command line, for `config.workerinput["mainargv"]`.
@@ -309,6 +317,8 @@ mod tests {
             durations: None,
             durations_min: None,
             rootdir: None,
+            timeout: None,
+            maxworkerrestart: None,
             cache_dir: None,
             junit: None,
         }

@@ -100,7 +100,9 @@ impl Interpreter {
             .arg(role)
             .arg(identity)
             .args(args)
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            // A group of its own: terminal signals reach only the controller, which decides.
+            .process_group(0);
         // SAFETY: prctl is async-signal-safe; it makes the child die with the controller, so a
         // killed shoal leaves no Python behind.
         unsafe {

@@ -14,9 +14,23 @@ pub struct TestRecord {
     pub warnings: Vec<Warning>,
     /// pytest's `<testcase>` for it; `None` when `--junitxml` is off or the test never reported.
     pub junit: Option<JunitDelta>,
+    /// Earlier runs of the same test that failed and were retried (`--retries`).
+    pub earlier_attempts: Vec<TestRecord>,
 }
 
 impl TestRecord {
+    /// Whether pytest would count it failed: a failed phase that was not an expected failure.
+    pub fn failed(&self) -> bool {
+        self.reports
+            .iter()
+            .any(|r| r.outcome == "failed" && r.wasxfail.is_none())
+    }
+
+    /// Failed at first, passed on a retry.
+    pub fn flaky(&self) -> bool {
+        !self.earlier_attempts.is_empty() && !self.failed()
+    }
+
     /// The test's one final outcome: `error`, `failed`, `xpassed`, `xfailed`, `skipped` or
     /// `passed`, the first that any of its phases earned.
     pub fn outcome(&self) -> &'static str {
@@ -96,8 +110,7 @@ impl Results {
 
     /// Whether pytest would count a failure: a failed phase that is not an expected failure.
     pub fn any_failed(&self) -> bool {
-        self.reports()
-            .any(|(_, r)| r.outcome == "failed" && r.wasxfail.is_none())
+        self.records.iter().any(TestRecord::failed)
     }
 
     /// Every phase report with its test, in finishing order.

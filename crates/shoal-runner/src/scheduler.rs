@@ -69,7 +69,9 @@ struct WorkerQueue {
     /// worksteal: this worker's share, not yet sent.
     share: VecDeque<usize>,
     ready: bool,
+    /// Told that no more tests will come.
     shut: bool,
+    /// Its process is gone (until the slot is revived).
     lost: bool,
     /// worksteal: waiting for a victim to release tests to it.
     awaiting_steal: bool,
@@ -84,7 +86,8 @@ pub struct Scheduler {
     units: VecDeque<Vec<usize>>,
     remaining: usize,
     workers: Vec<WorkerQueue>,
-    all: Vec<usize>,
+    /// Retried tests and the worker each last failed on, to run them elsewhere if possible.
+    avoid: HashMap<usize, usize>,
     stopped: bool,
 }
 
@@ -93,13 +96,23 @@ impl Scheduler {
         let all: Vec<usize> = units.iter().flatten().copied().collect();
         let mut queues: Vec<WorkerQueue> = (0..workers).map(|_| WorkerQueue::default()).collect();
         let mut units: VecDeque<Vec<usize>> = units.into();
-        if dist == Dist::WorkSteal {
-            // An even, contiguous split: neighbouring tests tend to share fixtures.
-            let per = all.len().div_ceil(workers.max(1));
-            for (queue, share) in queues.iter_mut().zip(all.chunks(per.max(1))) {
-                queue.share = share.iter().copied().collect();
+        // Modes that decide up front give each worker a share; the others share one pool.
+        match dist {
+            Dist::WorkSteal => {
+                // An even, contiguous split: neighbouring tests tend to share fixtures.
+                let per = all.len().div_ceil(workers.max(1));
+                for (queue, share) in queues.iter_mut().zip(all.chunks(per.max(1))) {
+                    queue.share = share.iter().copied().collect();
+                }
+                units.clear();
             }
-            units.clear();
+            Dist::Each | Dist::No => {
+                for queue in &mut queues {
+                    queue.share = all.iter().copied().collect();
+                }
+                units.clear();
+            }
+            Dist::Load | Dist::LoadScope | Dist::LoadFile | Dist::LoadGroup => {}
         }
         let remaining = units.iter().map(Vec::len).sum();
         Self {
@@ -107,9 +120,68 @@ impl Scheduler {
             units,
             remaining,
             workers: queues,
-            all,
+            avoid: HashMap::new(),
             stopped: false,
         }
+    }
+
+    /// Tests that must go back to be run: those a dead worker had not finished. Under `each`
+    /// and `no` they stay with that worker's slot, for its replacement.
+    pub fn requeue(&mut self, worker: usize, tests: Vec<usize>) -> Vec<Command> {
+        if tests.is_empty() || self.stopped {
+            return Vec::new();
+        }
+        if matches!(self.dist, Dist::Each | Dist::No | Dist::WorkSteal) {
+            let share = &mut self.workers[worker].share;
+            for test in tests.into_iter().rev() {
+                share.push_front(test);
+            }
+        } else {
+            self.remaining += tests.len();
+            self.units.push_front(tests);
+        }
+        self.fill()
+    }
+
+    /// A failed test runs again, on another worker than `failed_on` where one can take it.
+    pub fn retry(&mut self, index: usize, failed_on: usize) -> Vec<Command> {
+        if self.stopped {
+            return Vec::new();
+        }
+        self.avoid.insert(index, failed_on);
+        self.remaining += 1;
+        self.units.push_back(vec![index]);
+        self.fill()
+    }
+
+    /// A slot whose tests need a new process: one with a share left, or any dead slot when
+    /// the pool has tests and no live worker can take them.
+    pub fn needs_worker(&self) -> Option<usize> {
+        if self.stopped {
+            return None;
+        }
+        if let Some(w) = self
+            .workers
+            .iter()
+            .position(|q| q.lost && !q.share.is_empty())
+        {
+            return Some(w);
+        }
+        let accepting = self.workers.iter().any(|q| !q.lost && !q.shut);
+        if self.units.is_empty() || accepting {
+            return None;
+        }
+        self.workers.iter().position(|q| q.lost)
+    }
+
+    /// A new process took over the slot; it gets tests once ready.
+    pub fn revive(&mut self, worker: usize) {
+        let queue = &mut self.workers[worker];
+        queue.lost = false;
+        queue.shut = false;
+        queue.ready = false;
+        queue.awaiting_steal = false;
+        queue.stolen_by = None;
     }
 
     /// The tests sent to `worker` and not reported done.
@@ -119,18 +191,6 @@ impl Scheduler {
 
     pub fn worker_ready(&mut self, worker: usize) -> Vec<Command> {
         self.workers[worker].ready = true;
-        if matches!(self.dist, Dist::Each | Dist::No) && !self.stopped {
-            let indices = self.all.clone();
-            self.workers[worker].pending.extend(&indices);
-            self.workers[worker].shut = true;
-            return vec![
-                Command::Run { worker, indices },
-                Command::Shutdown {
-                    worker,
-                    discard: false,
-                },
-            ];
-        }
         self.fill()
     }
 
@@ -170,8 +230,10 @@ impl Scheduler {
     pub fn worker_lost(&mut self, worker: usize) -> Vec<usize> {
         let queue = &mut self.workers[worker];
         queue.lost = true;
-        queue.share.clear();
-        queue.pending.drain(..).collect()
+        if let Some(thief) = queue.stolen_by.take() {
+            self.workers[thief].awaiting_steal = false;
+        }
+        self.workers[worker].pending.drain(..).collect()
     }
 
     /// Stop handing out tests (`-x`, `--maxfail`): every worker drops what it has not started.
@@ -208,7 +270,7 @@ impl Scheduler {
             if queue.pending.len() < 2 {
                 let mut batch: Vec<usize> = self.workers[worker].share.drain(..).collect();
                 while self.workers[worker].pending.len() + batch.len() < 2 {
-                    let Some(unit) = self.next_unit(live) else {
+                    let Some(unit) = self.next_unit(worker, live) else {
                         break;
                     };
                     batch.extend(unit);
@@ -247,16 +309,27 @@ impl Scheduler {
         commands
     }
 
-    /// The next unit; under `load`, a chunk of single tests sized to what is left.
-    fn next_unit(&mut self, live_workers: usize) -> Option<Vec<usize>> {
-        let first = self.units.pop_front()?;
-        let mut unit = first;
+    /// The next unit for `worker`; under `load`, a chunk of single tests sized to what is
+    /// left. A retried test waits for another worker while one can still take it.
+    fn next_unit(&mut self, worker: usize, live_workers: usize) -> Option<Vec<usize>> {
+        let others_accept = self
+            .workers
+            .iter()
+            .enumerate()
+            .any(|(w, q)| w != worker && !q.lost && !q.shut);
+        let acceptable = |unit: &Vec<usize>| {
+            !others_accept || unit.first().and_then(|t| self.avoid.get(t)) != Some(&worker)
+        };
+        let at = self.units.iter().position(acceptable)?;
+        let mut unit = self.units.remove(at)?;
         if self.dist == Dist::Load {
             let chunk = (self.remaining / (4 * live_workers)).clamp(1, MAX_CHUNK);
             while unit.len() < chunk {
-                match self.units.pop_front() {
-                    Some(more) => unit.extend(more),
-                    None => break,
+                match self.units.front() {
+                    Some(next) if acceptable(next) => {
+                        unit.extend(self.units.pop_front().unwrap_or_default())
+                    }
+                    _ => break,
                 }
             }
         }
@@ -307,6 +380,8 @@ mod tests {
             file,
             scope,
             group: group.map(Into::into),
+            timeout: None,
+            reruns: None,
         }
     }
 

@@ -36,7 +36,10 @@ pub fn write(
                     *stats.entry(key.as_str()).or_default() += n;
                 }
                 double_failures += delta.double_failures;
-                delta.testcases.iter().for_each(|case| cases.push_str(case));
+                let retries = retry_elements(record);
+                for case in &delta.testcases {
+                    cases.push_str(&with_children(case, &retries));
+                }
             }
             None => {
                 // A test pytest never reported (its worker died): a failure, in pytest's shape.
@@ -95,6 +98,47 @@ pub fn write(
         fs::create_dir_all(parent).map_err(error)?;
     }
     fs::write(&path, xml).map_err(error)
+}
+
+/// Earlier failed attempts, as Maven Surefire records reruns: `flakyFailure` when the test
+/// passed in the end, `rerunFailure` when it never did.
+fn retry_elements(record: &crate::results::TestRecord) -> String {
+    let tag = if record.failed() {
+        "rerunFailure"
+    } else {
+        "flakyFailure"
+    };
+    let mut out = String::new();
+    for attempt in &record.earlier_attempts {
+        let failed = attempt.reports.iter().find(|r| r.outcome == "failed");
+        let message = failed
+            .and_then(|r| r.message.as_deref())
+            .unwrap_or("failed");
+        let text = failed.and_then(|r| r.text.as_deref()).unwrap_or("");
+        out.push_str(&format!(
+            "<{tag} message=\"{}\">{}</{tag}>",
+            escape(message),
+            escape(text)
+        ));
+    }
+    out
+}
+
+/// Inserts child elements at the end of a `<testcase>` element.
+fn with_children(case: &str, children: &str) -> String {
+    if children.is_empty() {
+        return case.to_owned();
+    }
+    if let Some(open) = case
+        .strip_suffix("/>")
+        .filter(|c| !c.contains("</testcase>"))
+    {
+        return format!("{}>{children}</testcase>", open.trim_end());
+    }
+    match case.rfind("</testcase>") {
+        Some(at) => format!("{}{children}{}", &case[..at], &case[at..]),
+        None => case.to_owned(),
+    }
 }
 
 /// pytest's `mangle_test_address`: `dir/test_a.py::Cls::test[x]` -> (`dir.test_a.Cls`, `test[x]`).

@@ -65,6 +65,10 @@ pub enum StopReason {
     MaxFail(usize),
     /// Every worker died and none could be started.
     NoWorkers,
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// `--run-timeout` passed.
+    RunTimeout,
 }
 
 /// Writes the run's progress and summary to stdout.
@@ -208,6 +212,17 @@ impl Terminal {
         format!(" [{pct:>3}%]")
     }
 
+    /// A test failed and will run again (`--retries`): `R`, or a RETRY line with `-v`.
+    pub fn retrying(&mut self, record: &TestRecord) {
+        if self.settings.verbose > 0 {
+            let word = self.paint("RETRY", Some(Color::Yellow), false);
+            self.line(&format!("[{}] {word} {}", record.worker, record.nodeid));
+        } else if self.live.is_none() {
+            let _ = write!(self.out, "{}", self.paint("R", Some(Color::Yellow), false));
+            self.column += 1;
+        }
+    }
+
     /// One test finished: a letter per phase, or `-v` lines, with pytest's progress.
     pub fn test_done(&mut self, record: &TestRecord) {
         self.done += 1;
@@ -286,6 +301,16 @@ impl Terminal {
             }
             Some(StopReason::NoWorkers) => {
                 let line = self.sep('!', "no workers left to run the remaining tests");
+                let line = self.paint(&line, Some(Color::Red), false);
+                self.line(&line);
+            }
+            Some(StopReason::Interrupted) => {
+                let line = self.sep('!', "KeyboardInterrupt");
+                let line = self.paint(&line, Some(Color::Red), false);
+                self.line(&line);
+            }
+            Some(StopReason::RunTimeout) => {
+                let line = self.sep('!', "the run exceeded --run-timeout");
                 let line = self.paint(&line, Some(Color::Red), false);
                 self.line(&line);
             }
@@ -418,6 +443,11 @@ impl Terminal {
                 _ => {}
             }
         }
+        for record in results.records().iter().filter(|r| r.flaky()) {
+            let word = self.paint("FLAKY", Some(Color::Yellow), false);
+            let tries = record.earlier_attempts.len() + 1;
+            lines.push(format!("{word} {} - passed on try {tries}", record.nodeid));
+        }
         if lines.is_empty() {
             return;
         }
@@ -516,9 +546,10 @@ impl Terminal {
             .skip(KNOWN_CATEGORIES.len())
             .any(|(_, n)| *n > 0);
         let not_run = results.not_run();
+        let flaky = results.records().iter().filter(|r| r.flaky()).count();
         let main = if seen("failed") || seen("error") || not_run > 0 {
             Color::Red
-        } else if seen("warnings") || seen("xpassed") || unknown {
+        } else if seen("warnings") || seen("xpassed") || unknown || flaky > 0 {
             Color::Yellow
         } else if seen("passed") {
             Color::Green
@@ -530,6 +561,9 @@ impl Terminal {
             .filter(|(_, n)| *n > 0)
             .map(|(category, n)| plural(*n, category))
             .collect();
+        if flaky > 0 {
+            parts.push(format!("{flaky} flaky"));
+        }
         if not_run > 0 {
             parts.push(format!("{not_run} not run"));
         }

@@ -1,0 +1,939 @@
+//! The run's one decision-maker: it reacts to [`Event`]s from every process in turn, asks the
+//! scheduler what to send, records results and drives the reporters.
+//!
+//! A run has three stages: the collector collects and the controller decides how many workers
+//! it wants; the workers are forked (or spawned) together and run tests; the collector is told
+//! to finish and the summary is printed. Every way a process can end is an event, and every
+//! deadline (timeouts, kill grace periods) bounds the wait for the next one, so the loop always
+//! ends: a test whose worker died is reported, never waited for.
+
+mod estimate;
+mod worker;
+
+use std::{
+    collections::HashMap,
+    io::Read,
+    path::{Path, PathBuf},
+    process::{ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use shoal_protocol::{
+    CollectedItem, FromPython, PytestSettings, Role, ToPython, Warning, WorkerIdentity,
+    PROTOCOL_VERSION,
+};
+
+use self::{
+    estimate::Estimate,
+    worker::{KillReason, Worker, WorkerEnd},
+};
+use crate::{
+    connection::{self, ConnId, Event, Peer, Process},
+    durations::DurationStore,
+    options::{Dist, RunOptions, StartMethod},
+    python::{Interpreter, PYTEST_MISSING_EXIT},
+    reporter::{cache, events::EventLog, junit, StopReason, Terminal},
+    results::{crash_report, Results, TestRecord},
+    scheduler::{self, Command, Scheduler},
+    signals, ExitCode, RunError,
+};
+
+/// Everything one run needs to start its Python processes.
+pub struct Launch {
+    pub interpreter: Interpreter,
+    pub plugin: PathBuf,
+    pub socket: PathBuf,
+    pub options: RunOptions,
+}
+
+/// What the collector handed over.
+struct Collection {
+    items: Vec<CollectedItem>,
+    fork_unsafe: Option<String>,
+    basetemp: Option<String>,
+    settings: Box<PytestSettings>,
+    warnings: Vec<Warning>,
+}
+
+/// The state of the test-running stage.
+struct Run {
+    items: Vec<CollectedItem>,
+    settings: Box<PytestSettings>,
+    start: StartMethod,
+    scheduler: Scheduler,
+    results: Results,
+    terminal: Terminal,
+    estimate: Estimate,
+    store: Option<DurationStore>,
+    /// Failed phases so far, for `--maxfail`.
+    failures: usize,
+    stop: Option<StopReason>,
+    /// Crashed workers that may still be replaced.
+    restarts_left: usize,
+    /// Per test: the attempts that failed and will be retried or reported with the last one.
+    failed_attempts: HashMap<usize, Vec<TestRecord>>,
+    run_deadline: Option<Instant>,
+    /// Since when shoal is suspended (Ctrl-Z): deadlines move by the time spent stopped.
+    paused_since: Option<Instant>,
+    interrupts: usize,
+}
+
+pub struct Dispatcher {
+    launch: Launch,
+    events: Receiver<Event>,
+    sender: Sender<Event>,
+    started: Instant,
+    collector: Option<(ConnId, Peer)>,
+    collector_pid: Option<u32>,
+    collector_exit: Option<ExitStatus>,
+    conns: HashMap<ConnId, usize>,
+    workers: Vec<Worker>,
+    /// Whether pytest colours its output; spawned workers are told so explicitly.
+    color: bool,
+    /// `--report-json`; dropped with a warning if it cannot be written.
+    events_log: Option<EventLog>,
+}
+
+impl Dispatcher {
+    pub fn new(launch: Launch, events: Receiver<Event>, sender: Sender<Event>) -> Self {
+        Self {
+            launch,
+            events,
+            sender,
+            started: Instant::now(),
+            collector: None,
+            collector_pid: None,
+            collector_exit: None,
+            conns: HashMap::new(),
+            workers: Vec::new(),
+            color: false,
+            events_log: None,
+        }
+    }
+
+    pub fn run(mut self) -> Result<ExitCode, RunError> {
+        let collection = match self.collect()? {
+            Ok(collection) => collection,
+            Err(code) => return Ok(code),
+        };
+        let mut run = self.plan(collection)?;
+        while !self.workers.iter().all(Worker::finished) {
+            let event = match self.next_event(&run) {
+                Ok(event) => event,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.on_deadline(&mut run);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            self.handle(event, &mut run)?;
+            self.after_event(&mut run)?;
+        }
+        self.finish(run)
+    }
+
+    /// Waits for the next event, but no longer than the nearest deadline.
+    fn next_event(&self, run: &Run) -> Result<Event, RecvTimeoutError> {
+        if run.paused_since.is_some() {
+            return self
+                .events
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected);
+        }
+        let deadline = self
+            .workers
+            .iter()
+            .filter_map(|w| {
+                let test = w
+                    .running
+                    .and_then(|(index, since)| self.timeout_of(run, index).map(|t| since + t));
+                test.into_iter().chain(w.kill_deadline()).min()
+            })
+            .chain(run.run_deadline)
+            .min();
+        match deadline {
+            Some(at) => self
+                .events
+                .recv_timeout(at.saturating_duration_since(Instant::now())),
+            None => self
+                .events
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected),
+        }
+    }
+
+    /// The test's timeout: its mark, else `--timeout`, else the ini `timeout`.
+    fn timeout_of(&self, run: &Run, index: usize) -> Option<Duration> {
+        run.items[index]
+            .timeout
+            .or(self.launch.options.timeout)
+            .or(run.settings.timeout)
+            .filter(|t| *t > 0.0)
+            .map(Duration::from_secs_f64)
+    }
+
+    /// Decides workers, schedule and reporters once the collection is known, and starts the
+    /// workers.
+    fn plan(&mut self, collection: Collection) -> Result<Run, RunError> {
+        let options = self.launch.options.clone();
+        let settings = collection.settings;
+        let resolved = options.resolve(&settings)?;
+        self.color = settings.color;
+        let units = scheduler::units(resolved.dist, &collection.items);
+        let requested = resolved.workers.resolve(resolved.maxprocesses);
+        let count = scheduler::useful_workers(resolved.dist, units.len(), requested);
+        let start = match (options.start, &collection.fork_unsafe) {
+            (Some(StartMethod::Spawn), _) | (_, Some(_)) => StartMethod::Spawn,
+            _ => StartMethod::Fork,
+        };
+        let max_restarts = match (options.max_worker_restart, &settings.maxworkerrestart) {
+            (Some(n), _) => n,
+            (None, Some(n)) => n.parse().unwrap_or(4 * count),
+            (None, None) => 4 * count,
+        };
+        let store = settings.cache_dir.as_ref().map(|dir| {
+            let rootdir = settings.rootdir.as_deref().map(Path::new);
+            DurationStore::load(DurationStore::path_in(Path::new(dir)), rootdir)
+        });
+        let runs_per_test = if resolved.dist == Dist::Each {
+            count
+        } else {
+            1
+        };
+        let mut results = Results::new(collection.items.len(), runs_per_test);
+        results.add_session_warnings(collection.warnings);
+        let total = collection.items.len() * runs_per_test;
+        let start_label = match (&start, &collection.fork_unsafe) {
+            (StartMethod::Fork, _) => "fork".to_owned(),
+            (StartMethod::Spawn, Some(reason)) => format!("spawn: {reason}"),
+            (StartMethod::Spawn, None) => "spawn".to_owned(),
+        };
+        let mut terminal = Terminal::new((*settings).clone(), options.failure_output);
+        let ids: Vec<String> = (0..count).map(|n| format!("gw{n}")).collect();
+        terminal.start(&ids, total, &start_label, live_view());
+        if let Some(target) = &options.report_json {
+            self.events_log = Some(EventLog::open(target)?);
+        }
+        let testrunuid = uuid::Uuid::new_v4().simple().to_string();
+        self.log_event(|log| log.run_start(count, total, &testrunuid));
+        let timeouts = options.timeout.is_some()
+            || settings.timeout.is_some()
+            || collection.items.iter().any(|i| i.timeout.is_some());
+        let run_dir = self.launch.socket.parent().map(Path::to_path_buf);
+        for n in 0..count {
+            let workerid = format!("gw{n}");
+            let identity = WorkerIdentity {
+                stack_file: run_dir
+                    .as_ref()
+                    .map(|d| d.join(format!("stack-{workerid}")).display().to_string()),
+                workerid,
+                workercount: count,
+                testrunuid: testrunuid.clone(),
+                mainargv: options.mainargv.clone(),
+                distributed: requested > 0,
+                basetemp: collection.basetemp.clone(),
+                report_starts: timeouts,
+            };
+            self.workers.push(Worker::new(identity));
+        }
+        let run = Run {
+            estimate: Estimate::new(store.as_ref(), &collection.items, count),
+            scheduler: Scheduler::new(resolved.dist, units, count),
+            items: collection.items,
+            settings,
+            start,
+            results,
+            terminal,
+            store,
+            failures: 0,
+            stop: None,
+            restarts_left: max_restarts,
+            failed_attempts: HashMap::new(),
+            run_deadline: options
+                .run_timeout
+                .map(|t| Instant::now() + Duration::from_secs_f64(t)),
+            paused_since: None,
+            interrupts: 0,
+        };
+        for w in 0..count {
+            self.start_worker(w, start)?;
+        }
+        Ok(run)
+    }
+
+    fn handle(&mut self, event: Event, run: &mut Run) -> Result<(), RunError> {
+        let commands = match event {
+            Event::Connected { conn, hello, peer } => {
+                self.introduce(conn, hello, peer)?;
+                Vec::new()
+            }
+            Event::Message { conn, message } => match self.conns.get(&conn) {
+                Some(&w) => self.worker_message(w, message, run)?,
+                None => {
+                    self.collector_message(message);
+                    Vec::new()
+                }
+            },
+            Event::Closed { conn, error } => {
+                if let Some(w) = self.conns.remove(&conn) {
+                    if let Some(error) = error {
+                        eprintln!(
+                            "shoal: failed to read from worker '{}': {}; stopping it",
+                            self.workers[w].id(),
+                            crate::error_chain(&error)
+                        );
+                        self.workers[w].kill_now();
+                    }
+                    let worker = &mut self.workers[w];
+                    worker.closed = true;
+                    worker.peer = None;
+                    worker.lost = run.scheduler.worker_lost(w);
+                }
+                Vec::new()
+            }
+            Event::Output { worker, bytes } => {
+                run.terminal.worker_output(&worker, &bytes);
+                Vec::new()
+            }
+            Event::OutputClosed { worker } => {
+                run.terminal.output_closed(&worker);
+                Vec::new()
+            }
+            Event::Exited {
+                process: Process::Worker { id, pid },
+                status,
+            } => {
+                self.worker_ended(&id, pid, WorkerEnd::from_status(status));
+                Vec::new()
+            }
+            Event::Exited {
+                process: Process::Collector,
+                status,
+            } => {
+                self.collector_exit = Some(status);
+                // Forked workers die with their parent; nothing more will say how.
+                for worker in &mut self.workers {
+                    if run.start == StartMethod::Fork {
+                        worker.end.get_or_insert(WorkerEnd::Unknown);
+                    }
+                    if worker.peer.is_none() {
+                        worker.closed = true;
+                    }
+                }
+                Vec::new()
+            }
+            Event::Signal(signal) => self.on_signal(signal, run),
+        };
+        self.send(commands);
+        Ok(())
+    }
+
+    fn worker_message(
+        &mut self,
+        w: usize,
+        message: FromPython,
+        run: &mut Run,
+    ) -> Result<Vec<Command>, RunError> {
+        Ok(match message {
+            FromPython::Ready { collection } => {
+                if let Some(theirs) = collection {
+                    self.check_collection(w, &run.items, &theirs)?;
+                }
+                run.scheduler.worker_ready(w)
+            }
+            FromPython::TestStart { index } => {
+                self.workers[w].running = Some((index, Instant::now()));
+                Vec::new()
+            }
+            FromPython::TestDone {
+                index,
+                headline,
+                reports,
+                warnings,
+                junit,
+            } => {
+                self.workers[w].running = None;
+                let record = TestRecord {
+                    index,
+                    nodeid: run.items[index].nodeid.clone(),
+                    worker: self.workers[w].id().to_owned(),
+                    headline,
+                    reports,
+                    warnings,
+                    junit,
+                    earlier_attempts: Vec::new(),
+                };
+                let mut commands = run.scheduler.test_done(w, index);
+                commands.extend(self.finish_test(record, w, run));
+                commands
+            }
+            FromPython::Released { indices } => run.scheduler.released(w, indices),
+            FromPython::WorkerDone {
+                junit_properties,
+                warnings,
+                ..
+            } => {
+                run.results.add_junit_properties(junit_properties);
+                run.results.add_session_warnings(warnings);
+                self.workers[w].done = true;
+                Vec::new()
+            }
+            other => {
+                return Err(RunError::Unexpected {
+                    who: self.workers[w].id().to_owned(),
+                    message: format!("{other:?}"),
+                })
+            }
+        })
+    }
+
+    /// Records a finished test, unless it failed and has retries left: then it runs again.
+    fn finish_test(&mut self, mut record: TestRecord, w: usize, run: &mut Run) -> Vec<Command> {
+        let index = record.index;
+        let failed = record.failed();
+        let previous = run.failed_attempts.get(&index).map_or(0, Vec::len);
+        let retries = run.items[index]
+            .reruns
+            .unwrap_or(self.launch.options.retries);
+        if failed && previous < retries && run.stop.is_none() {
+            run.terminal.retrying(&record);
+            self.log_event(|log| log.test(&record));
+            run.failed_attempts.entry(index).or_default().push(record);
+            return run.scheduler.retry(index, w);
+        }
+        record.earlier_attempts = run.failed_attempts.remove(&index).unwrap_or_default();
+        if failed {
+            run.failures += record
+                .reports
+                .iter()
+                .filter(|r| r.outcome == "failed" && r.wasxfail.is_none())
+                .count();
+        }
+        run.terminal.test_done(&record);
+        self.log_event(|log| log.test(&record));
+        run.estimate.done(index);
+        run.results.record(record);
+        let maxfail = run.settings.maxfail;
+        if maxfail > 0 && run.failures >= maxfail && run.stop.is_none() {
+            run.stop = Some(StopReason::MaxFail(maxfail));
+            return run.scheduler.stop();
+        }
+        Vec::new()
+    }
+
+    /// After every event: account for dead workers, replace them, show who runs what.
+    fn after_event(&mut self, run: &mut Run) -> Result<(), RunError> {
+        let now = Instant::now();
+        for w in 0..self.workers.len() {
+            self.workers[w].advance_kill(now);
+            let commands = self.account_lost(w, run);
+            self.send(commands);
+        }
+        while let Some(w) = run.scheduler.needs_worker() {
+            let worker = &self.workers[w];
+            if !worker.finished() || self.collector_gone(run) {
+                break;
+            }
+            let crashed = !worker.done;
+            if crashed && run.restarts_left == 0 {
+                break;
+            }
+            if crashed {
+                run.restarts_left -= 1;
+            }
+            self.workers[w].restart();
+            run.scheduler.revive(w);
+            self.start_worker(w, run.start)?;
+        }
+        for w in 0..self.workers.len() {
+            let running = run.scheduler.pending(w).next();
+            run.terminal
+                .running(w, running.map(|i| run.items[i].nodeid.as_str()));
+        }
+        run.terminal.progress(run.estimate.left());
+        Ok(())
+    }
+
+    fn collector_gone(&self, run: &Run) -> bool {
+        run.start == StartMethod::Fork && self.collector_exit.is_some()
+    }
+
+    /// A deadline passed: a test overran its timeout, a kill step is due, or the run is over.
+    fn on_deadline(&mut self, run: &mut Run) {
+        let now = Instant::now();
+        if run.run_deadline.is_some_and(|at| at <= now) {
+            run.run_deadline = None;
+            run.stop.get_or_insert(StopReason::RunTimeout);
+            let commands = run.scheduler.stop();
+            self.send(commands);
+            for worker in &mut self.workers {
+                if worker.running.is_some() {
+                    worker.begin_kill(KillReason::RunOver, now);
+                }
+            }
+        }
+        for w in 0..self.workers.len() {
+            if let Some((index, since)) = self.workers[w].running {
+                if let Some(limit) = self.timeout_of(run, index) {
+                    if since + limit <= now {
+                        let seconds = limit.as_secs_f64();
+                        self.workers[w].begin_kill(KillReason::Timeout { index, seconds }, now);
+                    }
+                }
+            }
+            self.workers[w].advance_kill(now);
+        }
+    }
+
+    /// Ctrl-C / SIGTERM: stop scheduling and interrupt the tests as pytest would; a second
+    /// one kills. Ctrl-Z: stop every process and the clocks; SIGCONT: resume them.
+    fn on_signal(&mut self, signal: i32, run: &mut Run) -> Vec<Command> {
+        match signal {
+            signals::SIGINT | signals::SIGTERM => {
+                run.interrupts += 1;
+                run.stop = Some(StopReason::Interrupted);
+                for worker in &mut self.workers {
+                    match (run.interrupts, worker.pid) {
+                        (1, Some(pid)) if !worker.finished() => {
+                            signals::to_group(pid, signals::SIGINT)
+                        }
+                        _ => worker.kill_now(),
+                    }
+                }
+                run.scheduler.stop()
+            }
+            signals::SIGTSTP => {
+                run.paused_since = Some(Instant::now());
+                self.signal_all(signals::SIGSTOP);
+                signals::stop_self();
+                Vec::new()
+            }
+            signals::SIGCONT => {
+                if let Some(since) = run.paused_since.take() {
+                    let paused = since.elapsed();
+                    for worker in &mut self.workers {
+                        if let Some((_, started)) = worker.running.as_mut() {
+                            *started += paused;
+                        }
+                    }
+                    if let Some(at) = run.run_deadline.as_mut() {
+                        *at += paused;
+                    }
+                }
+                self.signal_all(signals::SIGCONT);
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Sends a signal to the collector's and every worker's process group.
+    fn signal_all(&self, signal: i32) {
+        let workers = self.workers.iter().filter(|w| !w.finished());
+        for pid in workers.filter_map(|w| w.pid).chain(self.collector_pid) {
+            signals::to_group(pid, signal);
+        }
+    }
+
+    /// Starts the collector and waits for its collection; `Err(code)` when pytest finished by
+    /// itself (collect-only, collection errors, nothing collected) and printed everything.
+    fn collect(&mut self) -> Result<Result<Collection, ExitCode>, RunError> {
+        let Launch {
+            interpreter,
+            plugin,
+            socket,
+            options,
+        } = &self.launch;
+        let mut command =
+            interpreter.plugin_command(plugin, socket, Role::Collector, None, &options.pytest_args);
+        if options.start == Some(StartMethod::Spawn) {
+            command.env("SHOAL_START", "spawn");
+        }
+        let child = command.spawn().map_err(|source| RunError::Spawn {
+            python: interpreter.path.clone(),
+            source,
+        })?;
+        self.collector_pid = Some(child.id());
+        connection::watch(child, Process::Collector, self.sender.clone());
+        let mut interrupts = 0;
+        loop {
+            match self.events.recv().expect("the dispatcher holds a sender") {
+                Event::Connected { conn, hello, peer } => self.introduce(conn, hello, peer)?,
+                Event::Message {
+                    message:
+                        FromPython::Collected {
+                            items,
+                            fork_unsafe,
+                            basetemp,
+                            settings,
+                            warnings,
+                        },
+                    ..
+                } => {
+                    return Ok(Ok(Collection {
+                        items,
+                        fork_unsafe,
+                        basetemp,
+                        settings,
+                        warnings,
+                    }))
+                }
+                Event::Message { message, .. } => {
+                    return Err(RunError::Unexpected {
+                        who: "the collector".into(),
+                        message: format!("{message:?}"),
+                    })
+                }
+                Event::Closed {
+                    error: Some(source),
+                    ..
+                } => {
+                    return Err(RunError::Protocol {
+                        who: "the collector".into(),
+                        source,
+                    })
+                }
+                Event::Signal(signals::SIGINT | signals::SIGTERM) => {
+                    // pytest stops collecting at KeyboardInterrupt and reports it; again: kill.
+                    interrupts += 1;
+                    let signal = if interrupts == 1 {
+                        signals::SIGINT
+                    } else {
+                        signals::SIGKILL
+                    };
+                    if let Some(pid) = self.collector_pid {
+                        signals::to_group(pid, signal);
+                    }
+                }
+                Event::Closed { error: None, .. }
+                | Event::Output { .. }
+                | Event::OutputClosed { .. }
+                | Event::Signal(_) => {}
+                Event::Exited { status, .. } => {
+                    return match status.code() {
+                        Some(PYTEST_MISSING_EXIT) => Err(RunError::PytestMissing {
+                            python: self.launch.interpreter.path.clone(),
+                        }),
+                        Some(code) => Ok(Err(ExitCode::from_pytest(code))),
+                        None if interrupts > 0 => Ok(Err(ExitCode::Interrupted)),
+                        None => Err(RunError::CollectorDied {
+                            status: WorkerEnd::from_status(status).describe(),
+                        }),
+                    }
+                }
+            }
+        }
+    }
+
+    fn introduce(&mut self, conn: ConnId, hello: FromPython, peer: Peer) -> Result<(), RunError> {
+        let FromPython::Hello {
+            protocol,
+            role,
+            worker,
+            ..
+        } = hello
+        else {
+            return Err(RunError::Unexpected {
+                who: format!("connection {conn}"),
+                message: format!("{hello:?} before hello"),
+            });
+        };
+        if protocol != PROTOCOL_VERSION {
+            return Err(RunError::ProtocolVersion { theirs: protocol });
+        }
+        match (role, worker) {
+            (Role::Collector, _) => self.collector = Some((conn, peer)),
+            (Role::Worker, Some(id)) => {
+                let Some(w) = self.workers.iter().position(|x| x.id() == id) else {
+                    return Err(RunError::Unexpected {
+                        who: format!("connection {conn}"),
+                        message: format!("hello from unknown worker {id:?}"),
+                    });
+                };
+                self.conns.insert(conn, w);
+                self.workers[w].peer = Some(peer);
+                self.log_event(|log| log.worker_start(&id));
+            }
+            (Role::Worker | Role::Output, None) | (Role::Output, Some(_)) => {
+                return Err(RunError::Unexpected {
+                    who: format!("connection {conn}"),
+                    message: "a worker hello without a worker id".into(),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    fn collector_message(&mut self, message: FromPython) {
+        match message {
+            FromPython::WorkerExited {
+                worker,
+                pid,
+                code,
+                signal,
+            } => {
+                let end = match (code, signal) {
+                    (_, Some(signal)) => WorkerEnd::Signal(signal),
+                    (Some(code), None) => WorkerEnd::Code(code),
+                    (None, None) => WorkerEnd::Unknown,
+                };
+                self.worker_ended(&worker, pid, end);
+            }
+            FromPython::Forked { worker, pid } => {
+                if let Some(slot) = self.workers.iter_mut().find(|w| w.id() == worker) {
+                    slot.pid = Some(pid);
+                }
+            }
+            other => eprintln!("shoal: ignored unexpected message from the collector: {other:?}"),
+        }
+    }
+
+    fn worker_ended(&mut self, id: &str, pid: u32, end: WorkerEnd) {
+        let Some(worker) = self.workers.iter_mut().find(|w| w.id() == id) else {
+            return;
+        };
+        if worker.pid.is_some_and(|p| p != pid) {
+            return; // an earlier process of a restarted slot
+        }
+        worker.end = Some(end);
+        if worker.peer.is_none() {
+            worker.closed = true; // it never connected, or its connection is already gone
+        }
+        self.log_event(|log| log.worker_stop(id, &end.describe()));
+    }
+
+    /// Once a dead worker is fully accounted for: the test it was running fails (crash or
+    /// timeout) and the rest of its queue goes back to the scheduler.
+    fn account_lost(&mut self, w: usize, run: &mut Run) -> Vec<Command> {
+        let worker = &mut self.workers[w];
+        let Some(end) = worker.end else {
+            return Vec::new();
+        };
+        if worker.lost.is_empty() || !worker.closed {
+            return Vec::new();
+        }
+        let mut lost = std::mem::take(&mut worker.lost);
+        let stopping = worker.done || run.stop.is_some();
+        if stopping {
+            return Vec::new(); // discarded by -x, Ctrl-C or --run-timeout: not run
+        }
+        let running = lost.remove(0);
+        let id = worker.id().to_owned();
+        let nodeid = run.items[running].nodeid.clone();
+        let message = match worker.kill.map(|k| k.reason) {
+            Some(KillReason::Timeout { seconds, .. }) => format!(
+                "Timeout: '{nodeid}' ran longer than {seconds}s; worker '{id}' was stopped ({})",
+                end.describe()
+            ),
+            Some(KillReason::RunOver) => format!(
+                "Timeout: the run exceeded --run-timeout while '{nodeid}' ran on worker '{id}'"
+            ),
+            None => format!(
+                "worker '{id}' crashed while running '{nodeid}' ({})",
+                end.describe()
+            ),
+        };
+        let mut report = crash_report(message);
+        if let Some(stack) = worker
+            .kill
+            .and(worker.identity.stack_file.as_deref())
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .filter(|s| !s.is_empty())
+        {
+            let text = report.text.get_or_insert_with(String::new);
+            text.push_str("\nStacks of every thread when the timeout fired:\n");
+            text.push_str(&stack);
+        }
+        let record = TestRecord {
+            index: running,
+            nodeid: nodeid.clone(),
+            worker: id,
+            headline: Some(nodeid.rsplit("::").next().unwrap_or("").to_owned()),
+            reports: vec![report],
+            warnings: Vec::new(),
+            junit: None,
+            earlier_attempts: Vec::new(),
+        };
+        let mut commands = run.scheduler.requeue(w, lost);
+        commands.extend(self.finish_test(record, w, run));
+        commands
+    }
+
+    fn start_worker(&mut self, w: usize, start: StartMethod) -> Result<(), RunError> {
+        let identity = self.workers[w].identity.clone();
+        if let Some(path) = &identity.stack_file {
+            let _ = std::fs::remove_file(path);
+        }
+        match start {
+            StartMethod::Fork => {
+                let Some((_, collector)) = self.collector.as_mut() else {
+                    return Ok(()); // the collector is gone: the slot stays empty
+                };
+                collector
+                    .send(&ToPython::Fork { identity })
+                    .map_err(|source| RunError::Protocol {
+                        who: "the collector".into(),
+                        source,
+                    })
+            }
+            StartMethod::Spawn => self.spawn_worker(w, identity),
+        }
+    }
+
+    fn spawn_worker(&mut self, w: usize, identity: WorkerIdentity) -> Result<(), RunError> {
+        let Launch {
+            interpreter,
+            plugin,
+            socket,
+            options,
+        } = &self.launch;
+        let mut args = options.pytest_args.clone();
+        if let (true, Some(base)) = (identity.distributed, &identity.basetemp) {
+            args.push(format!("--basetemp={base}/popen-{}", identity.workerid));
+        }
+        if self.color {
+            args.push("--color=yes".into()); // its output is a pipe, but ends on our terminal
+        }
+        let id = identity.workerid.clone();
+        let mut child = interpreter
+            .plugin_command(plugin, socket, Role::Worker, Some(&identity), &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| RunError::Spawn {
+                python: interpreter.path.clone(),
+                source,
+            })?;
+        let pid = child.id();
+        self.workers[w].pid = Some(pid);
+        let stdout = child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>);
+        let stderr = child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>);
+        for stream in stdout.into_iter().chain(stderr) {
+            let (worker, events) = (id.clone(), self.sender.clone());
+            std::thread::spawn(move || connection::forward_output(stream, worker, &events));
+        }
+        connection::watch(child, Process::Worker { id, pid }, self.sender.clone());
+        Ok(())
+    }
+
+    /// A spawned worker must have collected exactly what the collector did.
+    fn check_collection(
+        &self,
+        w: usize,
+        ours: &[CollectedItem],
+        theirs: &[String],
+    ) -> Result<(), RunError> {
+        let ours: Vec<&str> = ours.iter().map(|i| i.nodeid.as_str()).collect();
+        let theirs: Vec<&str> = theirs.iter().map(String::as_str).collect();
+        if ours == theirs {
+            return Ok(());
+        }
+        let only_ours = ours.iter().filter(|id| !theirs.contains(id));
+        let only_theirs = theirs.iter().filter(|id| !ours.contains(id));
+        let mut diff = String::new();
+        for id in only_ours.take(10) {
+            diff.push_str(&format!("\n  - {id}"));
+        }
+        for id in only_theirs.take(10) {
+            diff.push_str(&format!("\n  + {id}"));
+        }
+        if diff.is_empty() {
+            diff = "\n  (same node ids in a different order)".into();
+        }
+        Err(RunError::CollectionMismatch {
+            worker: self.workers[w].id().to_owned(),
+            diff,
+        })
+    }
+
+    fn send(&mut self, commands: Vec<Command>) {
+        for command in commands {
+            let (worker, message) = match command {
+                Command::Run { worker, indices } => (worker, ToPython::Run { indices }),
+                Command::Shutdown { worker, discard } => (worker, ToPython::Shutdown { discard }),
+                Command::Steal { worker, count } => (worker, ToPython::Steal { count }),
+            };
+            if let Some(peer) = self.workers[worker].peer.as_mut() {
+                // A failed send means the worker died; its Closed event does the accounting.
+                let _ = peer.send(&message);
+            }
+        }
+    }
+
+    /// The run is over: finish the collector, write the reports, decide the exit code.
+    fn finish(mut self, mut run: Run) -> Result<ExitCode, RunError> {
+        if run.results.not_run() > 0 && run.stop.is_none() {
+            run.stop = Some(StopReason::NoWorkers);
+        }
+        self.finish_collector();
+        let elapsed = self.started.elapsed();
+        if let Some(junit) = &run.settings.junit {
+            junit::write(junit, &run.results, elapsed)?;
+        }
+        if let Some(dir) = &run.settings.cache_dir {
+            if let Err(e) = cache::update_lastfailed(Path::new(dir), &run.results) {
+                eprintln!("shoal: warning: failed to {}", crate::error_chain(&e));
+            }
+        }
+        if let Some(Err(e)) = run.store.as_mut().map(|s| s.update(&run.results)) {
+            eprintln!("shoal: warning: failed to {}", crate::error_chain(&e));
+        }
+        run.terminal
+            .summary(&run.results, run.stop.as_ref(), elapsed);
+        let code = if matches!(run.stop, Some(StopReason::Interrupted)) {
+            ExitCode::Interrupted
+        } else if run.results.any_failed() || run.results.not_run() > 0 {
+            ExitCode::TestsFailed
+        } else {
+            ExitCode::Ok
+        };
+        self.log_event(|log| log.run_end(&run.results, code as i32, elapsed));
+        Ok(code)
+    }
+
+    /// Tells the collector the run is over and waits for it to finish pytest's session.
+    fn finish_collector(&mut self) {
+        if let Some((_, peer)) = self.collector.as_mut() {
+            let _ = peer.send(&ToPython::Stop);
+        }
+        while self.collector_exit.is_none() {
+            match self.events.recv() {
+                Ok(Event::Exited {
+                    process: Process::Collector,
+                    status,
+                }) => self.collector_exit = Some(status),
+                Ok(Event::Signal(signals::SIGINT | signals::SIGTERM)) => {
+                    if let Some(pid) = self.collector_pid {
+                        signals::to_group(pid, signals::SIGKILL);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Writes one JSON event; the first failure is reported and ends the event log.
+    fn log_event(
+        &mut self,
+        write: impl FnOnce(&mut EventLog) -> Result<(), crate::reporter::events::EventsError>,
+    ) {
+        if let Some(Err(e)) = self.events_log.as_mut().map(write) {
+            eprintln!("shoal: warning: failed to {}", crate::error_chain(&e));
+            self.events_log = None;
+        }
+    }
+}
+
+/// Whether to draw the live view: stdout is an interactive terminal.
+fn live_view() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb")
+}

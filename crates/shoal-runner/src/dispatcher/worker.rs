@@ -1,0 +1,169 @@
+//! One worker slot: the process that fills it now, how it ended, and the stages of stopping
+//! it when a test overruns its timeout.
+
+use std::{
+    process::ExitStatus,
+    time::{Duration, Instant},
+};
+
+use shoal_protocol::WorkerIdentity;
+
+use crate::{connection::Peer, signals};
+
+/// How long a worker has to dump its stacks, then to exit after SIGTERM, before the next step.
+const DUMP_GRACE: Duration = Duration::from_millis(500);
+const TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// How a worker process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerEnd {
+    Code(i32),
+    Signal(i32),
+    Unknown,
+}
+
+impl WorkerEnd {
+    pub fn from_status(status: ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Self::Code(code),
+            (None, Some(signal)) => Self::Signal(signal),
+            _ => Self::Unknown,
+        }
+    }
+
+    pub fn describe(self) -> String {
+        match self {
+            Self::Code(code) => format!("exit code {code}"),
+            Self::Signal(signal) => format!("signal {signal}"),
+            Self::Unknown => "exit status unknown".into(),
+        }
+    }
+}
+
+/// Why the controller is ending a worker.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KillReason {
+    /// The test at this index overran this many seconds.
+    Timeout { index: usize, seconds: f64 },
+    /// `--run-timeout` or a second Ctrl-C.
+    RunOver,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KillStage {
+    /// Asked for a stack dump (SIGUSR1).
+    Dumping,
+    /// Sent SIGTERM to the process group.
+    Terminating,
+    /// Sent SIGKILL to the process group: nothing left to do but wait.
+    Killed,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Kill {
+    pub reason: KillReason,
+    stage: KillStage,
+    next: Instant,
+}
+
+/// One `gwN` slot; a crashed worker's replacement takes over the same slot and id.
+#[derive(Debug)]
+pub struct Worker {
+    pub identity: WorkerIdentity,
+    pub peer: Option<Peer>,
+    /// Leads the worker's process group; known once forked or spawned.
+    pub pid: Option<u32>,
+    /// The connection closed.
+    pub closed: bool,
+    /// Its pytest session finished normally (`worker_done`): tests it did not run were
+    /// discarded, not crashed on.
+    pub done: bool,
+    /// Tests it had been sent and not finished, when its connection closed.
+    pub lost: Vec<usize>,
+    pub end: Option<WorkerEnd>,
+    /// The test it is running and since when (only reported when timeouts are on).
+    pub running: Option<(usize, Instant)>,
+    pub kill: Option<Kill>,
+}
+
+impl Worker {
+    pub fn new(identity: WorkerIdentity) -> Self {
+        Self {
+            identity,
+            peer: None,
+            pid: None,
+            closed: false,
+            done: false,
+            lost: Vec::new(),
+            end: None,
+            running: None,
+            kill: None,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.identity.workerid
+    }
+
+    /// The process is gone and every event about it has arrived.
+    pub fn finished(&self) -> bool {
+        self.closed && self.end.is_some()
+    }
+
+    /// Resets the slot for a replacement process.
+    pub fn restart(&mut self) {
+        *self = Self::new(self.identity.clone());
+    }
+
+    /// Starts ending the worker: a stack dump first, then SIGTERM, then SIGKILL.
+    pub fn begin_kill(&mut self, reason: KillReason, now: Instant) {
+        if self.kill.is_some() || self.finished() {
+            return;
+        }
+        if let Some(pid) = self.pid {
+            signals::to_process(pid, signals::SIGUSR1);
+        }
+        self.kill = Some(Kill {
+            reason,
+            stage: KillStage::Dumping,
+            next: now + DUMP_GRACE,
+        });
+    }
+
+    /// Takes the next kill step if its time has come.
+    pub fn advance_kill(&mut self, now: Instant) {
+        let (Some(kill), Some(pid)) = (self.kill.as_mut(), self.pid) else {
+            return;
+        };
+        if now < kill.next || self.closed && self.end.is_some() {
+            return;
+        }
+        match kill.stage {
+            KillStage::Dumping => {
+                signals::to_group(pid, signals::SIGTERM);
+                kill.stage = KillStage::Terminating;
+                kill.next = now + TERM_GRACE;
+            }
+            KillStage::Terminating => {
+                signals::to_group(pid, signals::SIGKILL);
+                kill.stage = KillStage::Killed;
+            }
+            KillStage::Killed => {}
+        }
+    }
+
+    /// When the kill needs attention next.
+    pub fn kill_deadline(&self) -> Option<Instant> {
+        self.kill
+            .filter(|k| k.stage != KillStage::Killed)
+            .map(|k| k.next)
+    }
+
+    /// Ends the worker's whole process group at once.
+    pub fn kill_now(&mut self) {
+        if let Some(pid) = self.pid.filter(|_| !self.finished()) {
+            signals::to_group(pid, signals::SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The signals the controller handles itself, delivered to the dispatcher as events.
+//!
+//! Workers and the collector run in process groups of their own, so a Ctrl-C or Ctrl-Z at the
+//! terminal reaches only the controller, which decides: interrupt the tests the way pytest
+//! does, kill at the second Ctrl-C, or stop every process and the clocks together.
+
+use std::thread;
+
+use crossbeam_channel::Sender;
+use signal_hook::iterator::Signals;
+
+use crate::connection::Event;
+
+pub use signal_hook::consts::signal::{
+    SIGCONT, SIGINT, SIGKILL, SIGSTOP, SIGTERM, SIGTSTP, SIGUSR1,
+};
+
+/// Forwards SIGINT, SIGTERM, SIGTSTP and SIGCONT to `events` for the rest of the process.
+pub fn forward(events: Sender<Event>) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGTSTP, SIGCONT])?;
+    thread::Builder::new()
+        .name("shoal-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if events.send(Event::Signal(signal)).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Sends `signal` to the process group led by `pid`; a group already gone is not an error.
+pub fn to_group(pid: u32, signal: i32) {
+    // SAFETY: killpg has no memory-safety preconditions.
+    unsafe {
+        libc::killpg(pid as libc::pid_t, signal);
+    }
+}
+
+/// Sends `signal` to one process.
+pub fn to_process(pid: u32, signal: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+/// Stops this process until SIGCONT (after SIGTSTP was caught, the default is gone).
+pub fn stop_self() {
+    // SAFETY: raise has no memory-safety preconditions.
+    unsafe {
+        libc::raise(SIGSTOP);
+    }
+}
