@@ -107,6 +107,10 @@ fn read_connection(conn: ConnId, stream: UnixStream, events: &Sender<Event>) {
             match read_frame(&mut reader).and_then(|body| body.map(|b| decode(&b)).transpose()) {
                 Ok(Some(message)) => message,
                 Ok(None) => break None,
+                // A process that exits with unread input resets the socket: still a close.
+                Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    break None
+                }
                 Err(e) => break Some(e),
             };
         if let FromPython::Hello {
