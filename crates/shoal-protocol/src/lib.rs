@@ -81,6 +81,31 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     })
 }
 
+/// Reads every frame in `bytes` and decodes each as a [`FromPython`] message, stopping at the
+/// first error: what the controller does with a worker's byte stream. It must return for any
+/// input, never panic or allocate beyond [`MAX_FRAME_LEN`]; the fuzz target
+/// (`crates/shoal-protocol/fuzz`) and `tests::random_bytes_never_panic` hold it to that.
+pub fn decode_all(mut bytes: &[u8]) -> Vec<Result<FromPython, FrameError>> {
+    let mut out = Vec::new();
+    loop {
+        match read_frame(&mut bytes) {
+            Ok(Some(body)) => {
+                let message = decode(&body);
+                let failed = message.is_err();
+                out.push(message);
+                if failed {
+                    return out;
+                }
+            }
+            Ok(None) => return out,
+            Err(e) => {
+                out.push(Err(e));
+                return out;
+            }
+        }
+    }
+}
+
 /// Reads until `buf` is full or the input ends; returns how many bytes were read.
 fn read_full<R: Read>(input: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
@@ -134,6 +159,52 @@ mod tests {
     fn an_oversized_length_is_refused_before_allocating() {
         let err = read_frame(&mut [0xffu8, 0xff, 0xff, 0xff].as_slice()).unwrap_err();
         assert!(matches!(err, FrameError::TooLarge { .. }), "{err:?}");
+    }
+
+    /// The fuzz target's property, on seeded random input for a bounded time: arbitrary
+    /// bytes, frames with random lengths, and valid messages with bytes flipped.
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut state: u64 = 0x5eed_f00d_cafe_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut valid = Vec::new();
+        write_frame(
+            &mut valid,
+            &FromPython::TestDone {
+                index: 3,
+                headline: Some("t".into()),
+                reports: Vec::new(),
+                warnings: Vec::new(),
+                junit: None,
+            },
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let mut cases = 0;
+        while cases < 200_000 && started.elapsed() < std::time::Duration::from_secs(2) {
+            let len = (next() % 64) as usize;
+            let mut input: Vec<u8> = match cases % 3 {
+                0 => (0..len).map(|_| next() as u8).collect(),
+                1 => {
+                    let mut v = ((next() % 256) as u32).to_be_bytes().to_vec();
+                    v.extend((0..len).map(|_| next() as u8));
+                    v
+                }
+                _ => valid.clone(),
+            };
+            if !input.is_empty() {
+                let at = (next() as usize) % input.len();
+                input[at] ^= next() as u8;
+            }
+            let _ = decode_all(&input);
+            cases += 1;
+        }
+        assert!(cases > 1000, "only {cases} cases ran");
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct Results {
     /// Warnings raised outside tests: while collecting, in session teardown.
     session_warnings: Vec<Warning>,
     junit_properties: Vec<(String, String)>,
+    /// Failures no test can be blamed for, such as a worker crashing in session teardown.
+    session_errors: Vec<String>,
 }
 
 impl Results {
@@ -63,7 +65,16 @@ impl Results {
             runs_expected,
             session_warnings: Vec::new(),
             junit_properties: Vec::new(),
+            session_errors: Vec::new(),
         }
+    }
+
+    pub fn add_session_error(&mut self, message: String) {
+        self.session_errors.push(message);
+    }
+
+    pub fn session_errors(&self) -> &[String] {
+        &self.session_errors
     }
 
     pub fn add_session_warnings(&mut self, warnings: Vec<Warning>) {
@@ -110,7 +121,7 @@ impl Results {
 
     /// Whether pytest would count a failure: a failed phase that is not an expected failure.
     pub fn any_failed(&self) -> bool {
-        self.records.iter().any(TestRecord::failed)
+        self.records.iter().any(TestRecord::failed) || !self.session_errors.is_empty()
     }
 
     /// Every phase report with its test, in finishing order.

@@ -380,10 +380,14 @@ impl Dispatcher {
                 Vec::new()
             }
             other => {
-                return Err(RunError::Unexpected {
-                    who: self.workers[w].id().to_owned(),
-                    message: format!("{other:?}"),
-                })
+                // A worker that breaks the protocol cannot be trusted with more tests.
+                eprintln!(
+                    "shoal: worker '{}' sent an unexpected message ({}); stopping it",
+                    self.workers[w].id(),
+                    message_kind(&other)
+                );
+                self.workers[w].kill_now();
+                Vec::new()
             }
         })
     }
@@ -710,7 +714,19 @@ impl Dispatcher {
         let Some(end) = worker.end else {
             return Vec::new();
         };
-        if worker.lost.is_empty() || !worker.closed {
+        if !worker.closed || worker.accounted {
+            return Vec::new();
+        }
+        worker.accounted = true;
+        if worker.lost.is_empty() {
+            if !worker.done && run.stop.is_none() {
+                // Between tests or in session teardown: no test to blame, but not silent.
+                run.results.add_session_error(format!(
+                    "worker '{}' crashed outside any test ({})",
+                    worker.id(),
+                    end.describe()
+                ));
+            }
             return Vec::new();
         }
         let mut lost = std::mem::take(&mut worker.lost);
@@ -930,6 +946,14 @@ impl Dispatcher {
             self.events_log = None;
         }
     }
+}
+
+/// A message's name, for errors: its `type` in the protocol.
+fn message_kind(message: &FromPython) -> String {
+    serde_json::to_value(message)
+        .ok()
+        .and_then(|v| v.get("type")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Whether to draw the live view: stdout is an interactive terminal.

@@ -85,6 +85,8 @@ pub struct Worker {
     /// The test it is running and since when (only reported when timeouts are on).
     pub running: Option<(usize, Instant)>,
     pub kill: Option<Kill>,
+    /// Its end has been reported (crash, timeout or clean exit).
+    pub accounted: bool,
 }
 
 impl Worker {
@@ -99,6 +101,7 @@ impl Worker {
             end: None,
             running: None,
             kill: None,
+            accounted: false,
         }
     }
 

@@ -282,6 +282,14 @@ impl Terminal {
             self.sections(results, "error", "ERRORS");
             self.sections(results, "failed", "FAILURES");
         }
+        if !results.session_errors().is_empty() {
+            let header = self.sep('=', "WORKER ERRORS");
+            self.line(&header);
+            for error in results.session_errors() {
+                let line = self.paint(error, Some(Color::Red), false);
+                self.line(&line);
+            }
+        }
         if self.settings.reportchars.contains('w') {
             self.warnings_summary(results);
         }
