@@ -121,7 +121,6 @@ fn forked_workers_print_nothing_of_their_own() {
 }
 
 #[test]
-#[ignore = "bug: spawned workers print their own pytest header, progress and summary to stdout"]
 fn spawned_workers_print_nothing_of_their_own() {
     assert_single_report(&["--start", "spawn"]);
 }

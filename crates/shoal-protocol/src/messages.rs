@@ -36,7 +36,12 @@ pub enum FromPython {
         /// Warnings raised while collecting.
         #[serde(default)]
         warnings: Vec<Warning>,
+        /// Entries plugins need in every worker's `config.workerinput` (pytest-cov's).
+        #[serde(default)]
+        workerinput: serde_json::Map<String, serde_json::Value>,
     },
+    /// The finished collector's plugins' terminal summary sections (a coverage table, say).
+    TerminalSummary { text: String },
     /// The collector forked a worker.
     Forked { worker: String, pid: u32 },
     /// A forked worker ended (sent by the collector, its parent).
@@ -199,6 +204,9 @@ pub struct WorkerIdentity {
     /// Where to dump every thread's stack on SIGUSR1.
     #[serde(default)]
     pub stack_file: Option<String>,
+    /// More `config.workerinput` entries, from the collector's plugins.
+    #[serde(default)]
+    pub workerinput: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One phase (setup, call or teardown) of one test, as pytest reported it.

@@ -175,6 +175,7 @@ class ShoalPlugin:
         self.config = None
         self._reports: list = []
         self._warnings: list = []
+        self._forward_summary = False
 
     # -- options: the xdist flags a project's addopts may hold -------------------------------
 
@@ -218,6 +219,20 @@ class ShoalPlugin:
             self.channel.send({"type": "ready", "collection": nodeids})
         self._run_tests(session)
         return True
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_terminal_summary(self, terminalreporter):
+        """In the finished collector, what other plugins add to the terminal summary (a
+        coverage table, say) goes to the controller, which prints it where pytest would."""
+        if not self._forward_summary:
+            return (yield)
+        out = terminalreporter._tw._file
+        start = len(out.getvalue())
+        result = yield
+        text = out.getvalue()[start:]
+        if text.strip():
+            self.channel.send({"type": "terminal_summary", "text": text})
+        return result
 
     def pytest_runtest_logreport(self, report):
         self._reports.append(report)
@@ -305,6 +320,7 @@ class ShoalPlugin:
                     {"message": w.message, "location": w.get_location(config)}
                     for w in stats.get("warnings", [])
                 ],
+                "workerinput": _coverage_workerinput(config),
             }
         )
 
@@ -368,6 +384,7 @@ class ShoalPlugin:
                     self.role = "worker"
                     self.worker = msg["identity"]
                     _become_worker(session.config, self.worker)
+                    _measure_coverage_as_worker(session.config)
                     self.channel.send({"type": "hello", **_hello("worker", self.worker)})
                     self.channel.send({"type": "ready", "collection": None})
                     return False
@@ -378,6 +395,10 @@ class ShoalPlugin:
         os.close(wake_r)
         os.close(wake_w)
         _silence_terminal(session.config)
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.stats = {}  # the controller reports tests and warnings itself
+        self._forward_summary = True
         return True
 
     def _send_exit(self, worker: str, pid: int, status: int) -> None:
@@ -485,6 +506,33 @@ def _warning(config, warning_message, nodeid, location) -> dict:
     return {"message": warning_record_to_str(warning_message), "location": where}
 
 
+def _coverage_workerinput(config) -> dict:
+    """What pytest-cov's workers expect in ``workerinput`` (xdist's controller adds it in
+    ``pytest_configure_node``): the collector's host and top directory, so that workers save
+    their data beside it and the collector combines and reports."""
+    cov = config.pluginmanager.get_plugin("_cov")
+    controller = getattr(cov, "cov_controller", None)
+    if controller is None:
+        return {}
+    return {
+        "cov_master_host": socket.gethostname(),
+        "cov_master_topdir": controller.topdir,
+        "cov_master_rsync_roots": [],
+    }
+
+
+def _measure_coverage_as_worker(config) -> None:
+    """A forked worker inherits the collector's coverage measurement; restart it the way
+    pytest-cov starts an xdist worker's, so the collector alone combines and reports."""
+    cov = config.pluginmanager.get_plugin("_cov")
+    if getattr(cov, "cov_controller", None) is None or not hasattr(config, "workerinput"):
+        return
+    from pytest_cov import engine
+
+    cov.cov_controller.cov.stop()
+    cov.start(engine.DistWorker, config, config.workerinput["workerid"])
+
+
 def _detach_from_collector() -> None:
     """A forked worker leads its own process group, so a timeout can end it with every
     process its test started, and dies if the collector dies, so it never outlives a run."""
@@ -522,6 +570,7 @@ def _become_worker(config, worker: dict) -> None:
         "workercount": worker["workercount"],
         "testrunuid": worker["testrunuid"],
         "mainargv": worker["mainargv"],
+        **worker.get("workerinput", {}),
     }
     config.workeroutput = {}
     tmp = getattr(config, "_tmp_path_factory", None)

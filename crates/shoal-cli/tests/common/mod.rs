@@ -662,3 +662,30 @@ pub fn scope_of(nodeid: &str) -> String {
         parts[0].to_owned()
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Added for reports.rs and terminal.rs (reports: JUnit, cache, durations, terminal, events).
+
+impl Project {
+    /// Any program, run like [`Project::shoal`] and [`Project::pytest`] runs are: in the project,
+    /// with the same clean environment, output capture, timeout and orphan check.
+    pub fn program<P, I, S>(&self, program: P, args: I) -> Run<'_>
+    where
+        P: AsRef<OsStr>,
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = Command::new(program);
+        command.args(args);
+        Run::new(self, command)
+    }
+
+    /// The exact bytes the most recent finished-or-started command wrote to stdout
+    /// ([`Output::stdout`] is empty when they are not UTF-8).
+    pub fn last_stdout_bytes(&self) -> Vec<u8> {
+        let runs = self.runs.load(Ordering::SeqCst);
+        assert!(runs > 0, "no command has run in this project yet");
+        let path = self.root().join(format!("run{}.stdout", runs - 1));
+        fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    }
+}

@@ -54,6 +54,7 @@ struct Collection {
     basetemp: Option<String>,
     settings: Box<PytestSettings>,
     warnings: Vec<Warning>,
+    workerinput: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The state of the test-running stage.
@@ -93,6 +94,8 @@ pub struct Dispatcher {
     color: bool,
     /// `--report-json`; dropped with a warning if it cannot be written.
     events_log: Option<EventLog>,
+    /// What the collector's plugins print in pytest's terminal summary.
+    plugin_summary: String,
 }
 
 impl Dispatcher {
@@ -109,6 +112,7 @@ impl Dispatcher {
             workers: Vec::new(),
             color: false,
             events_log: None,
+            plugin_summary: String::new(),
         }
     }
 
@@ -234,6 +238,7 @@ impl Dispatcher {
                 distributed: requested > 0,
                 basetemp: collection.basetemp.clone(),
                 report_starts: timeouts,
+                workerinput: collection.workerinput.clone(),
             };
             self.workers.push(Worker::new(identity));
         }
@@ -572,6 +577,7 @@ impl Dispatcher {
                             basetemp,
                             settings,
                             warnings,
+                            workerinput,
                         },
                     ..
                 } => {
@@ -581,6 +587,7 @@ impl Dispatcher {
                         basetemp,
                         settings,
                         warnings,
+                        workerinput,
                     }))
                 }
                 Event::Message { message, .. } => {
@@ -684,6 +691,7 @@ impl Dispatcher {
                 };
                 self.worker_ended(&worker, pid, end);
             }
+            FromPython::TerminalSummary { text } => self.plugin_summary.push_str(&text),
             FromPython::Forked { worker, pid } => {
                 if let Some(slot) = self.workers.iter_mut().find(|w| w.id() == worker) {
                     slot.pid = Some(pid);
@@ -901,11 +909,20 @@ impl Dispatcher {
         if let Some(Err(e)) = run.store.as_mut().map(|s| s.update(&run.results)) {
             eprintln!("shoal: warning: failed to {}", crate::error_chain(&e));
         }
-        run.terminal
-            .summary(&run.results, run.stop.as_ref(), elapsed);
+        run.terminal.summary(
+            &run.results,
+            run.stop.as_ref(),
+            &self.plugin_summary,
+            elapsed,
+        );
+        // A plugin can fail the run from the collector (pytest-cov's --cov-fail-under).
+        let collector_failed = self
+            .collector_exit
+            .and_then(|s| s.code())
+            .is_some_and(|c| c != 0);
         let code = if matches!(run.stop, Some(StopReason::Interrupted)) {
             ExitCode::Interrupted
-        } else if run.results.any_failed() || run.results.not_run() > 0 {
+        } else if run.results.any_failed() || run.results.not_run() > 0 || collector_failed {
             ExitCode::TestsFailed
         } else {
             ExitCode::Ok
@@ -925,6 +942,7 @@ impl Dispatcher {
                     process: Process::Collector,
                     status,
                 }) => self.collector_exit = Some(status),
+                Ok(Event::Message { message, .. }) => self.collector_message(message),
                 Ok(Event::Signal(signals::SIGINT | signals::SIGTERM)) => {
                     if let Some(pid) = self.collector_pid {
                         signals::to_group(pid, signals::SIGKILL);

@@ -273,7 +273,13 @@ impl Terminal {
     }
 
     /// The FAILURES/ERRORS sections, the short summary and the final stats line.
-    pub fn summary(&mut self, results: &Results, stop: Option<&StopReason>, elapsed: Duration) {
+    pub fn summary(
+        &mut self,
+        results: &Results,
+        stop: Option<&StopReason>,
+        plugin_summary: &str,
+        elapsed: Duration,
+    ) {
         if let Some(live) = self.live.take() {
             live.finish();
         }
@@ -299,6 +305,9 @@ impl Terminal {
                 let line = self.sep('-', &format!("generated xml file: {}", junit.path));
                 self.line(&line);
             }
+        }
+        if !plugin_summary.is_empty() {
+            self.line(plugin_summary.strip_suffix('\n').unwrap_or(plugin_summary));
         }
         self.short_summary(results);
         match stop {
