@@ -189,7 +189,7 @@ class ShoalPlugin:
         # The name pytest-timeout users already have; shoal's controller enforces it.
         parser.addini("timeout", "per-test timeout in seconds, enforced by shoal", default=None)
 
-    @pytest.hookimpl(trylast=True)  # after junitxml and tmpdir have set themselves up
+    @pytest.hookimpl(tryfirst=True)  # plugins read workerinput in their own pytest_configure
     def pytest_configure(self, config):
         self.config = config
         config.addinivalue_line(
@@ -198,7 +198,12 @@ class ShoalPlugin:
         config.addinivalue_line("markers", "timeout(seconds): fail the test after this long")
         config.addinivalue_line("markers", "flaky(reruns=N): run a failing test up to N more times")
         if self.worker is not None:
-            _become_worker(config, self.worker)
+            _take_identity(config, self.worker)
+
+    @pytest.hookimpl(tryfirst=True)  # before the terminal prints its header
+    def pytest_sessionstart(self, session):
+        if self.worker is not None:
+            _quiet_worker(session.config, self.worker)
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -320,7 +325,7 @@ class ShoalPlugin:
                     {"message": w.message, "location": w.get_location(config)}
                     for w in stats.get("warnings", [])
                 ],
-                "workerinput": _coverage_workerinput(config),
+                "workerinput": _plugin_workerinput(config),
             }
         )
 
@@ -383,7 +388,8 @@ class ShoalPlugin:
                     self.channel = Channel(self.channel.path)
                     self.role = "worker"
                     self.worker = msg["identity"]
-                    _become_worker(session.config, self.worker)
+                    _take_identity(session.config, self.worker)
+                    _quiet_worker(session.config, self.worker)
                     _measure_coverage_as_worker(session.config)
                     self.channel.send({"type": "hello", **_hello("worker", self.worker)})
                     self.channel.send({"type": "ready", "collection": None})
@@ -506,19 +512,23 @@ def _warning(config, warning_message, nodeid, location) -> dict:
     return {"message": warning_record_to_str(warning_message), "location": where}
 
 
-def _coverage_workerinput(config) -> dict:
-    """What pytest-cov's workers expect in ``workerinput`` (xdist's controller adds it in
-    ``pytest_configure_node``): the collector's host and top directory, so that workers save
-    their data beside it and the collector combines and reports."""
+def _plugin_workerinput(config) -> dict:
+    """What plugins expect in a worker's ``workerinput``, which xdist's controller lets them
+    add in ``pytest_configure_node``: pytest-cov's collector host and top directory (workers
+    save their data beside it; the collector combines and reports) and pytest-randomly's seed
+    (every worker shuffles and reseeds alike)."""
+    extra = {}
     cov = config.pluginmanager.get_plugin("_cov")
     controller = getattr(cov, "cov_controller", None)
-    if controller is None:
-        return {}
-    return {
-        "cov_master_host": socket.gethostname(),
-        "cov_master_topdir": controller.topdir,
-        "cov_master_rsync_roots": [],
-    }
+    if controller is not None:
+        extra.update(
+            cov_master_host=socket.gethostname(),
+            cov_master_topdir=controller.topdir,
+            cov_master_rsync_roots=[],
+        )
+    if config.pluginmanager.hasplugin("randomly"):
+        extra["randomly_seed"] = config.getoption("randomly_seed")
+    return extra
 
 
 def _measure_coverage_as_worker(config) -> None:
@@ -548,17 +558,8 @@ def _detach_from_collector() -> None:
 _stack_file = None
 
 
-def _become_worker(config, worker: dict) -> None:
+def _take_identity(config, worker: dict) -> None:
     """Give this process its worker identity, as pytest-xdist's workers have it."""
-    global _stack_file
-    _silence_terminal(config)
-    if worker.get("stack_file"):
-        # The controller asks for every thread's stack (SIGUSR1) before ending a test that
-        # overran its timeout.
-        import faulthandler
-
-        _stack_file = open(worker["stack_file"], "w")
-        faulthandler.register(signal.SIGUSR1, file=_stack_file, all_threads=True)
     if not worker.get("distributed"):
         return  # -n 0: look like plain pytest, as xdist does without workers
     wid = worker["workerid"]
@@ -573,9 +574,23 @@ def _become_worker(config, worker: dict) -> None:
         **worker.get("workerinput", {}),
     }
     config.workeroutput = {}
+
+
+def _quiet_worker(config, worker: dict) -> None:
+    """Silence the worker's terminal, point its temporary directories below the run's, and
+    let the controller ask it for stack dumps."""
+    global _stack_file
+    _silence_terminal(config)
+    if worker.get("stack_file"):
+        # The controller asks for every thread's stack (SIGUSR1) before ending a test that
+        # overran its timeout.
+        import faulthandler
+
+        _stack_file = open(worker["stack_file"], "w")
+        faulthandler.register(signal.SIGUSR1, file=_stack_file, all_threads=True)
     tmp = getattr(config, "_tmp_path_factory", None)
-    if tmp is not None and worker.get("basetemp"):
-        basetemp = Path(worker["basetemp"]) / f"popen-{wid}"
+    if worker.get("distributed") and tmp is not None and worker.get("basetemp"):
+        basetemp = Path(worker["basetemp"]) / f"popen-{worker['workerid']}"
         tmp._given_basetemp = basetemp
         tmp._basetemp = None
         config.option.basetemp = str(basetemp)
