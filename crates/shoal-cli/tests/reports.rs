@@ -42,10 +42,6 @@ impl Element {
         self.attrs.get(name).map(String::as_str)
     }
 
-    fn child(&self, tag: &str) -> Option<&Element> {
-        self.children.iter().find(|c| c.tag == tag)
-    }
-
     /// Every element below this one (depth first), itself included.
     fn descendants(&self) -> Vec<&Element> {
         let mut all = vec![self];

@@ -115,6 +115,12 @@ pub struct CollectedItem {
     /// `@pytest.mark.flaky(reruns=N)`.
     #[serde(default)]
     pub reruns: Option<usize>,
+    /// Marked serial: nothing else may run at the same time.
+    #[serde(default)]
+    pub serial: bool,
+    /// `@pytest.mark.resource(name, limit=N)` marks: (name, limit).
+    #[serde(default)]
+    pub resources: Vec<(String, usize)>,
 }
 
 /// pytest's view of the options the controller acts on, after addopts and ini files.

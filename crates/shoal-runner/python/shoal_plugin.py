@@ -188,6 +188,11 @@ class ShoalPlugin:
         group.addoption("--max-worker-restart", dest="maxworkerrestart", default=None)
         # The name pytest-timeout users already have; shoal's controller enforces it.
         parser.addini("timeout", "per-test timeout in seconds, enforced by shoal", default=None)
+        parser.addini(
+            "shoal_serial_marker",
+            "marker of tests that shoal runs with no other test beside them",
+            default="serial",
+        )
 
     @pytest.hookimpl(tryfirst=True)  # plugins read workerinput in their own pytest_configure
     def pytest_configure(self, config):
@@ -197,6 +202,12 @@ class ShoalPlugin:
         )
         config.addinivalue_line("markers", "timeout(seconds): fail the test after this long")
         config.addinivalue_line("markers", "flaky(reruns=N): run a failing test up to N more times")
+        config.addinivalue_line(
+            "markers", f"{config.getini('shoal_serial_marker')}: shoal runs it with no other test"
+        )
+        config.addinivalue_line(
+            "markers", "resource(name, limit=1): at most `limit` such tests run at once"
+        )
         if self.worker is not None:
             _take_identity(config, self.worker)
 
@@ -264,6 +275,7 @@ class ShoalPlugin:
         tw = config.get_terminal_writer()
         unsafe = _fork_unsafe_reason()
         rerunfailures = config.pluginmanager.hasplugin("rerunfailures")
+        serial_marker = config.getini("shoal_serial_marker")
         items = []
         for item in session.items:
             group = item.get_closest_marker("xdist_group")
@@ -276,6 +288,14 @@ class ShoalPlugin:
             timeout = _mark_value(item.get_closest_marker("timeout"), "timeout")
             if timeout is not None:
                 entry["timeout"] = float(timeout)
+            if item.get_closest_marker(serial_marker) is not None:
+                entry["serial"] = True
+            resources = [
+                [str(_mark_value(mark, "name")), int(mark.kwargs.get("limit", 1))]
+                for mark in item.iter_markers("resource")
+            ]
+            if resources:
+                entry["resources"] = resources
             if not rerunfailures:  # with pytest-rerunfailures installed, its mark is its own
                 reruns = _mark_value(item.get_closest_marker("flaky"), "reruns")
                 if reruns is not None:

@@ -26,6 +26,36 @@ pub enum Command {
     Steal { worker: usize, count: usize },
 }
 
+/// What limits when a test may run beside others: `@pytest.mark.serial` (nothing else runs
+/// at the same time) and `@pytest.mark.resource(name, limit=N)` (at most N tests holding that
+/// resource run at once). Indexed by test.
+#[derive(Debug, Clone, Default)]
+pub struct Constraints {
+    pub serial: Vec<bool>,
+    pub resources: Vec<Vec<(String, usize)>>,
+}
+
+impl Constraints {
+    pub fn from_items(items: &[CollectedItem]) -> Self {
+        Self {
+            serial: items.iter().map(|i| i.serial).collect(),
+            resources: items.iter().map(|i| i.resources.clone()).collect(),
+        }
+    }
+
+    fn serial(&self, test: usize) -> bool {
+        self.serial.get(test).copied().unwrap_or(false)
+    }
+
+    fn constrained(&self, test: usize) -> bool {
+        self.serial(test) || self.resources.get(test).is_some_and(|r| !r.is_empty())
+    }
+
+    fn resources(&self, test: usize) -> &[(String, usize)] {
+        self.resources.get(test).map_or(&[], Vec::as_slice)
+    }
+}
+
 /// Groups test indices into the units `dist` keeps on one worker, in collection order.
 pub fn units(dist: Dist, items: &[CollectedItem]) -> Vec<Vec<usize>> {
     let key = |item: &CollectedItem| -> Option<String> {
@@ -88,23 +118,57 @@ pub struct Scheduler {
     workers: Vec<WorkerQueue>,
     /// Retried tests and the worker each last failed on, to run them elsewhere if possible.
     avoid: HashMap<usize, usize>,
+    constraints: Constraints,
     stopped: bool,
 }
 
 impl Scheduler {
-    pub fn new(dist: Dist, units: Vec<Vec<usize>>, workers: usize) -> Self {
+    pub fn new(
+        dist: Dist,
+        units: Vec<Vec<usize>>,
+        workers: usize,
+        constraints: Constraints,
+    ) -> Self {
         let all: Vec<usize> = units.iter().flatten().copied().collect();
         let mut queues: Vec<WorkerQueue> = (0..workers).map(|_| WorkerQueue::default()).collect();
-        let mut units: VecDeque<Vec<usize>> = units.into();
+        let pooled = !matches!(dist, Dist::Each | Dist::No);
+        // Serial tests leave their units and run last, one by one, in collection order.
+        let (mut units, serial): (VecDeque<Vec<usize>>, Vec<usize>) = if pooled {
+            let serial = all
+                .iter()
+                .copied()
+                .filter(|&t| constraints.serial(t))
+                .collect();
+            let units = units
+                .into_iter()
+                .map(|u| {
+                    u.into_iter()
+                        .filter(|&t| !constraints.serial(t))
+                        .collect::<Vec<_>>()
+                })
+                .filter(|u| !u.is_empty())
+                .collect();
+            (units, serial)
+        } else {
+            (units.into(), Vec::new())
+        };
         // Modes that decide up front give each worker a share; the others share one pool.
         match dist {
             Dist::WorkSteal => {
-                // An even, contiguous split: neighbouring tests tend to share fixtures.
-                let per = all.len().div_ceil(workers.max(1));
-                for (queue, share) in queues.iter_mut().zip(all.chunks(per.max(1))) {
+                // An even, contiguous split: neighbouring tests tend to share fixtures. Tests
+                // with constraints stay in the pool, where they are handed out one at a time
+                // and so never sit in a queue another worker could steal from.
+                let (free, constrained): (Vec<usize>, Vec<usize>) =
+                    all.iter().partition(|&&t| !constraints.constrained(t));
+                let per = free.len().div_ceil(workers.max(1));
+                for (queue, share) in queues.iter_mut().zip(free.chunks(per.max(1))) {
                     queue.share = share.iter().copied().collect();
                 }
-                units.clear();
+                units = constrained
+                    .into_iter()
+                    .filter(|&t| !constraints.serial(t))
+                    .map(|t| vec![t])
+                    .collect();
             }
             Dist::Each | Dist::No => {
                 for queue in &mut queues {
@@ -114,6 +178,7 @@ impl Scheduler {
             }
             Dist::Load | Dist::LoadScope | Dist::LoadFile | Dist::LoadGroup => {}
         }
+        units.extend(serial.into_iter().map(|t| vec![t]));
         let remaining = units.iter().map(Vec::len).sum();
         Self {
             dist,
@@ -121,8 +186,49 @@ impl Scheduler {
             remaining,
             workers: queues,
             avoid: HashMap::new(),
+            constraints,
             stopped: false,
         }
+    }
+
+    fn is_serial(&self, unit: &[usize]) -> bool {
+        unit.iter().any(|&t| self.constraints.serial(t))
+    }
+
+    /// Whether `worker` may take `unit` now without breaking a serial or resource constraint.
+    fn allowed(&self, worker: usize, unit: &[usize]) -> bool {
+        let others = || {
+            self.workers
+                .iter()
+                .enumerate()
+                .filter(move |(w, q)| *w != worker && !q.lost)
+                .map(|(_, q)| q)
+        };
+        if self.is_serial(unit) {
+            // Only once everything else has run and every other worker is idle.
+            return self.units.iter().all(|u| self.is_serial(u))
+                && others().all(|q| q.pending.is_empty() && q.share.is_empty());
+        }
+        if others().any(|q| q.pending.iter().any(|&t| self.constraints.serial(t))) {
+            return false;
+        }
+        unit.iter()
+            .flat_map(|&t| self.constraints.resources(t))
+            .all(|(name, limit)| {
+                let holders = others()
+                    .filter(|q| {
+                        q.pending
+                            .iter()
+                            .any(|&t| self.constraints.resources(t).iter().any(|(n, _)| n == name))
+                    })
+                    .count();
+                holders < *limit
+            })
+    }
+
+    /// The worker that runs the serial tests: the first live one.
+    fn serial_worker(&self) -> Option<usize> {
+        self.workers.iter().position(|q| !q.lost && !q.shut)
     }
 
     /// Tests that must go back to be run: those a dead worker had not finished. Under `each`
@@ -283,7 +389,13 @@ impl Scheduler {
                     });
                 }
             }
-            if self.workers[worker].pending.len() >= 2 || !self.units.is_empty() {
+            let only_serial_left =
+                !self.units.is_empty() && self.units.iter().all(|u| self.is_serial(u));
+            let waits_for_serial = only_serial_left && self.serial_worker() == Some(worker);
+            if self.workers[worker].pending.len() >= 2
+                || (!self.units.is_empty() && !only_serial_left)
+                || waits_for_serial
+            {
                 continue;
             }
             // Fewer than two in hand and the pool is empty: more must come, or the worker
@@ -318,19 +430,22 @@ impl Scheduler {
             .enumerate()
             .any(|(w, q)| w != worker && !q.lost && !q.shut);
         let acceptable = |unit: &Vec<usize>| {
-            !others_accept || unit.first().and_then(|t| self.avoid.get(t)) != Some(&worker)
+            (!others_accept || unit.first().and_then(|t| self.avoid.get(t)) != Some(&worker))
+                && self.allowed(worker, unit)
         };
         let at = self.units.iter().position(acceptable)?;
         let mut unit = self.units.remove(at)?;
-        if self.dist == Dist::Load {
+        if self.dist == Dist::Load && !unit.iter().any(|&t| self.constraints.constrained(t)) {
             let chunk = (self.remaining / (4 * live_workers)).clamp(1, MAX_CHUNK);
             while unit.len() < chunk {
-                match self.units.front() {
-                    Some(next) if acceptable(next) => {
-                        unit.extend(self.units.pop_front().unwrap_or_default())
-                    }
-                    _ => break,
+                let next_is_free = self.units.front().is_some_and(|next| {
+                    next.iter().all(|&t| !self.constraints.constrained(t))
+                        && self.avoid.get(&next[0]).is_none()
+                });
+                if !next_is_free {
+                    break;
                 }
+                unit.extend(self.units.pop_front().unwrap_or_default());
             }
         }
         self.remaining = self.remaining.saturating_sub(unit.len());
@@ -382,6 +497,8 @@ mod tests {
             group: group.map(Into::into),
             timeout: None,
             reruns: None,
+            serial: false,
+            resources: Vec::new(),
         }
     }
 
@@ -427,10 +544,21 @@ mod tests {
     }
 
     fn simulate_items(dist: Dist, workers: usize, items: &[CollectedItem]) -> Vec<Vec<usize>> {
-        let mut s = Scheduler::new(dist, units(dist, items), workers);
+        simulate_with(dist, workers, items, Constraints::default()).0
+    }
+
+    /// Also returns the tests that ran in each round: those overlapped in time.
+    fn simulate_with(
+        dist: Dist,
+        workers: usize,
+        items: &[CollectedItem],
+        constraints: Constraints,
+    ) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
+        let mut s = Scheduler::new(dist, units(dist, items), workers, constraints);
         let mut queues: Vec<VecDeque<usize>> = vec![VecDeque::new(); workers];
         let mut shut = vec![false; workers];
         let mut ran = vec![Vec::new(); workers];
+        let mut rounds = Vec::new();
         let mut commands: VecDeque<Command> =
             (0..workers).flat_map(|w| s.worker_ready(w)).collect();
         loop {
@@ -445,22 +573,24 @@ mod tests {
                     }
                 }
             }
-            let mut progressed = false;
+            let mut round = Vec::new();
             for w in 0..workers {
                 if queues[w].len() >= 2 || (shut[w] && !queues[w].is_empty()) {
-                    let index = queues[w].pop_front().unwrap();
-                    ran[w].push(index);
-                    commands.extend(s.test_done(w, index));
-                    progressed = true;
+                    round.push((w, queues[w].pop_front().unwrap()));
                 }
             }
-            if !progressed {
+            if round.is_empty() {
                 assert!(
                     shut.iter().all(|&s| s),
                     "a worker waits forever: {queues:?}"
                 );
-                return ran;
+                return (ran, rounds);
             }
+            for &(w, index) in &round {
+                ran[w].push(index);
+                commands.extend(s.test_done(w, index));
+            }
+            rounds.push(round.into_iter().map(|(_, i)| i).collect());
         }
     }
 
@@ -514,6 +644,48 @@ mod tests {
     }
 
     #[test]
+    fn serial_tests_run_alone_and_resources_within_their_limit() {
+        let items: Vec<CollectedItem> = (0..12)
+            .map(|i| item(&format!("f{}.py::t{i}", i % 3), None))
+            .collect();
+        let mut constraints = Constraints {
+            serial: vec![false; 12],
+            resources: vec![Vec::new(); 12],
+        };
+        constraints.serial[1] = true;
+        constraints.serial[7] = true;
+        for t in [2, 3, 5, 8, 9] {
+            constraints.resources[t] = vec![("redis".into(), 1)];
+        }
+        for dist in [Dist::Load, Dist::LoadFile, Dist::LoadScope, Dist::WorkSteal] {
+            for workers in 1..=3 {
+                let (ran, rounds) = simulate_with(dist, workers, &items, constraints.clone());
+                assert_eq!(
+                    sorted(&ran),
+                    (0..12).collect::<Vec<_>>(),
+                    "{dist} -n {workers}"
+                );
+                for round in &rounds {
+                    if round.iter().any(|&t| constraints.serial[t]) {
+                        assert_eq!(
+                            round.len(),
+                            1,
+                            "{dist} -n {workers}: serial overlapped {round:?}"
+                        );
+                    }
+                    let redis = round
+                        .iter()
+                        .filter(|&&t| !constraints.resources[t].is_empty());
+                    assert!(
+                        redis.count() <= 1,
+                        "{dist} -n {workers}: redis overlapped {round:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn grouped_modes_keep_units_together() {
         for (dist, together) in [
             (Dist::LoadFile, vec![0, 1, 2]),
@@ -537,7 +709,12 @@ mod tests {
     #[test]
     fn stop_discards_queued_work() {
         let items = suite();
-        let mut s = Scheduler::new(Dist::Load, units(Dist::Load, &items), 1);
+        let mut s = Scheduler::new(
+            Dist::Load,
+            units(Dist::Load, &items),
+            1,
+            Constraints::default(),
+        );
         s.worker_ready(0);
         assert_eq!(
             s.stop(),

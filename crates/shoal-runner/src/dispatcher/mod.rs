@@ -244,7 +244,12 @@ impl Dispatcher {
         }
         let run = Run {
             estimate: Estimate::new(store.as_ref(), &collection.items, count),
-            scheduler: Scheduler::new(resolved.dist, units, count),
+            scheduler: Scheduler::new(
+                resolved.dist,
+                units,
+                count,
+                scheduler::Constraints::from_items(&collection.items),
+            ),
             items: collection.items,
             settings,
             start,
