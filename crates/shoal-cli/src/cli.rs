@@ -128,7 +128,8 @@ fn split(argv: &[String], command: &Command) -> (Vec<String>, Vec<String>) {
 
 /// Parses shoal's command line; the error is clap's, ready to print.
 pub fn parse(argv: Vec<String>) -> Result<RunOptions, clap::Error> {
-    let command = Cli::command();
+    let mut command = Cli::command();
+    command.build(); // adds --help and --version, which are shoal's, not pytest's
     let (ours, pytest_args) = split(&argv[1.min(argv.len())..], &command);
     let matches = command.try_get_matches_from(std::iter::once(argv[0].clone()).chain(ours))?;
     let cli = Cli::from_arg_matches(&matches)?;
@@ -191,6 +192,15 @@ mod tests {
             Some(WorkerCount::Logical)
         );
         assert_eq!(parse_ok(&["--dist", "each"]).dist, Some(Dist::Each));
+    }
+
+    #[test]
+    fn help_and_version_are_shoal_s() {
+        for flag in ["--help", "-h", "--version"] {
+            let argv = vec!["shoal".to_owned(), flag.to_owned()];
+            let err = parse(argv).unwrap_err();
+            assert!(!err.use_stderr(), "{flag}: {err}");
+        }
     }
 
     #[test]

@@ -303,7 +303,6 @@ fn conftest_import_error_exits_like_pytest() {
 }
 
 #[test]
-#[ignore = "bug: `shoal --help` (and -h, --version) is passed to pytest instead of printing shoal's help"]
 fn help_exits_0_and_describes_shoal_options() {
     let project = Project::empty();
     for flag in ["--help", "-h"] {

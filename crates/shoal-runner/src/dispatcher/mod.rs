@@ -322,6 +322,12 @@ impl Dispatcher {
                 status,
             } => {
                 self.collector_exit = Some(status);
+                if run.start == StartMethod::Fork && !self.workers.iter().all(Worker::finished) {
+                    eprintln!(
+                        "shoal: the collecting process, parent of the forked workers, ended ({}) while they ran",
+                        WorkerEnd::from_status(status).describe()
+                    );
+                }
                 // Forked workers die with their parent; nothing more will say how.
                 for worker in &mut self.workers {
                     if run.start == StartMethod::Fork {
