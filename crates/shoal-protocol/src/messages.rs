@@ -70,6 +70,17 @@ pub enum FromPython {
     },
     /// The tests a worker gave up in answer to `steal`, none of them started.
     Released { indices: Vec<usize> },
+    /// A worker needs a run-once fixture's value.
+    FixtureRequest { name: String },
+    /// The worker told to run a run-once fixture's setup finished it: its JSON value.
+    FixtureReady {
+        name: String,
+        value: serde_json::Value,
+    },
+    /// The run-once setup raised: pytest's rendering of the error.
+    FixtureFailed { name: String, text: String },
+    /// The owner of a run-once fixture reached its teardown and waits for `fixture_release`.
+    FixtureDone { name: String },
     /// A worker's session finished; `workeroutput` is `config.workeroutput`.
     WorkerDone {
         #[serde(default)]
@@ -97,6 +108,17 @@ pub enum ToPython {
     Shutdown { discard: bool },
     /// To a worker: give back up to `count` tests from the end of its queue.
     Steal { count: usize },
+    /// To a worker: you are the first to need this run-once fixture; run its setup.
+    FixtureRun { name: String },
+    /// To a worker: the run-once fixture's value, set up by another worker.
+    FixtureValue {
+        name: String,
+        value: serde_json::Value,
+    },
+    /// To a worker: the run-once fixture's setup failed elsewhere; fail with this text.
+    FixtureError { name: String, text: String },
+    /// To the fixture's owner: every other worker is done; run the teardown.
+    FixtureRelease { name: String },
 }
 
 /// One collected test and the keys the schedulers group by.

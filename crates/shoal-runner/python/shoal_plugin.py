@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_FRAME_LEN = 64 << 20
 _HEADER = struct.Struct(">I")
 
@@ -39,6 +39,8 @@ class Channel:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
         self._buf = bytearray()
+        # Messages that arrived while waiting for a particular reply, for the test loop.
+        self._deferred: collections.deque = collections.deque()
 
     def send(self, msg: dict) -> None:
         data = json.dumps(msg, separators=(",", ":")).encode()
@@ -58,7 +60,7 @@ class Channel:
 
     def ready(self) -> bool:
         """Whether a message can be read without blocking."""
-        if self._frame_ready():
+        if self._deferred or self._frame_ready():
             return True
         return bool(select.select([self.sock], [], [], 0)[0])
 
@@ -66,6 +68,19 @@ class Channel:
         return len(self._buf) >= 4 and len(self._buf) >= 4 + _HEADER.unpack_from(self._buf)[0]
 
     def recv(self) -> dict:
+        if self._deferred:
+            return self._deferred.popleft()
+        return self._recv_frame()
+
+    def recv_reply(self, *kinds: str) -> dict:
+        """The next message of one of ``kinds``; others wait for :meth:`recv`."""
+        while True:
+            msg = self._recv_frame()
+            if msg["type"] in kinds:
+                return msg
+            self._deferred.append(msg)
+
+    def _recv_frame(self) -> dict:
         while True:
             msg = self._frame()
             if msg is not None:
@@ -189,6 +204,12 @@ class ShoalPlugin:
         # The name pytest-timeout users already have; shoal's controller enforces it.
         parser.addini("timeout", "per-test timeout in seconds, enforced by shoal", default=None)
         parser.addini(
+            "shoal_run_once",
+            "session fixtures shoal sets up once per run and shares with every worker",
+            type="linelist",
+            default=[],
+        )
+        parser.addini(
             "shoal_serial_marker",
             "marker of tests that shoal runs with no other test beside them",
             default="serial",
@@ -235,6 +256,43 @@ class ShoalPlugin:
             self.channel.send({"type": "ready", "collection": nodeids})
         self._run_tests(session)
         return True
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_fixture_setup(self, fixturedef, request):
+        """Run-once fixtures: the first worker to need one sets it up, the others wait for its
+        JSON value; its owner tears it down after every other worker is done."""
+        if self.worker is None or self.role != "worker" or fixturedef.scope != "session":
+            return None
+        name = fixturedef.argname
+        if name not in _run_once_names(request.config):
+            return None
+        self.channel.send({"type": "fixture_request", "name": name})
+        reply = self.channel.recv_reply("fixture_run", "fixture_value", "fixture_error")
+        if reply["type"] == "fixture_value":
+            fixturedef.cached_result = (reply["value"], fixturedef.cache_key(request), None)
+            return reply["value"]
+        if reply["type"] == "fixture_error":
+            raise RunOnceSetupError(f"run-once fixture {name!r} failed on another worker:\n{reply['text']}")
+        from _pytest.fixtures import pytest_fixture_setup as set_up
+
+        try:
+            value = set_up(fixturedef, request)
+            json.dumps(value)
+        except BaseException as exc:
+            import traceback
+
+            text = "".join(traceback.format_exception(exc))
+            self.channel.send({"type": "fixture_failed", "name": name, "text": text})
+            raise
+        self.channel.send({"type": "fixture_ready", "name": name, "value": value})
+        fixturedef.addfinalizer(lambda: self._await_release(name))
+        return value
+
+    def _await_release(self, name: str) -> None:
+        """Finalizers run last-in first-out: this one holds the fixture's own teardown back
+        until the controller says no other worker can still be using it."""
+        self.channel.send({"type": "fixture_done", "name": name})
+        self.channel.recv_reply("fixture_release")
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_terminal_summary(self, terminalreporter):
@@ -677,6 +735,22 @@ def _scope_of(nodeid: str) -> str:
     if len(parts) > 2:
         return "::".join(parts[:-1])
     return parts[0]
+
+
+class RunOnceSetupError(Exception):
+    """A run-once fixture's setup failed on the worker that ran it."""
+
+
+def _run_once_names(config) -> set:
+    """Session fixtures to set up once per run: ``shoal_run_once = [...]`` in any conftest
+    (plain pytest ignores it, so they stay ordinary session fixtures there) and the ini
+    option of the same name."""
+    names = set(config.getini("shoal_run_once"))
+    for plugin in config.pluginmanager.get_plugins():
+        declared = getattr(plugin, "shoal_run_once", ())
+        if isinstance(declared, (list, tuple, set)):
+            names.update(str(n) for n in declared)
+    return names
 
 
 def _mark_value(mark, name: str):

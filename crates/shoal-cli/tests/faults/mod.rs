@@ -34,13 +34,15 @@ pub struct Watchdog {
     thread: Option<thread::JoinHandle<()>>,
 }
 
-fn pidfd_open(pid: i32) -> Option<i32> {
+/// A pidfd for `pid`, or `None` if there is no such process.
+pub fn pidfd_open(pid: i32) -> Option<i32> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     (fd >= 0).then_some(fd as i32)
 }
 
-fn pidfd_kill(fd: i32, signal: i32) -> bool {
+/// Sends `signal` to the process a pidfd refers to; false if it is gone.
+pub fn pidfd_kill(fd: i32, signal: i32) -> bool {
     // SAFETY: pidfd_send_signal with a null siginfo behaves as kill(2) on the pidfd's process.
     unsafe {
         libc::syscall(
@@ -189,7 +191,8 @@ pub fn run_end<'a>(events: &'a [Value], out: &Output) -> &'a Value {
 pub fn crash_message(event: &Value) -> Option<String> {
     event["phases"].as_array()?.iter().find_map(|p| {
         let text = p["message"].as_str()?;
-        text.contains(" crashed while running ").then(|| text.to_owned())
+        text.contains(" crashed while running ")
+            .then(|| text.to_owned())
     })
 }
 
@@ -280,7 +283,8 @@ pub fn assert_crashed(event: &Value, how: &str, out: &Output) {
     let nodeid = event["nodeid"].as_str().unwrap_or("?");
     let worker = event["worker"].as_str().unwrap_or("?");
     assert_eq!(
-        event["outcome"], "failed",
+        event["outcome"],
+        "failed",
         "{nodeid}: {event}\n{}",
         out.context()
     );
