@@ -109,7 +109,11 @@ fn workers_killed_at_random_moments_leave_every_test_with_one_outcome() {
             println!("time budget spent after {run} runs");
             break;
         }
-        let start = if rng.range(0, 4) == 0 { "spawn" } else { "fork" };
+        let start = if rng.range(0, 4) == 0 {
+            "spawn"
+        } else {
+            "fork"
+        };
         let dist = *rng.pick(&["load", "worksteal", "loadfile", "loadscope"]);
         let kills = rng.range(1, 2);
         let triggers: Vec<u64> = (0..kills).map(|_| rng.range(1, 36)).collect();
@@ -155,7 +159,10 @@ fn workers_killed_at_random_moments_leave_every_test_with_one_outcome() {
             out.context()
         );
         let _ = project.take_records();
-        println!("  killed {killed:?}; {}", out.stats_line().unwrap_or("no stats line"));
+        println!(
+            "  killed {killed:?}; {}",
+            out.stats_line().unwrap_or("no stats line")
+        );
         let context = || format!("{what}\nkilled {killed:?}\n{}", out.context());
         assert!(
             !out.all_output().contains("panicked"),
@@ -195,7 +202,9 @@ fn workers_killed_at_random_moments_leave_every_test_with_one_outcome() {
             .collect();
         for line in &outside {
             assert!(
-                killed_workers.iter().any(|w| line.contains(&format!("'{w}'"))),
+                killed_workers
+                    .iter()
+                    .any(|w| line.contains(&format!("'{w}'"))),
                 "{line}\n{}",
                 context()
             );

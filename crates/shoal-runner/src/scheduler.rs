@@ -440,7 +440,7 @@ impl Scheduler {
             while unit.len() < chunk {
                 let next_is_free = self.units.front().is_some_and(|next| {
                     next.iter().all(|&t| !self.constraints.constrained(t))
-                        && self.avoid.get(&next[0]).is_none()
+                        && !self.avoid.contains_key(&next[0])
                 });
                 if !next_is_free {
                     break;
