@@ -47,6 +47,19 @@ pub struct Launch {
     pub options: RunOptions,
 }
 
+impl Launch {
+    /// A command that runs shoal's plugin in `role` with pytest's `args`.
+    fn command(
+        &self,
+        role: Role,
+        identity: Option<&WorkerIdentity>,
+        args: &[String],
+    ) -> std::process::Command {
+        self.interpreter
+            .plugin_command(&self.plugin, &self.socket, role, identity, args)
+    }
+}
+
 /// What the collector handed over.
 struct Collection {
     items: Vec<CollectedItem>,
@@ -684,19 +697,15 @@ impl Dispatcher {
     /// Starts the collector and waits for its collection; `Err(code)` when pytest finished by
     /// itself (collect-only, collection errors, nothing collected) and printed everything.
     fn collect(&mut self) -> Result<Result<Collection, ExitCode>, RunError> {
-        let Launch {
-            interpreter,
-            plugin,
-            socket,
-            options,
-        } = &self.launch;
-        let mut command =
-            interpreter.plugin_command(plugin, socket, Role::Collector, None, &options.pytest_args);
+        let options = &self.launch.options;
+        let mut command = self
+            .launch
+            .command(Role::Collector, None, &options.pytest_args);
         if options.start == Some(StartMethod::Spawn) {
             command.env("SHOAL_START", "spawn");
         }
         let child = command.spawn().map_err(|source| RunError::Spawn {
-            python: interpreter.path.clone(),
+            python: self.launch.interpreter.path.clone(),
             source,
         })?;
         self.collector_pid = Some(child.id());
@@ -942,13 +951,7 @@ impl Dispatcher {
     }
 
     fn spawn_worker(&mut self, w: usize, identity: WorkerIdentity) -> Result<(), RunError> {
-        let Launch {
-            interpreter,
-            plugin,
-            socket,
-            options,
-        } = &self.launch;
-        let mut args = options.pytest_args.clone();
+        let mut args = self.launch.options.pytest_args.clone();
         if let (true, Some(base)) = (identity.distributed, &identity.basetemp) {
             args.push(format!("--basetemp={base}/popen-{}", identity.workerid));
         }
@@ -956,13 +959,14 @@ impl Dispatcher {
             args.push("--color=yes".into()); // its output is a pipe, but ends on our terminal
         }
         let id = identity.workerid.clone();
-        let mut child = interpreter
-            .plugin_command(plugin, socket, Role::Worker, Some(&identity), &args)
+        let mut child = self
+            .launch
+            .command(Role::Worker, Some(&identity), &args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|source| RunError::Spawn {
-                python: interpreter.path.clone(),
+                python: self.launch.interpreter.path.clone(),
                 source,
             })?;
         let pid = child.id();
