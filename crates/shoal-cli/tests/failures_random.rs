@@ -116,7 +116,7 @@ fn workers_killed_at_random_moments_leave_every_test_with_one_outcome() {
         };
         let dist = *rng.pick(&["load", "worksteal", "loadfile", "loadscope"]);
         let kills = rng.range(1, 2);
-        let triggers: Vec<u64> = (0..kills).map(|_| rng.range(1, 36)).collect();
+        let triggers: Vec<u64> = (0..kills).map(|_| rng.range(1, 40)).collect();
         let delays: Vec<u64> = (0..kills).map(|_| rng.range(0, 15)).collect();
         let what = format!(
             "run {run} (FAULTS_SEED={seed:#x}): --start {start} --dist {dist}, kill a worker \

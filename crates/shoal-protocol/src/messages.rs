@@ -232,6 +232,11 @@ pub struct WorkerIdentity {
     /// Where to dump every thread's stack on SIGUSR1.
     #[serde(default)]
     pub stack_file: Option<String>,
+    /// A 16-byte file the worker keeps mapped and updates as tests go: the collection index
+    /// (u64, little-endian) and phase (u8: 0 between tests, 1 setup, 2 call, 3 teardown) it
+    /// is in, so that after a crash the controller knows what was running, at no message cost.
+    #[serde(default)]
+    pub state_file: Option<String>,
     /// More `config.workerinput` entries, from the collector's plugins.
     #[serde(default)]
     pub workerinput: serde_json::Map<String, serde_json::Value>,

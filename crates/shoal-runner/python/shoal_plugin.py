@@ -310,6 +310,9 @@ class ShoalPlugin:
 
     def pytest_runtest_logreport(self, report):
         self._reports.append(report)
+        if _phase is not None and report.when != "teardown":
+            # After a passed setup comes the call; after the call or a failed setup, teardown.
+            _phase.enter(_phase.index, _CALL if report.when == "setup" and report.passed else _TEARDOWN)
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
         self._warnings.append(_warning(self.config, warning_message, nodeid, location))
@@ -526,7 +529,11 @@ class ShoalPlugin:
             junit = _JunitDelta(session.config)
             if self.worker.get("report_starts"):
                 self.channel.send({"type": "test_start", "index": index})
+            if _phase is not None:
+                _phase.enter(index, _SETUP)
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            if _phase is not None:
+                _phase.enter(index, _IDLE)
             reports = self._reports
             self.channel.send(
                 {
@@ -634,6 +641,28 @@ def _detach_from_collector() -> None:
 
 
 _stack_file = None
+_phase = None
+_IDLE, _SETUP, _CALL, _TEARDOWN = range(4)
+
+
+class _PhaseFile:
+    """The test and phase this worker is in, in a file both sides map (see the protocol's
+    ``state_file``): written as tests go, read by the controller only after a crash."""
+
+    def __init__(self, path: str) -> None:
+        import mmap
+
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.ftruncate(fd, 16)
+            self.map = mmap.mmap(fd, 16)
+        finally:
+            os.close(fd)
+        self.index = 0
+
+    def enter(self, index: int, phase: int) -> None:
+        self.index = index
+        struct.pack_into("<QB", self.map, 0, index, phase)
 
 
 def _take_identity(config, worker: dict) -> None:
@@ -657,8 +686,10 @@ def _take_identity(config, worker: dict) -> None:
 def _quiet_worker(config, worker: dict) -> None:
     """Silence the worker's terminal, point its temporary directories below the run's, and
     let the controller ask it for stack dumps."""
-    global _stack_file
+    global _stack_file, _phase
     _silence_terminal(config)
+    if worker.get("state_file"):
+        _phase = _PhaseFile(worker["state_file"])
     if worker.get("stack_file"):
         # The controller asks for every thread's stack (SIGUSR1) before ending a test that
         # overran its timeout.

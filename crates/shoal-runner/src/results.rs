@@ -140,15 +140,20 @@ impl Results {
     }
 }
 
-/// The report standing in for a test whose worker died under it.
-pub fn crash_report(message: String) -> PhaseReport {
+/// The report standing in for a test whose worker died under it in phase `when`: a failure
+/// in the call, an error in setup or teardown, as pytest counts them.
+pub fn crash_report(message: String, when: &str) -> PhaseReport {
+    let (category, letter, word) = match when {
+        "setup" | "teardown" => ("error", "E", "ERROR"),
+        _ => ("failed", "F", "FAILED"),
+    };
     PhaseReport {
-        when: "call".into(),
+        when: when.into(),
         outcome: "failed".into(),
         duration: 0.0,
-        category: "failed".into(),
-        letter: "F".into(),
-        word: "FAILED".into(),
+        category: category.into(),
+        letter: letter.into(),
+        word: word.into(),
         wasxfail: None,
         text: Some(format!("{message}\n")),
         message: Some(message),

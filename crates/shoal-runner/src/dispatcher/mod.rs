@@ -26,7 +26,7 @@ use shoal_protocol::{
 
 use self::{
     estimate::Estimate,
-    worker::{KillReason, Worker, WorkerEnd},
+    worker::{KillReason, Phase, Worker, WorkerEnd},
 };
 use crate::{
     connection::{self, ConnId, Event, Peer, Process},
@@ -262,6 +262,9 @@ impl Dispatcher {
                 stack_file: run_dir
                     .as_ref()
                     .map(|d| d.join(format!("stack-{workerid}")).display().to_string()),
+                state_file: run_dir
+                    .as_ref()
+                    .map(|d| d.join(format!("state-{workerid}")).display().to_string()),
                 workerid,
                 workercount: count,
                 testrunuid: testrunuid.clone(),
@@ -887,8 +890,23 @@ impl Dispatcher {
         if stopping {
             return Vec::new(); // discarded by -x, Ctrl-C or --run-timeout: not run
         }
-        let running = lost.remove(0);
         let id = worker.id().to_owned();
+        let phase = worker
+            .identity
+            .state_file
+            .as_deref()
+            .and_then(worker::read_phase)
+            .filter(|(index, _)| *index == lost[0]);
+        if worker.kill.is_none() && matches!(phase, Some((_, Phase::Idle))) {
+            // Between two tests: nothing to blame; everything it held runs elsewhere.
+            run.results.add_session_error(format!(
+                "worker '{id}' crashed between tests ({})",
+                end.describe()
+            ));
+            return run.scheduler.requeue(w, lost);
+        }
+        let phase = phase.map_or(Phase::Call, |(_, p)| p);
+        let running = lost.remove(0);
         let nodeid = run.items[running].nodeid.clone();
         let message = match worker.kill.map(|k| k.reason) {
             Some(KillReason::Timeout { seconds, .. }) => format!(
@@ -899,11 +917,12 @@ impl Dispatcher {
                 "Timeout: the run exceeded --run-timeout while '{nodeid}' ran on worker '{id}'"
             ),
             None => format!(
-                "worker '{id}' crashed while running '{nodeid}' ({})",
-                end.describe()
+                "worker '{id}' crashed while running '{nodeid}' ({}, during {})",
+                end.describe(),
+                phase.name()
             ),
         };
-        let mut report = crash_report(message);
+        let mut report = crash_report(message, phase.name());
         if let Some(stack) = worker
             .kill
             .and(worker.identity.stack_file.as_deref())
@@ -931,7 +950,7 @@ impl Dispatcher {
 
     fn start_worker(&mut self, w: usize, start: StartMethod) -> Result<(), RunError> {
         let identity = self.workers[w].identity.clone();
-        if let Some(path) = &identity.stack_file {
+        for path in identity.stack_file.iter().chain(&identity.state_file) {
             let _ = std::fs::remove_file(path);
         }
         match start {

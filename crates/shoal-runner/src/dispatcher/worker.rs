@@ -41,6 +41,40 @@ impl WorkerEnd {
     }
 }
 
+/// Where in a test a worker was, from its state file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Idle,
+    Setup,
+    Call,
+    Teardown,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Setup => "setup",
+            Phase::Call => "call",
+            Phase::Teardown => "teardown",
+        }
+    }
+}
+
+/// Reads a worker's state file (the protocol's `state_file`): the test index and its phase.
+pub fn read_phase(path: &str) -> Option<(usize, Phase)> {
+    let bytes = std::fs::read(path).ok()?;
+    let index = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let phase = match bytes.get(8)? {
+        0 => Phase::Idle,
+        1 => Phase::Setup,
+        2 => Phase::Call,
+        3 => Phase::Teardown,
+        _ => return None,
+    };
+    Some((usize::try_from(index).ok()?, phase))
+}
+
 /// Why the controller is ending a worker.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum KillReason {
