@@ -628,8 +628,8 @@ impl Dispatcher {
             run.stop.get_or_insert(StopReason::RunTimeout);
             let commands = run.scheduler.stop();
             self.send(commands);
-            for worker in &mut self.workers {
-                if worker.running.is_some() {
+            for (w, worker) in self.workers.iter_mut().enumerate() {
+                if run.scheduler.pending(w).next().is_some() {
                     worker.begin_kill(KillReason::RunOver, now);
                 }
             }
@@ -886,7 +886,9 @@ impl Dispatcher {
             return Vec::new();
         }
         let mut lost = std::mem::take(&mut worker.lost);
-        let stopping = worker.done || run.stop.is_some();
+        // Tests dropped by -x, Ctrl-C or --run-timeout were not run; a test the controller
+        // stopped (a timeout) is reported.
+        let stopping = worker.done || (run.stop.is_some() && worker.kill.is_none());
         if stopping {
             return Vec::new(); // discarded by -x, Ctrl-C or --run-timeout: not run
         }
@@ -897,12 +899,14 @@ impl Dispatcher {
             .as_deref()
             .and_then(worker::read_phase)
             .filter(|(index, _)| *index == lost[0]);
-        if worker.kill.is_none() && matches!(phase, Some((_, Phase::Idle))) {
+        if matches!(phase, Some((_, Phase::Idle))) {
             // Between two tests: nothing to blame; everything it held runs elsewhere.
-            run.results.add_session_error(format!(
-                "worker '{id}' crashed between tests ({})",
-                end.describe()
-            ));
+            if worker.kill.is_none() {
+                run.results.add_session_error(format!(
+                    "worker '{id}' crashed between tests ({})",
+                    end.describe()
+                ));
+            }
             return run.scheduler.requeue(w, lost);
         }
         let phase = phase.map_or(Phase::Call, |(_, p)| p);
