@@ -8,6 +8,7 @@
 //! ends: a test whose worker died is reported, never waited for.
 
 mod estimate;
+mod run_once;
 mod worker;
 
 use std::{
@@ -26,6 +27,7 @@ use shoal_protocol::{
 
 use self::{
     estimate::Estimate,
+    run_once::RunOnceFixtures,
     worker::{KillReason, Phase, Worker, WorkerEnd},
 };
 use crate::{
@@ -70,21 +72,6 @@ struct Collection {
     workerinput: serde_json::Map<String, serde_json::Value>,
 }
 
-/// A run-once fixture (`shoal_run_once`), as the controller coordinates it.
-enum RunOnce {
-    /// `owner` is running the setup; `waiters` get the value when it is ready.
-    SettingUp {
-        owner: usize,
-        waiters: Vec<usize>,
-    },
-    Ready {
-        value: serde_json::Value,
-    },
-    Failed {
-        text: String,
-    },
-}
-
 /// The state of the test-running stage.
 struct Run {
     items: Vec<CollectedItem>,
@@ -106,9 +93,7 @@ struct Run {
     /// Since when shoal is suspended (Ctrl-Z): deadlines move by the time spent stopped.
     paused_since: Option<Instant>,
     interrupts: usize,
-    run_once: HashMap<String, RunOnce>,
-    /// Owners waiting to tear a run-once fixture down: (fixture, worker).
-    releases: Vec<(String, usize)>,
+    run_once: RunOnceFixtures,
 }
 
 pub struct Dispatcher {
@@ -299,8 +284,7 @@ impl Dispatcher {
                 .map(|t| Instant::now() + Duration::from_secs_f64(t)),
             paused_since: None,
             interrupts: 0,
-            run_once: HashMap::new(),
-            releases: Vec::new(),
+            run_once: RunOnceFixtures::default(),
         };
         for w in 0..count {
             self.start_worker(w, start)?;
@@ -422,45 +406,22 @@ impl Dispatcher {
             }
             FromPython::Released { indices } => run.scheduler.released(w, indices),
             FromPython::FixtureRequest { name } => {
-                let reply = match run.run_once.get_mut(&name) {
-                    None => {
-                        run.run_once.insert(
-                            name.clone(),
-                            RunOnce::SettingUp {
-                                owner: w,
-                                waiters: Vec::new(),
-                            },
-                        );
-                        Some(ToPython::FixtureRun { name })
-                    }
-                    Some(RunOnce::SettingUp { waiters, .. }) => {
-                        waiters.push(w);
-                        None
-                    }
-                    Some(RunOnce::Ready { value }) => Some(ToPython::FixtureValue {
-                        name,
-                        value: value.clone(),
-                    }),
-                    Some(RunOnce::Failed { text }) => Some(ToPython::FixtureError {
-                        name,
-                        text: text.clone(),
-                    }),
-                };
-                if let Some(reply) = reply {
-                    self.send_to(w, &reply);
-                }
+                let replies = run.run_once.request(name, w);
+                self.send_replies(replies);
                 Vec::new()
             }
             FromPython::FixtureReady { name, value } => {
-                self.settle_run_once(run, name, RunOnce::Ready { value });
+                let replies = run.run_once.ready(name, value);
+                self.send_replies(replies);
                 Vec::new()
             }
             FromPython::FixtureFailed { name, text } => {
-                self.settle_run_once(run, name, RunOnce::Failed { text });
+                let replies = run.run_once.failed(name, text);
+                self.send_replies(replies);
                 Vec::new()
             }
             FromPython::FixtureDone { name } => {
-                run.releases.push((name, w));
+                run.run_once.owner_done(name, w);
                 Vec::new()
             }
             FromPython::WorkerDone {
@@ -520,28 +481,6 @@ impl Dispatcher {
         Vec::new()
     }
 
-    /// A run-once setup ended: everyone waiting gets its value or its error.
-    fn settle_run_once(&mut self, run: &mut Run, name: String, outcome: RunOnce) {
-        let waiters = match run.run_once.insert(name.clone(), outcome) {
-            Some(RunOnce::SettingUp { waiters, .. }) => waiters,
-            _ => Vec::new(),
-        };
-        let reply = match &run.run_once[&name] {
-            RunOnce::Ready { value } => ToPython::FixtureValue {
-                name,
-                value: value.clone(),
-            },
-            RunOnce::Failed { text } => ToPython::FixtureError {
-                name,
-                text: text.clone(),
-            },
-            RunOnce::SettingUp { .. } => return,
-        };
-        for w in waiters {
-            self.send_to(w, &reply);
-        }
-    }
-
     /// Sends one message to a worker; a failure means it died, which its events report.
     fn send_to(&mut self, w: usize, message: &ToPython) {
         if let Some(peer) = self.workers[w].peer.as_mut() {
@@ -549,37 +488,23 @@ impl Dispatcher {
         }
     }
 
-    /// Lets run-once owners tear down once every other worker is done with the fixture, and
-    /// fails the waiters of a setup whose worker died.
+    fn send_replies(&mut self, replies: run_once::Replies) {
+        for (w, message) in replies {
+            self.send_to(w, &message);
+        }
+    }
+
+    /// Releases run-once owners once every other worker is done, and fails the waiters of a
+    /// setup whose worker died.
     fn run_once_housekeeping(&mut self, run: &mut Run) {
-        let dead: Vec<(String, usize)> = run
-            .run_once
-            .iter()
-            .filter_map(|(name, state)| match state {
-                RunOnce::SettingUp { owner, .. } if self.workers[*owner].closed => {
-                    Some((name.clone(), *owner))
-                }
-                _ => None,
-            })
-            .collect();
-        for (name, owner) in dead {
-            let text = format!(
-                "worker '{}' died while setting up run-once fixture '{name}'",
-                self.workers[owner].id()
-            );
-            self.settle_run_once(run, name, RunOnce::Failed { text });
-        }
         let workers = &self.workers;
-        let (due, waiting): (Vec<_>, Vec<_>) = run.releases.drain(..).partition(|(_, owner)| {
-            workers
-                .iter()
-                .enumerate()
-                .all(|(w, worker)| w == *owner || worker.done || worker.finished())
-        });
-        run.releases = waiting;
-        for (name, owner) in due {
-            self.send_to(owner, &ToPython::FixtureRelease { name });
-        }
+        let replies = run.run_once.housekeeping(
+            workers.len(),
+            |w| workers[w].closed,
+            |w| workers[w].done || workers[w].finished(),
+            |w| workers[w].id().to_owned(),
+        );
+        self.send_replies(replies);
     }
 
     /// After every event: account for dead workers, replace them, show who runs what.
