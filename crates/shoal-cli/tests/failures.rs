@@ -82,9 +82,10 @@ fn crash_suite(extra: &[&str]) {
         let event = finals[nodeid];
         assert_crashed(event, how, &out);
         let line = summary_line(&out, "FAILED", nodeid)
+            .or_else(|| summary_line(&out, "ERROR", nodeid))
             .unwrap_or_else(|| panic!("no FAILED line for {nodeid}\n{}", out.context()));
         assert!(line.contains("crashed"), "{line}\n{}", out.context());
-        // The FAILURES section carries the whole message.
+        // The FAILURES (or ERRORS) section carries the whole message.
         out.assert_stdout_contains(&crash_message(event).unwrap());
     }
     for (nodeid, event) in &finals {
@@ -92,7 +93,13 @@ fn crash_suite(extra: &[&str]) {
             assert_eq!(event["outcome"], "passed", "{nodeid}\n{}", out.context());
         }
     }
-    assert_eq!(stat(&out, "failed"), 6, "{}", out.context());
+    // A crash in setup or teardown may count as an error, as pytest counts such failures.
+    assert_eq!(
+        stat(&out, "failed") + stat(&out, "error"),
+        6,
+        "{}",
+        out.context()
+    );
     assert_eq!(stat(&out, "passed"), 10, "{}", out.context());
     assert_eq!(stat(&out, "not run"), 0, "{}", out.context());
 }
@@ -133,7 +140,12 @@ fn without_restarts_crashing_tests_end_the_run_with_the_rest_not_run() {
         out.assert_code(1);
         assert_no_panic(&out);
         // Each worker dies on its first test and may not be replaced.
-        assert_eq!(stat(&out, "failed"), 2, "{}", out.context());
+        assert_eq!(
+            stat(&out, "failed") + stat(&out, "error"),
+            2,
+            "{}",
+            out.context()
+        );
         assert_eq!(stat(&out, "not run"), 4, "{}", out.context());
         out.assert_stdout_contains("no workers left to run the remaining tests");
         let events = events(&project, &out);
@@ -215,9 +227,11 @@ fn a_worker_dying_in_sessionfinish_is_a_worker_error_not_a_test_failure() {
 }
 
 #[test]
-#[ignore = "bug: os._exit in a session fixture's teardown fails each worker's last test, \
-            which passed (reported as 'worker crashed while running' it)"]
+#[ignore = "bug: os._exit in a session fixture's teardown loses each worker's last test's pass: \
+            '4 passed, 2 errors' where pytest would count 6 passed (plus a teardown error)"]
 fn a_worker_dying_in_session_fixture_teardown_fails_no_passing_test() {
+    // As pytest reports a session fixture whose teardown raises: every test passed, and an
+    // error (at teardown of the last test) may be added.
     let (_, out) = session_exit("fixture", "fork");
     assert_eq!(stat(&out, "failed"), 0, "{}", out.context());
     assert_eq!(stat(&out, "passed"), 6, "{}", out.context());
@@ -379,8 +393,6 @@ fn run_timeout_ends_the_run_and_reports_the_tests_not_run() {
 }
 
 #[test]
-#[ignore = "bug: --run-timeout without --timeout never stops the running tests: \
-            with tests of 600 s, --run-timeout 3 ends only when they do"]
 fn run_timeout_stops_tests_that_are_still_running() {
     let project = Project::new("faults_run_timeout");
     let (out, elapsed) = run_within(
@@ -394,8 +406,6 @@ fn run_timeout_stops_tests_that_are_still_running() {
 }
 
 #[test]
-#[ignore = "bug: tests running when --run-timeout expires are reported 'not run', \
-            not timed out as README and --help say (KillReason::RunOver is never reported)"]
 fn run_timeout_reports_the_running_tests_as_timed_out() {
     let project = Project::new("faults_run_timeout");
     let (out, _) = run_within(
