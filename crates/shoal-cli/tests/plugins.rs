@@ -1,10 +1,23 @@
-//! Third-party pytest plugins that xdist users rely on, installed for real in the test venv.
+//! Third-party pytest plugins that xdist users rely on, installed for real: pytest-cov in the
+//! test venv; pytest-randomly, pytest-rerunfailures, pytest-asyncio, hypothesis, pytest-django
+//! and pytest-timeout in a venv of their own (`.venv-plugins`, see `common::plugins_python`),
+//! because pytest-randomly shuffles every run in the venv it is installed in.
 
 mod common;
 
-use std::fs;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ffi::OsString,
+    fs,
+    path::Path,
+    time::{Duration, Instant},
+};
 
-use common::Project;
+use common::{
+    assert_no_rendezvous_timeout, assert_same_outcomes, field, plugins_python, shoal_bin,
+    workers_used, Output, Project, Run,
+};
+use serde_json::Value;
 
 /// The "Missing" column and the totals of pytest-cov's term-missing table.
 fn coverage_rows(output: &str) -> Vec<String> {
@@ -86,4 +99,676 @@ fn pytest_cov_fail_under_fails_the_run() {
         "{}",
         run.context()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// pytest-randomly, pytest-rerunfailures, pytest-asyncio, hypothesis, pytest-django and
+// pytest-timeout. They live in a venv of their own (`.venv-plugins`, see
+// `common::plugins_python`): pytest-randomly shuffles every run in the venv it is installed in.
+
+/// `shoal --python <plugins python> <args>`.
+fn plugin_shoal<'p>(project: &'p Project, args: &[&str]) -> Run<'p> {
+    let mut all: Vec<OsString> = vec!["--python".into(), plugins_python().into()];
+    all.extend(args.iter().map(OsString::from));
+    project.program(shoal_bin(), all)
+}
+
+/// Serial pytest in the plugins venv: `<plugins python> -m pytest <args>`.
+fn plugin_pytest<'p>(project: &'p Project, args: &[&str]) -> Run<'p> {
+    let mut all: Vec<OsString> = vec!["-m".into(), "pytest".into()];
+    all.extend(args.iter().map(OsString::from));
+    project.program(plugins_python(), all)
+}
+
+/// The test records (those with a node id and `key`), as node id -> `record[key]`.
+#[track_caller]
+fn by_nodeid(records: &[Value], key: &str) -> BTreeMap<String, Value> {
+    let mut map = BTreeMap::new();
+    for record in records.iter().filter(|r| r.get(key).is_some()) {
+        let previous = map.insert(field(record, "nodeid").to_owned(), record[key].clone());
+        assert!(previous.is_none(), "a test ran twice: {record}");
+    }
+    map
+}
+
+/// The lines that pytest-randomly adds to the header.
+fn seed_lines(out: &Output) -> Vec<&str> {
+    out.stdout
+        .lines()
+        .filter(|l| l.starts_with("Using --randomly-seed="))
+        .collect()
+}
+
+/// The one seed the header shows.
+#[track_caller]
+fn header_seed(out: &Output) -> u64 {
+    let lines = seed_lines(out);
+    assert_eq!(
+        lines.len(),
+        1,
+        "the seed must be shown exactly once\n{}",
+        out.context()
+    );
+    lines[0]
+        .trim_start_matches("Using --randomly-seed=")
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("bad seed line {:?}: {e}\n{}", lines[0], out.context()))
+}
+
+/// `random.random()` as each test saw it under serial pytest with this seed.
+fn serial_randoms(project: &Project, seed: &str) -> BTreeMap<String, Value> {
+    let serial = plugin_pytest(
+        project,
+        &["-p", "no:cacheprovider", &format!("--randomly-seed={seed}")],
+    )
+    .run();
+    serial.assert_code(0);
+    assert_eq!(header_seed(&serial).to_string(), seed);
+    let values = by_nodeid(&project.take_records(), "random");
+    assert_eq!(values.len(), 15, "{}", serial.context());
+    values
+}
+
+#[test]
+fn pytest_randomly_every_worker_uses_the_seed_shown_once_in_the_header() {
+    let project = Project::new("plugin_randomly");
+    let expected = serial_randoms(&project, "1234");
+    // pytest-randomly reseeds `random` before each test with the seed plus a checksum of the
+    // node id: the same value for a node id in every process that uses the same seed.
+    assert_ne!(
+        serial_randoms(&project, "4321"),
+        expected,
+        "another seed must give other values"
+    );
+    for (start, repeat) in [("fork", 1), ("fork", 2), ("spawn", 1), ("spawn", 2)] {
+        let out = plugin_shoal(
+            &project,
+            &[
+                "-n",
+                "2",
+                "--start",
+                start,
+                "-p",
+                "no:cacheprovider",
+                "--randomly-seed=1234",
+            ],
+        )
+        .rendezvous()
+        .run();
+        out.assert_code(0);
+        assert_eq!(
+            header_seed(&out),
+            1234,
+            "--start {start}\n{}",
+            out.context()
+        );
+        let records = project.take_records();
+        assert_no_rendezvous_timeout(&records, &out);
+        assert_eq!(
+            workers_used(&records),
+            BTreeSet::from(["gw0".to_owned(), "gw1".to_owned()]),
+            "--start {start}\n{}",
+            out.context()
+        );
+        assert_eq!(
+            by_nodeid(&records, "random"),
+            expected,
+            "--start {start}, run {repeat}: random.random() per node id differs from serial \
+             pytest --randomly-seed=1234\n{}",
+            out.context()
+        );
+    }
+}
+
+#[test]
+fn pytest_randomly_default_seed_reaches_spawned_workers() {
+    let project = Project::new("plugin_randomly");
+    // Without --randomly-seed the collector draws a seed. Spawned workers collect for
+    // themselves: with seeds of their own they would shuffle differently than the collector
+    // (a collection mismatch) and reseed tests differently.
+    let out = plugin_shoal(
+        &project,
+        &["-n", "2", "--start", "spawn", "-p", "no:cacheprovider"],
+    )
+    .rendezvous()
+    .run();
+    out.assert_code(0);
+    let seed = header_seed(&out).to_string();
+    let records = project.take_records();
+    assert_no_rendezvous_timeout(&records, &out);
+    assert_eq!(workers_used(&records).len(), 2, "{}", out.context());
+    assert_eq!(
+        by_nodeid(&records, "random"),
+        serial_randoms(&project, &seed),
+        "workers did not use the seed the header shows ({seed})\n{}",
+        out.context()
+    );
+}
+
+/// The node ids in the order a run's tests recorded themselves.
+fn run_order(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r.get("random").is_some())
+        .map(|r| field(r, "nodeid").to_owned())
+        .collect()
+}
+
+#[test]
+fn pytest_randomly_shuffles_like_serial_pytest_and_p_no_randomly_turns_it_off() {
+    let project = Project::new("plugin_randomly");
+    let collect = plugin_pytest(
+        &project,
+        &[
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            "--collect-only",
+            "-q",
+        ],
+    )
+    .run();
+    collect.assert_code(0);
+    let file_order: Vec<String> = collect
+        .stdout
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(file_order.len(), 15, "{}", collect.context());
+
+    // With the plugin on, one undistributed worker runs the tests in serial pytest's shuffled
+    // order.
+    plugin_pytest(
+        &project,
+        &["-p", "no:cacheprovider", "--randomly-seed=1234"],
+    )
+    .run()
+    .assert_code(0);
+    let shuffled = run_order(&project.take_records());
+    assert_ne!(shuffled, file_order, "seed 1234 must shuffle the fixture");
+    let out = plugin_shoal(
+        &project,
+        &["-n", "0", "-p", "no:cacheprovider", "--randomly-seed=1234"],
+    )
+    .run();
+    out.assert_code(0);
+    assert_eq!(
+        run_order(&project.take_records()),
+        shuffled,
+        "{}",
+        out.context()
+    );
+
+    // -p no:randomly: file order, no seed in the header, in each mode.
+    let off = ["-p", "no:cacheprovider", "-p", "no:randomly"];
+    for mode in [
+        &["-n", "0"][..],
+        &["-n", "2"],
+        &["-n", "2", "--start", "spawn"],
+    ] {
+        let args: Vec<&str> = mode.iter().chain(&off).copied().collect();
+        let out = plugin_shoal(&project, &args).run();
+        out.assert_code(0);
+        assert!(seed_lines(&out).is_empty(), "{mode:?}\n{}", out.context());
+        let records = project.take_records();
+        // Each worker runs its share in collection order.
+        for worker in workers_used(&records) {
+            let mine: Vec<Value> = records
+                .iter()
+                .filter(|r| r["worker"] == worker.as_str())
+                .cloned()
+                .collect();
+            let order = run_order(&mine);
+            let expected: Vec<String> = file_order
+                .iter()
+                .filter(|id| order.contains(id))
+                .cloned()
+                .collect();
+            assert_eq!(order, expected, "{mode:?}, {worker}\n{}", out.context());
+        }
+        assert_eq!(run_order(&records).len(), 15, "{mode:?}\n{}", out.context());
+        if mode == ["-n", "0"] {
+            assert_eq!(run_order(&records), file_order, "{}", out.context());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// pytest-rerunfailures
+
+const RERUN_ARGS: [&str; 5] = ["--reruns", "2", "-rA", "-p", "no:cacheprovider"];
+
+/// Serial `pytest --reruns 2 -rA`: one test fails once and passes on its rerun, one fails all
+/// three attempts, one passes.
+fn serial_reruns(project: &Project) -> Output {
+    let serial = plugin_pytest(project, &RERUN_ARGS).run();
+    serial.assert_code(1);
+    assert_eq!(
+        serial.stats(),
+        BTreeMap::from([
+            ("failed".to_owned(), 1),
+            ("passed".to_owned(), 2),
+            ("rerun".to_owned(), 3)
+        ]),
+        "{}",
+        serial.context()
+    );
+    serial
+}
+
+/// `shoal <mode> --reruns 2 -rA`.
+fn shoal_reruns(project: &Project, mode: &[&str]) -> Output {
+    let args: Vec<&str> = mode.iter().chain(&RERUN_ARGS).copied().collect();
+    plugin_shoal(project, &args).run()
+}
+
+#[test]
+fn pytest_rerunfailures_reruns_a_failing_test_until_it_passes() {
+    let project = Project::new("plugin_rerunfailures");
+    let serial = serial_reruns(&project);
+    let without_reruns = |out: &Output| {
+        let mut stats = out.stats();
+        stats.remove("rerun");
+        stats
+    };
+    for start in ["fork", "spawn"] {
+        let shoal = shoal_reruns(&project, &["-n", "2", "--start", start]);
+        shoal.assert_code(1);
+        // The test that passed on its rerun is PASSED, the other FAILED after its last attempt.
+        assert_eq!(
+            shoal.summary_lines(),
+            serial.summary_lines(),
+            "--start {start}\n{}",
+            shoal.context()
+        );
+        assert_eq!(
+            without_reruns(&shoal),
+            without_reruns(&serial),
+            "--start {start}\n{}",
+            shoal.context()
+        );
+    }
+    // Undistributed, the worker is no xdist worker to pytest-rerunfailures either: the final
+    // line counts the reruns, `1 failed, 2 passed, 3 rerun`, as pytest's does.
+    assert_same_outcomes(&serial, &shoal_reruns(&project, &["-n", "0"]));
+}
+
+/// pytest-rerunfailures logs a failed attempt (outcome "rerun") in an xdist worker only if
+/// `importlib.metadata.distribution("pytest-xdist")` is installed and at least 1.20 (its
+/// `works_with_current_xdist()`); otherwise it keeps it to itself. shoal's workers look like
+/// xdist workers (`config.workerinput`), so in a venv without pytest-xdist (this one) the
+/// reruns happen but nothing reports them: no `R` in the progress, no `RERUN` lines with
+/// `-v`, no `3 rerun` in the final line.
+#[test]
+#[ignore = "bug: without pytest-xdist installed, pytest-rerunfailures' reruns go unreported under shoal -n 2"]
+fn pytest_rerunfailures_reports_reruns_like_serial_pytest() {
+    let project = Project::new("plugin_rerunfailures");
+    let serial = serial_reruns(&project);
+    for start in ["fork", "spawn"] {
+        let shoal = shoal_reruns(&project, &["-n", "2", "--start", start]);
+        // `1 failed, 2 passed, 3 rerun`.
+        assert_same_outcomes(&serial, &shoal);
+    }
+}
+
+/// The lines of pytest-rerunfailures' `rerun test summary info` section (`-rR`), sorted.
+fn rerun_summary(out: &Output) -> Vec<String> {
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let Some(start) = lines
+        .iter()
+        .position(|l| l.contains(" rerun test summary info "))
+    else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = lines[start + 1..]
+        .iter()
+        .take_while(|l| !l.starts_with('='))
+        .map(|l| l.to_string())
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+/// Even where the rerun reports do reach shoal (with pytest-xdist installed too, or fixed), the
+/// section that pytest-rerunfailures writes in `pytest_terminal_summary` from the terminal
+/// reporter's stats is missing: the finished collector's stats are emptied.
+#[ignore = "bug: shoal drops pytest-rerunfailures' `rerun test summary info` section (-rR)"]
+fn pytest_rerunfailures_rerun_summary_with_r_r() {
+    let project = Project::new("plugin_rerunfailures");
+    let args = ["--reruns", "2", "-rR", "-p", "no:cacheprovider"];
+    let serial = plugin_pytest(&project, &args).run();
+    let expected = rerun_summary(&serial);
+    assert_eq!(expected.len(), 5, "{}", serial.context());
+    let shoal_args: Vec<&str> = ["-n", "2"].iter().chain(&args).copied().collect();
+    let shoal = plugin_shoal(&project, &shoal_args).run();
+    shoal.assert_code(1);
+    assert_eq!(
+        rerun_summary(&shoal),
+        expected,
+        "=== serial ===\n{}\n=== shoal ===\n{}",
+        serial.context(),
+        shoal.context()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// pytest-asyncio
+
+#[test]
+fn pytest_asyncio_tests_and_async_fixtures_pass() {
+    let project = Project::new("plugin_asyncio");
+    let args = ["-rA", "-p", "no:cacheprovider", "-p", "no:randomly"];
+    let serial = plugin_pytest(&project, &args).run();
+    serial.assert_code(0);
+    assert_eq!(
+        serial.stats().get("passed"),
+        Some(&9),
+        "{}",
+        serial.context()
+    );
+    project.take_records();
+    for start in ["fork", "spawn"] {
+        let shoal_args: Vec<&str> = ["-n", "2", "--start", start]
+            .iter()
+            .chain(&args)
+            .copied()
+            .collect();
+        let shoal = plugin_shoal(&project, &shoal_args).rendezvous().run();
+        assert_same_outcomes(&serial, &shoal);
+        let records = project.take_records();
+        assert_no_rendezvous_timeout(&records, &shoal);
+        assert_eq!(workers_used(&records).len(), 2, "{}", shoal.context());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// hypothesis
+
+fn examples_saved(project: &Project) -> usize {
+    fn count(dir: &Path) -> usize {
+        fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            count(&e.path())
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    count(&project.path.join(".hypothesis/examples"))
+}
+
+#[test]
+fn hypothesis_property_tests_and_example_database_across_workers() {
+    // Serial pytest in a project of its own, so shoal's first run starts without a database.
+    let serial_project = Project::new("plugin_hypothesis");
+    let args = ["-rA", "-p", "no:cacheprovider", "-p", "no:randomly"];
+    let serial = plugin_pytest(&serial_project, &args).run();
+    serial.assert_code(1);
+    assert!(serial.stdout.contains("x=1000,"), "{}", serial.context());
+
+    let project = Project::new("plugin_hypothesis");
+    // Twice forked (the second replays the saved counterexample, from whichever worker saved
+    // it), then spawned: the workers share .hypothesis/ each time.
+    for (run, start) in ["fork", "fork", "spawn"].into_iter().enumerate() {
+        let shoal_args: Vec<&str> = ["-n", "2", "--start", start]
+            .iter()
+            .chain(&args)
+            .copied()
+            .collect();
+        let shoal = plugin_shoal(&project, &shoal_args).rendezvous().run();
+        assert_same_outcomes(&serial, &shoal);
+        assert!(
+            shoal.stdout.contains("x=1000,"),
+            "run {run}: the shrunk counterexample\n{}",
+            shoal.context()
+        );
+        let records = project.take_records();
+        assert_no_rendezvous_timeout(&records, &shoal);
+        assert_eq!(workers_used(&records).len(), 2, "{}", shoal.context());
+        assert!(
+            examples_saved(&project) > 0,
+            "run {run}: nothing in .hypothesis/examples\n{}",
+            shoal.context()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// pytest-django
+
+/// worker -> the file names of the test databases its tests saw (`default`, and `other` where
+/// a test used it).
+fn databases_by_worker(records: &[Value]) -> BTreeMap<String, BTreeSet<String>> {
+    let name = |v: &Value| {
+        Path::new(v.as_str().expect("a database name"))
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for record in records.iter().filter(|r| r.get("database").is_some()) {
+        let names = map.entry(field(record, "worker").to_owned()).or_default();
+        names.insert(name(&record["database"]));
+        if let Some(other) = record.get("other") {
+            names.insert(name(other));
+        }
+    }
+    map
+}
+
+fn leftover_databases(project: &Project) -> Vec<String> {
+    fs::read_dir(&project.path)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.contains("sqlite3"))
+        .collect()
+}
+
+#[test]
+fn pytest_django_each_worker_gets_its_own_test_database() {
+    let project = Project::new("plugin_django");
+    let args = ["-rA", "-p", "no:cacheprovider", "-p", "no:randomly"];
+    let serial = plugin_pytest(&project, &args).run();
+    serial.assert_code(0);
+    assert_eq!(
+        serial.stats().get("passed"),
+        Some(&7),
+        "{}",
+        serial.context()
+    );
+    let databases =
+        |names: &[&str]| -> BTreeSet<String> { names.iter().map(|n| n.to_string()).collect() };
+    assert_eq!(
+        databases_by_worker(&project.take_records()),
+        BTreeMap::from([(
+            "master".to_owned(),
+            databases(&["test_db.sqlite3", "test_other.sqlite3"])
+        )]),
+        "{}",
+        serial.context()
+    );
+
+    for start in ["fork", "spawn"] {
+        let shoal_args: Vec<&str> = ["-n", "2", "--start", start]
+            .iter()
+            .chain(&args)
+            .copied()
+            .collect();
+        let shoal = plugin_shoal(&project, &shoal_args).rendezvous().run();
+        assert_same_outcomes(&serial, &shoal);
+        let records = project.take_records();
+        assert_no_rendezvous_timeout(&records, &shoal);
+        let seen = databases_by_worker(&records);
+        assert_eq!(
+            seen.keys().collect::<Vec<_>>(),
+            ["gw0", "gw1"],
+            "--start {start}\n{}",
+            shoal.context()
+        );
+        // pytest-django appends `_<workerid>` to each test database's name.
+        for (worker, names) in &seen {
+            let default = format!("test_db.sqlite3_{worker}");
+            let other = format!("test_other.sqlite3_{worker}");
+            assert!(
+                names.contains(&default) && names.iter().all(|n| *n == default || *n == other),
+                "--start {start}: {worker} saw {names:?}\n{}",
+                shoal.context()
+            );
+        }
+        assert!(seen["gw0"].is_disjoint(&seen["gw1"]));
+        assert!(
+            leftover_databases(&project).is_empty(),
+            "--start {start}: test databases left behind: {:?}",
+            leftover_databases(&project)
+        );
+    }
+
+    // -n 0 looks like plain pytest: no worker id, no suffix.
+    let shoal = plugin_shoal(
+        &project,
+        &["-n", "0", "-p", "no:cacheprovider", "-p", "no:randomly"],
+    )
+    .run();
+    shoal.assert_code(0);
+    assert_eq!(
+        databases_by_worker(&project.take_records()),
+        BTreeMap::from([(
+            "master".to_owned(),
+            databases(&["test_db.sqlite3", "test_other.sqlite3"])
+        )]),
+        "{}",
+        shoal.context()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// pytest-timeout
+//
+// With pytest-timeout installed, the ini option `timeout` (and `@pytest.mark.timeout`) is read
+// by both: pytest-timeout arms SIGALRM in the worker when the test starts and fails the test
+// in-process ("Failed: Timeout (>1.0s) from pytest-timeout"), leaving the worker alive;
+// shoal's controller starts its own clock when the worker reports the test started and, when
+// that runs out, dumps the worker's stacks and stops the worker ("Timeout: '<id>' ran longer
+// than 1.0s; worker 'gwN' was stopped"). With equal limits pytest-timeout normally fires first
+// (its clock starts a little earlier); shoal's is the backstop for a test that pytest-timeout
+// cannot interrupt.
+
+const PYTEST_TIMEOUT_MESSAGE: &str = "Timeout (>1.0s) from pytest-timeout";
+const SHOAL_TIMEOUT_MESSAGE: &str = "Timeout: 'test_timeout.py::test_hangs' ran longer than 1";
+
+#[test]
+fn pytest_timeout_ini_timeout_fails_a_hanging_test() {
+    let project = Project::new("plugin_timeout");
+    let started = Instant::now();
+    let out = plugin_shoal(
+        &project,
+        &[
+            "-n",
+            "2",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            "-o",
+            "timeout=1",
+            "test_timeout.py",
+        ],
+    )
+    .run();
+    let elapsed = started.elapsed();
+    out.assert_code(1);
+    out.assert_stdout_contains("timeout: 1.0s"); // pytest-timeout's header line
+    assert_eq!(
+        out.stats(),
+        BTreeMap::from([("failed".to_owned(), 1), ("passed".to_owned(), 2)]),
+        "{}",
+        out.context()
+    );
+    assert!(
+        out.stdout.contains("FAILED test_timeout.py::test_hangs"),
+        "{}",
+        out.context()
+    );
+    // Whichever clock ran out first (see above), the test failed long before its 60 s sleep.
+    assert!(
+        out.stdout.contains(PYTEST_TIMEOUT_MESSAGE) || out.stdout.contains(SHOAL_TIMEOUT_MESSAGE),
+        "{}",
+        out.context()
+    );
+    assert!(elapsed < Duration::from_secs(40), "took {elapsed:?}");
+}
+
+#[test]
+fn pytest_timeout_fires_in_process_before_a_longer_shoal_timeout() {
+    let project = Project::new("plugin_timeout");
+    let args = [
+        "-rA",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:randomly",
+        "-o",
+        "timeout=1",
+        "test_timeout.py",
+    ];
+    let serial = plugin_pytest(&project, &args).run();
+    serial.assert_code(1);
+    serial.assert_stdout_contains(PYTEST_TIMEOUT_MESSAGE);
+    // shoal takes --timeout for itself: its controller waits 5 s, pytest-timeout 1 s.
+    let shoal_args: Vec<&str> = ["-n", "2", "--timeout", "5"]
+        .iter()
+        .chain(&args)
+        .copied()
+        .collect();
+    let shoal = plugin_shoal(&project, &shoal_args).run();
+    assert_same_outcomes(&serial, &shoal);
+    shoal.assert_stdout_contains(PYTEST_TIMEOUT_MESSAGE);
+    assert!(
+        !shoal.stdout.contains("ran longer than"),
+        "{}",
+        shoal.context()
+    );
+}
+
+#[test]
+fn shoal_timeout_is_the_backstop_when_pytest_timeout_cannot_fire() {
+    let project = Project::new("plugin_timeout");
+    let started = Instant::now();
+    let out = plugin_shoal(
+        &project,
+        &[
+            "-n",
+            "2",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            "-o",
+            "timeout=1",
+            "test_backstop.py",
+        ],
+    )
+    .run();
+    let elapsed = started.elapsed();
+    out.assert_code(1);
+    out.assert_stdout_contains("FAILED test_backstop.py::test_blocks_alarm");
+    out.assert_stdout_contains("Timeout: 'test_backstop.py::test_blocks_alarm' ran longer than 1");
+    assert!(
+        !out.stdout.contains(PYTEST_TIMEOUT_MESSAGE),
+        "{}",
+        out.context()
+    );
+    assert!(elapsed < Duration::from_secs(40), "took {elapsed:?}");
 }

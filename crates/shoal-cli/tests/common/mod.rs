@@ -689,3 +689,48 @@ impl Project {
         fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Added for plugins.rs (third-party plugins installed in a venv of their own).
+
+/// The Python modules that `requirements-plugins.txt` installs.
+const PLUGIN_MODULES: &str = "pytest, pytest_randomly, pytest_rerunfailures, pytest_asyncio, \
+                              hypothesis, pytest_timeout, django, pytest_django";
+
+/// The Python of the third-party plugin tests: `$SHOAL_TEST_PLUGINS_PYTHON`, else
+/// `<repo>/.venv-plugins/bin/python`, which `scripts/setup` makes from
+/// `requirements-plugins.txt`. A venv of its own, because pytest-randomly, once installed,
+/// shuffles every run. Panics with instructions if it is missing or lacks a plugin.
+pub fn plugins_python() -> PathBuf {
+    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let path = match std::env::var_os("SHOAL_TEST_PLUGINS_PYTHON") {
+                Some(p) => PathBuf::from(p),
+                None => repo_root().join(".venv-plugins/bin/python"),
+            };
+            let hint = "run scripts/setup (it creates <repo>/.venv-plugins from \
+                        requirements-plugins.txt), or set SHOAL_TEST_PLUGINS_PYTHON to a Python \
+                        with those packages installed";
+            if !path.exists() {
+                return Err(format!(
+                    "shoal plugin tests: Python interpreter {} does not exist; {hint}",
+                    path.display()
+                ));
+            }
+            let check = Command::new(&path)
+                .args(["-c", &format!("import {PLUGIN_MODULES}")])
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}; {hint}", path.display()))?;
+            if !check.status.success() {
+                return Err(format!(
+                    "shoal plugin tests: {} cannot import the plugins ({}); {hint}",
+                    path.display(),
+                    String::from_utf8_lossy(&check.stderr).trim()
+                ));
+            }
+            Ok(path)
+        })
+        .clone()
+        .unwrap_or_else(|message| panic!("{message}"))
+}
