@@ -38,8 +38,12 @@ fn nothing_survives_normal_runs() {
 fn nothing_survives_a_run_stopped_by_maxfail() {
     let project = Project::new("maxfail");
     for start in ["fork", "spawn"] {
+        project.take_records();
+        // Both workers busy before the stop (a late spawned worker hangs the run, see
+        // stopping.rs).
         let out = project
             .shoal(["-n", "2", "-x", "--start", start, "-p", "no:cacheprovider"])
+            .rendezvous()
             .run();
         out.assert_code(1);
         assert_nothing_survives(&project, &out);

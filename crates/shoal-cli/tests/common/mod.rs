@@ -211,6 +211,7 @@ fn copy_tree(from: &Path, to: &Path) {
 pub struct Run<'p> {
     project: &'p Project,
     command: Command,
+    timeout: Duration,
 }
 
 impl<'p> Run<'p> {
@@ -238,7 +239,17 @@ impl<'p> Run<'p> {
             .env(MARKER_VAR, project.root())
             // Its own process group, so a run that hangs can be killed whole.
             .process_group(0);
-        Self { project, command }
+        Self {
+            project,
+            command,
+            timeout: RUN_TIMEOUT,
+        }
+    }
+
+    /// Kills the run and fails the test after `timeout` instead of [`RUN_TIMEOUT`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
@@ -277,6 +288,7 @@ impl<'p> Run<'p> {
         });
         Running {
             project: self.project,
+            timeout: self.timeout,
             pid,
             exited: rx,
             out_path,
@@ -289,6 +301,7 @@ impl<'p> Run<'p> {
 /// A command that was started and has not been waited for.
 pub struct Running<'p> {
     project: &'p Project,
+    timeout: Duration,
     pid: i32,
     exited: mpsc::Receiver<std::io::Result<std::process::ExitStatus>>,
     out_path: PathBuf,
@@ -307,10 +320,10 @@ impl Running<'_> {
         unsafe { libc::kill(self.pid, signal) };
     }
 
-    /// Waits up to [`RUN_TIMEOUT`] for the command, then checks that nothing of the run
-    /// survives it.
+    /// Waits up to its timeout ([`RUN_TIMEOUT`] unless set) for the command, then checks
+    /// that nothing of the run survives it.
     pub fn wait(self) -> Output {
-        let (status, timed_out) = match self.exited.recv_timeout(RUN_TIMEOUT) {
+        let (status, timed_out) = match self.exited.recv_timeout(self.timeout) {
             Ok(status) => (status.expect("wait for the command"), false),
             Err(_) => {
                 // SAFETY: kill has no memory-safety preconditions.
@@ -331,7 +344,8 @@ impl Running<'_> {
         if timed_out {
             kill_survivors(self.project.root());
             panic!(
-                "command timed out after {RUN_TIMEOUT:?}\n{}",
+                "command timed out after {:?} (hung?)\n{}",
+                self.timeout,
                 output.context()
             );
         }
