@@ -707,25 +707,26 @@ def _quiet_worker(config, worker: dict) -> None:
 
 def _send_output_to_controller(config, path: str, worker: dict) -> None:
     """Point this forked worker's stdout and stderr at the controller, which prefixes each
-    line with the worker id. pytest's global capture keeps a copy of the original descriptors
-    to restore between tests; those copies are redirected too."""
+    line with the worker id.
+
+    pytest's global capture must be restarted around it: the collector's capture files are
+    shared by every fork (one file offset for all), so each worker needs files of its own, and
+    the new capture must save the redirected descriptors to restore between tests."""
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    if capman is not None:
+        capman.stop_global_capturing()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(path)
     hello = json.dumps({"type": "hello", **_hello("output", worker)}).encode()
     sock.sendall(_HEADER.pack(len(hello)) + hello)
     sys.stdout.flush()
     sys.stderr.flush()
-    targets = [1, 2]
-    capman = config.pluginmanager.get_plugin("capturemanager")
-    capturing = getattr(capman, "_global_capturing", None)
-    for stream in (getattr(capturing, "out", None), getattr(capturing, "err", None)):
-        saved = getattr(stream, "targetfd_save", None)
-        if isinstance(saved, int):
-            targets.append(saved)
-    for fd in targets:
+    for fd in (1, 2):
         os.dup2(sock.fileno(), fd)
     sock.close()
     _line_buffered()
+    if capman is not None:
+        capman.start_global_capturing()
 
 
 def _line_buffered() -> None:
