@@ -687,6 +687,7 @@ def _quiet_worker(config, worker: dict) -> None:
     """Silence the worker's terminal, point its temporary directories below the run's, and
     let the controller ask it for stack dumps."""
     global _stack_file, _phase
+    _start_junitxml(config)
     _silence_terminal(config)
     if worker.get("state_file"):
         _phase = _PhaseFile(worker["state_file"])
@@ -734,6 +735,25 @@ def _line_buffered() -> None:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)
+
+
+def _start_junitxml(config) -> None:
+    """pytest's junitxml stays off in processes that have ``workerinput`` (xdist's workers);
+    shoal's workers need it on, to build each test's <testcase> (see _JunitDelta). A forked
+    worker inherits the collector's; a spawned one starts it here."""
+    if not config.option.xmlpath or _logxml(config) is not None:
+        return
+    from _pytest import junitxml
+
+    workerinput = config.__dict__.pop("workerinput", None)
+    try:
+        junitxml.pytest_configure(config)
+    finally:
+        if workerinput is not None:
+            config.workerinput = workerinput
+    logxml = _logxml(config)
+    if logxml is not None:
+        logxml.pytest_sessionstart()  # its own sessionstart has already been called for
 
 
 def _silence_terminal(config) -> None:
