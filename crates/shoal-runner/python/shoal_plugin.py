@@ -482,6 +482,10 @@ class ShoalPlugin:
         os.close(wake_r)
         os.close(wake_w)
         _silence_terminal(session.config)
+        logxml = _logxml(session.config)
+        if logxml is not None:
+            # The controller writes the run's file and names it; the collector's is nothing.
+            session.config.pluginmanager.unregister(logxml)
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.stats = {}  # the controller reports tests and warnings itself
@@ -534,6 +538,12 @@ class ShoalPlugin:
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
             if _phase is not None:
                 _phase.enter(index, _IDLE)
+            if session.shouldfail or session.shouldstop:
+                # This worker alone reached --maxfail (or a plugin asked to stop): stop at
+                # once, as pytest does, rather than run what is queued until the controller
+                # says so.
+                queue.clear()
+                finishing = True
             reports = self._reports
             self.channel.send(
                 {

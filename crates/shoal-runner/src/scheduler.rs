@@ -297,6 +297,14 @@ impl Scheduler {
 
     pub fn worker_ready(&mut self, worker: usize) -> Vec<Command> {
         self.workers[worker].ready = true;
+        if self.stopped {
+            // It started after the run was stopped: it has nothing to do.
+            self.workers[worker].shut = true;
+            return vec![Command::Shutdown {
+                worker,
+                discard: true,
+            }];
+        }
         self.fill()
     }
 

@@ -229,9 +229,14 @@ impl Dispatcher {
             (StartMethod::Spawn, Some(reason)) => format!("spawn: {reason}"),
             (StartMethod::Spawn, None) => "spawn".to_owned(),
         };
-        let mut terminal = Terminal::new((*settings).clone(), options.failure_output);
+        let events_on_stdout = options.report_json.as_deref() == Some("-");
+        let mut terminal = Terminal::new(
+            (*settings).clone(),
+            options.failure_output,
+            events_on_stdout,
+        );
         let ids: Vec<String> = (0..count).map(|n| format!("gw{n}")).collect();
-        terminal.start(&ids, total, &start_label, live_view());
+        terminal.start(&ids, total, &start_label, live_view(events_on_stdout));
         if let Some(target) = &options.report_json {
             self.events_log = Some(EventLog::open(target)?);
         }
@@ -378,6 +383,15 @@ impl Dispatcher {
                 }
                 run.scheduler.worker_ready(w)
             }
+            FromPython::TestStart { index } | FromPython::TestDone { index, .. }
+                if !run.scheduler.pending(w).any(|i| i == index) =>
+            {
+                self.protocol_violation(
+                    w,
+                    &format!("a report for test {index}, which it was not sent"),
+                );
+                Vec::new()
+            }
             FromPython::TestStart { index } => {
                 self.workers[w].running = Some((index, Instant::now()));
                 Vec::new()
@@ -435,16 +449,21 @@ impl Dispatcher {
                 Vec::new()
             }
             other => {
-                // A worker that breaks the protocol cannot be trusted with more tests.
-                eprintln!(
-                    "shoal: worker '{}' sent an unexpected message ({}); stopping it",
-                    self.workers[w].id(),
-                    message_kind(&other)
-                );
-                self.workers[w].kill_now();
+                let what = format!("an unexpected message ({})", message_kind(&other));
+                self.protocol_violation(w, &what);
                 Vec::new()
             }
         })
+    }
+
+    /// A worker that breaks the protocol cannot be trusted with more tests: it is stopped, and
+    /// replaced like a crashed one.
+    fn protocol_violation(&mut self, w: usize, what: &str) {
+        eprintln!(
+            "shoal: worker '{}' sent {what}; stopping it",
+            self.workers[w].id()
+        );
+        self.workers[w].kill_now();
     }
 
     /// Records a finished test, unless it failed and has retries left: then it runs again.
@@ -553,10 +572,8 @@ impl Dispatcher {
             run.stop.get_or_insert(StopReason::RunTimeout);
             let commands = run.scheduler.stop();
             self.send(commands);
-            for (w, worker) in self.workers.iter_mut().enumerate() {
-                if run.scheduler.pending(w).next().is_some() {
-                    worker.begin_kill(KillReason::RunOver, now);
-                }
+            for worker in &mut self.workers {
+                worker.begin_kill(KillReason::RunOver, now);
             }
         }
         for w in 0..self.workers.len() {
@@ -631,6 +648,9 @@ impl Dispatcher {
             .command(Role::Collector, None, &options.pytest_args);
         if options.start == Some(StartMethod::Spawn) {
             command.env("SHOAL_START", "spawn");
+        }
+        if options.report_json.as_deref() == Some("-") {
+            command.stdout(std::io::stderr()); // stdout carries the JSON events
         }
         let child = command.spawn().map_err(|source| RunError::Spawn {
             python: self.launch.interpreter.path.clone(),
@@ -782,6 +802,9 @@ impl Dispatcher {
             return; // an earlier process of a restarted slot
         }
         worker.end = Some(end);
+        // Whatever its tests started dies with it; that also closes a connection a child
+        // process may have inherited.
+        signals::to_group(pid, signals::SIGKILL);
         if worker.peer.is_none() {
             worker.closed = true; // it never connected, or its connection is already gone
         }
@@ -811,11 +834,10 @@ impl Dispatcher {
             return Vec::new();
         }
         let mut lost = std::mem::take(&mut worker.lost);
-        // Tests dropped by -x, Ctrl-C or --run-timeout were not run; a test the controller
-        // stopped (a timeout) is reported.
-        let stopping = worker.done || (run.stop.is_some() && worker.kill.is_none());
-        if stopping {
-            return Vec::new(); // discarded by -x, Ctrl-C or --run-timeout: not run
+        if worker.done || matches!(run.stop, Some(StopReason::Interrupted)) {
+            // Its session ended normally, or the user interrupted the run: what it did not
+            // run was discarded, not crashed on.
+            return Vec::new();
         }
         let id = worker.id().to_owned();
         let phase = worker
@@ -1060,7 +1082,12 @@ fn message_kind(message: &FromPython) -> String {
 }
 
 /// Whether to draw the live view: stdout is an interactive terminal.
-fn live_view() -> bool {
+fn live_view(to_stderr: bool) -> bool {
     use std::io::IsTerminal;
-    std::io::stdout().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb")
+    let tty = if to_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    tty && std::env::var("TERM").map_or(true, |t| t != "dumb")
 }

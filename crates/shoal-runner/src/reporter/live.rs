@@ -20,8 +20,13 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new(total: usize, workers: &[String]) -> Self {
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+    pub fn new(total: usize, workers: &[String], to_stderr: bool) -> Self {
+        let target = if to_stderr {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::stdout()
+        };
+        let multi = MultiProgress::with_draw_target(target);
         let main = multi.add(ProgressBar::new(total as u64));
         main.set_style(
             ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")

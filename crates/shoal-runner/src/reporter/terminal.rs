@@ -78,7 +78,9 @@ pub struct Terminal {
     /// The live view, when stdout is a terminal.
     live: Option<Live>,
     tally: Tally,
-    out: io::Stdout,
+    /// stdout, or stderr when stdout carries `--report-json=-`.
+    out: Box<dyn Write>,
+    to_stderr: bool,
     /// Characters on the current progress line.
     column: usize,
     total: usize,
@@ -88,13 +90,18 @@ pub struct Terminal {
 }
 
 impl Terminal {
-    pub fn new(settings: PytestSettings, failure_output: FailureOutput) -> Self {
+    pub fn new(settings: PytestSettings, failure_output: FailureOutput, to_stderr: bool) -> Self {
         Self {
             settings,
             failure_output,
             live: None,
             tally: Tally::default(),
-            out: io::stdout(),
+            to_stderr,
+            out: if to_stderr {
+                Box::new(io::stderr())
+            } else {
+                Box::new(io::stdout())
+            },
             column: 0,
             total: 0,
             done: 0,
@@ -166,7 +173,7 @@ impl Terminal {
         let _ = self.out.flush();
         if live && self.settings.verbose >= -1 {
             let ids: Vec<String> = (0..workers).map(|n| format!("gw{n}")).collect();
-            self.live = Some(Live::new(total, &ids));
+            self.live = Some(Live::new(total, &ids, self.to_stderr));
         }
     }
 
@@ -194,8 +201,7 @@ impl Terminal {
         };
         let complete: Vec<u8> = buf.drain(..=end).collect();
         for line in complete[..complete.len() - 1].split(|&b| b == b'\n') {
-            let text = String::from_utf8_lossy(line);
-            self.line(&format!("[{worker}] {}", text.trim_end_matches('\r')));
+            self.output_line(worker, line.strip_suffix(b"\r").unwrap_or(line));
         }
         let _ = self.out.flush();
     }
@@ -203,8 +209,21 @@ impl Terminal {
     /// The worker's output ended: show a last line that had no newline.
     pub fn output_closed(&mut self, worker: &str) {
         if let Some(rest) = self.partial_output.remove(worker).filter(|r| !r.is_empty()) {
-            self.line(&format!("[{worker}] {}", String::from_utf8_lossy(&rest)));
+            self.output_line(worker, &rest);
         }
+    }
+
+    /// One line a worker printed, as written: bytes that are not UTF-8 pass through, as
+    /// pytest lets them (the live view can only show text).
+    fn output_line(&mut self, worker: &str, line: &[u8]) {
+        if let Some(live) = &self.live {
+            live.println(&format!("[{worker}] {}", String::from_utf8_lossy(line)));
+            return;
+        }
+        self.ensure_newline();
+        let _ = write!(self.out, "[{worker}] ");
+        let _ = self.out.write_all(line);
+        let _ = writeln!(self.out);
     }
 
     fn percent(&self) -> String {
@@ -310,28 +329,23 @@ impl Terminal {
             self.line(plugin_summary.strip_suffix('\n').unwrap_or(plugin_summary));
         }
         self.short_summary(results);
-        match stop {
-            Some(StopReason::MaxFail(n)) => {
-                let line = self.sep('!', &format!("stopping after {n} failures"));
-                let line = self.paint(&line, Some(Color::Red), false);
-                self.line(&line);
-            }
-            Some(StopReason::NoWorkers) => {
-                let line = self.sep('!', "no workers left to run the remaining tests");
-                let line = self.paint(&line, Some(Color::Red), false);
-                self.line(&line);
-            }
-            Some(StopReason::Interrupted) => {
-                let line = self.sep('!', "KeyboardInterrupt");
-                let line = self.paint(&line, Some(Color::Red), false);
-                self.line(&line);
-            }
-            Some(StopReason::RunTimeout) => {
-                let line = self.sep('!', "the run exceeded --run-timeout");
-                let line = self.paint(&line, Some(Color::Red), false);
-                self.line(&line);
-            }
-            None => {}
+        if let Some(stop) = stop {
+            let why = match stop {
+                StopReason::MaxFail(n) => format!("stopping after {n} failures"),
+                StopReason::NoWorkers => "no workers left to run the remaining tests".to_owned(),
+                StopReason::Interrupted => "KeyboardInterrupt".to_owned(),
+                StopReason::RunTimeout => "the run exceeded --run-timeout".to_owned(),
+            };
+            // pytest's stats line has no place for tests that never ran: they are counted here.
+            let not_run = results.not_run();
+            let title = match not_run {
+                0 => why,
+                1 => format!("{why}: 1 test not run"),
+                n => format!("{why}: {n} tests not run"),
+            };
+            let line = self.sep('!', &title);
+            let line = self.paint(&line, Some(Color::Red), false);
+            self.line(&line);
         }
         self.stats_line(results, elapsed);
         let _ = self.out.flush();
@@ -580,9 +594,6 @@ impl Terminal {
             .collect();
         if flaky > 0 {
             parts.push(format!("{flaky} flaky"));
-        }
-        if not_run > 0 {
-            parts.push(format!("{not_run} not run"));
         }
         if parts.is_empty() {
             parts.push("no tests ran".into());
