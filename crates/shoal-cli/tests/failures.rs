@@ -808,8 +808,6 @@ fn a_message_out_of_place_stops_its_worker() {
 }
 
 #[test]
-#[ignore = "bug: a worker's test_done with an index out of range panics shoal \
-            (dispatcher/mod.rs worker_message: index out of bounds), exit 101"]
 fn a_test_done_out_of_range_does_not_panic() {
     let (_, out, events, collected) = wire_run("done_out_of_range", "fork");
     assert_no_panic(&out);
@@ -819,8 +817,6 @@ fn a_test_done_out_of_range_does_not_panic() {
 }
 
 #[test]
-#[ignore = "bug: a worker's test_start with an index out of range panics shoal \
-            (dispatcher/mod.rs timeout_of: index out of bounds), exit 101"]
 fn a_test_start_out_of_range_does_not_panic() {
     let (_, out, events, collected) = wire_run("start_out_of_range", "fork");
     assert_no_panic(&out);
@@ -830,8 +826,6 @@ fn a_test_start_out_of_range_does_not_panic() {
 }
 
 #[test]
-#[ignore = "bug: a worker's test_done for a test it is not running is accepted: that test \
-            gets a second outcome (two `test` events) and the worker is not stopped"]
 fn a_test_done_for_another_test_gives_no_second_outcome() {
     let (_, out, events, collected) = wire_run("done_for_another_test", "fork");
     assert_no_panic(&out);
@@ -851,8 +845,6 @@ fn a_test_done_for_another_test_gives_no_second_outcome() {
 // ------------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "bug: a process started by a test whose worker crashed (subprocess.Popen, then \
-            os._exit) outlives the run; only timeouts end the worker's process group"]
 fn a_crashed_tests_child_process_does_not_outlive_the_run() {
     let project = Project::new("faults_children");
     let run = project.shoal(args(
@@ -872,8 +864,6 @@ fn a_crashed_tests_child_process_does_not_outlive_the_run() {
 }
 
 #[test]
-#[ignore = "bug: when a crashed test leaves a forked child holding the worker's connection, \
-            shoal waits for that child to exit (600 s here) before accounting for the crash"]
 fn a_crashed_tests_forked_child_does_not_hold_up_the_run() {
     let project = Project::new("faults_children");
     let run = project.shoal(args(
@@ -891,8 +881,6 @@ fn a_crashed_tests_forked_child_does_not_hold_up_the_run() {
 // ------------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "bug: under -x, a worker that crashes in a running test after another test failed \
-            is not reported: its test is counted 'not run' and the crash is never mentioned"]
 fn a_crash_after_exitfirst_stopped_the_run_is_reported() {
     let project = Project::new("faults_exitfirst");
     let (out, _) = run_within(

@@ -98,7 +98,6 @@ fn crashed_spawned_worker_is_reported_and_the_run_ends() {
 }
 
 #[test]
-#[ignore = "bug: tests queued behind a crashed worker's test are lost ('1 not run', 'no workers left') though another worker is alive"]
 fn tests_queued_on_a_crashed_worker_run_elsewhere() {
     let out = crash_run("fork");
     // xdist reschedules what the dead worker had not run: 20 passes, 1 failure.
@@ -131,14 +130,12 @@ fn interrupt(signal: i32, start: &str) -> Output {
 }
 
 #[test]
-#[ignore = "bug: SIGINT to shoal kills it by signal (no exit code 2) and leaves forked workers running as orphans"]
 fn sigint_ends_every_process_and_exits_2() {
     let out = interrupt(libc::SIGINT, "fork");
     out.assert_code(2);
 }
 
 #[test]
-#[ignore = "bug: SIGTERM to shoal leaves forked workers running as orphans"]
 fn sigterm_ends_every_process() {
     let _ = interrupt(libc::SIGTERM, "fork");
 }

@@ -396,7 +396,6 @@ fn junit_matches_serial_pytest_with_out_err_and_passing_tests_unlogged() {
 
 /// Two forked workers (the default) must keep each test's captured output with that test.
 #[test]
-#[ignore = "bug: forked workers share pytest's capture files: a test's captured output shows up under another test or is lost (JUnit <system-out> differs from pytest's)"]
 fn junit_captured_output_matches_with_two_workers() {
     // Tests that print, then take a moment to fail: the mix-up shows nearly every time.
     assert_same_junit_in("reports_capture_shared", &["-o", "junit_logging=all"], &[]);
@@ -404,7 +403,6 @@ fn junit_captured_output_matches_with_two_workers() {
 }
 
 #[test]
-#[ignore = "bug: with --start spawn (also shoal's automatic fallback) every <testcase> in the JUnit file is <failure message=\"test did not report\"> and the suite says failures=29 errors=0 skipped=0"]
 fn junit_matches_serial_pytest_with_spawned_workers() {
     assert_same_junit_with(&[], &["--start", "spawn"]);
 }
@@ -427,7 +425,6 @@ fn junit_file_in_a_new_directory_is_created() {
 }
 
 #[test]
-#[ignore = "bug: with --junitxml shoal prints a second note '---- generated xml file: /dev/null ----' (the collector's junitxml summary)"]
 fn junit_note_names_the_file_once() {
     let project = Project::new("reports_junit");
     let serial = project
@@ -1514,7 +1511,6 @@ fn report_json_to_stdout_with_verbose_output() {
 /// A tool reading `--report-json=-` line by line must find every event on a line of its own,
 /// whatever else shoal prints to stdout (here pytest's default progress dots).
 #[test]
-#[ignore = "bug: --report-json=- writes events mid-line after progress letters ('.{\"event\":\"test\",...}'), so line-based readers lose them"]
 fn report_json_to_stdout_puts_every_event_on_its_own_line() {
     let project = Project::new("reports_events");
     let collected = common::collected_ids(&project, &[]);

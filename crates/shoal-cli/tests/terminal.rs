@@ -730,7 +730,6 @@ fn captured_output_stays_with_its_test_with_spawned_workers() {
 }
 
 #[test]
-#[ignore = "bug: forked workers share pytest's capture temp files: a failing test's 'Captured stdout call' shows another test's output, or none"]
 fn captured_output_stays_with_its_test_with_forked_workers() {
     assert_captures_stay_with_their_tests(&[]);
 }
