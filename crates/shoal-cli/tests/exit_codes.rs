@@ -56,7 +56,6 @@ fn collection_error_exits_2_like_pytest() {
 }
 
 #[test]
-#[ignore = "bug: --continue-on-collection-errors drops the collection error: shoal prints '2 passed' and exits 0, pytest '2 passed, 1 error' and 1"]
 fn continue_on_collection_errors_runs_the_rest_and_reports_the_error() {
     let project = Project::new("collect_error");
     let expected = serial(&project, &["--continue-on-collection-errors", "-rA"]);

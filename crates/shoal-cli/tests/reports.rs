@@ -454,7 +454,6 @@ fn junit_note_names_the_file_once() {
 }
 
 #[test]
-#[ignore = "bug: with --continue-on-collection-errors the collection error is missing from the JUnit file (errors=0, tests=2; pytest: errors=1, tests=3)"]
 fn junit_counts_collection_errors_like_pytest() {
     let project = Project::empty();
     project.write(

@@ -928,7 +928,6 @@ fn short_summary_ra_lower_and_rp_match_pytest() {
 
 /// `-rA` (and `-rP`) also print pytest's PASSES section: the captured output of passing tests.
 #[test]
-#[ignore = "bug: -rA / -rP print no PASSES section (captured output of passing tests); pytest and pytest-xdist do"]
 fn passes_section_with_ra_matches_pytest() {
     let project = Project::new("reports_junit");
     let serial = project

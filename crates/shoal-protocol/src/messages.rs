@@ -39,6 +39,12 @@ pub enum FromPython {
         /// Entries plugins need in every worker's `config.workerinput` (pytest-cov's).
         #[serde(default)]
         workerinput: serde_json::Map<String, serde_json::Value>,
+        /// Collection errors pytest carried on past (`--continue-on-collection-errors`).
+        #[serde(default)]
+        collect_errors: Vec<CollectError>,
+        /// What junitxml recorded while collecting (those errors' testcases).
+        #[serde(default)]
+        junit: Option<JunitDelta>,
     },
     /// The finished collector's plugins' terminal summary sections (a coverage table, say).
     TerminalSummary { text: String },
@@ -119,6 +125,15 @@ pub enum ToPython {
     FixtureError { name: String, text: String },
     /// To the fixture's owner: every other worker is done; run the teardown.
     FixtureRelease { name: String },
+}
+
+/// A file or module that failed to collect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectError {
+    pub nodeid: String,
+    pub headline: String,
+    /// Its report, `when` being `collect`.
+    pub report: PhaseReport,
 }
 
 /// One collected test and the keys the schedulers group by.

@@ -12,6 +12,7 @@ Everything crosses one framed socket per process; the format is documented in
 from __future__ import annotations
 
 import collections
+import functools
 import io
 import json
 import os
@@ -131,6 +132,14 @@ def _crashline(rep) -> str:
         return str(rep.longrepr)[:50]
 
 
+@functools.lru_cache(maxsize=1)
+def _wants_passes(config) -> bool:
+    """Whether ``-rP`` (or ``-rA``) asks for the captured output of passing tests."""
+    from _pytest.terminal import getreportopt
+
+    return "P" in getreportopt(config)
+
+
 def _report(config, rep, reports) -> dict:
     """What the controller needs of one phase report: status words, timing, rendered text."""
     cat, letter, word = config.hook.pytest_report_teststatus(report=rep, config=config)
@@ -139,7 +148,7 @@ def _report(config, rep, reports) -> dict:
     msg = {
         "when": rep.when,
         "outcome": rep.outcome,
-        "duration": rep.duration,
+        "duration": getattr(rep, "duration", 0.0),  # a CollectReport has none
         "category": cat,
         "letter": letter,
         "word": word,
@@ -148,7 +157,9 @@ def _report(config, rep, reports) -> dict:
         msg["wasxfail"] = str(rep.wasxfail)
     if rep.sections:
         msg["sections"] = rep.sections
-    if rep.failed or (cat in ("failed", "error")):
+    if cat == "passed" and rep.when == "call" and _wants_passes(config):
+        msg["text"] = _render(config, rep, reports)  # for -rP's PASSES section
+    elif rep.failed or (cat in ("failed", "error")):
         msg["text"] = _render(config, rep, reports)
         try:
             msg["message"] = (
@@ -407,6 +418,17 @@ class ShoalPlugin:
                     for w in stats.get("warnings", [])
                 ],
                 "workerinput": _plugin_workerinput(config),
+                # Collection errors (--continue-on-collection-errors): one report each.
+                "collect_errors": [
+                    {
+                        "nodeid": r.nodeid,
+                        "headline": r.head_line or r.nodeid,
+                        "report": _report(config, r, [r]),
+                    }
+                    for r in stats.get("error", [])
+                    if getattr(r, "when", None) == "collect"
+                ],
+                "junit": _JunitDelta.collected(config),
             }
         )
 
@@ -485,6 +507,9 @@ class ShoalPlugin:
         logxml = _logxml(session.config)
         if logxml is not None:
             # The controller writes the run's file and names it; the collector's is nothing.
+            from _pytest.junitxml import xml_key
+
+            del session.config.stash[xml_key]
             session.config.pluginmanager.unregister(logxml)
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
@@ -576,6 +601,15 @@ class _JunitDelta:
         if self.logxml is not None:
             self.stats = dict(self.logxml.stats)
             self.double = self.logxml.cnt_double_fail_tests
+
+    @classmethod
+    def collected(cls, config):
+        """What junitxml recorded while collecting (collection errors), from zero."""
+        delta = cls(config)
+        if delta.logxml is not None:
+            delta.stats = {}
+            delta.double = 0
+        return delta.take()
 
     def take(self):
         if self.logxml is None:

@@ -1,6 +1,6 @@
 //! Every test's outcome as the workers reported it, and what the run's exit code follows from.
 
-use shoal_protocol::{JunitDelta, PhaseReport, Warning};
+use shoal_protocol::{CollectError, JunitDelta, PhaseReport, Warning};
 
 /// One test run on one worker.
 #[derive(Debug, Clone)]
@@ -55,6 +55,10 @@ pub struct Results {
     junit_properties: Vec<(String, String)>,
     /// Failures no test can be blamed for, such as a worker crashing in session teardown.
     session_errors: Vec<String>,
+    /// Files that failed to collect, reported like tests (`--continue-on-collection-errors`).
+    collect_errors: Vec<TestRecord>,
+    /// What junitxml recorded for them.
+    collect_junit: Option<JunitDelta>,
 }
 
 impl Results {
@@ -66,7 +70,31 @@ impl Results {
             session_warnings: Vec::new(),
             junit_properties: Vec::new(),
             session_errors: Vec::new(),
+            collect_errors: Vec::new(),
+            collect_junit: None,
         }
+    }
+
+    pub fn add_collect_errors(&mut self, errors: Vec<CollectError>, junit: Option<JunitDelta>) {
+        self.collect_errors = errors
+            .into_iter()
+            .map(|e| TestRecord {
+                index: usize::MAX, // not a collected test
+                nodeid: e.nodeid,
+                worker: String::new(),
+                headline: Some(e.headline),
+                reports: vec![e.report],
+                warnings: Vec::new(),
+                junit: None,
+                earlier_attempts: Vec::new(),
+            })
+            .collect();
+        self.collect_junit = junit;
+    }
+
+    /// junitxml's record of the collection errors.
+    pub fn collect_junit(&self) -> Option<&JunitDelta> {
+        self.collect_junit.as_ref()
     }
 
     pub fn add_session_error(&mut self, message: String) {
@@ -121,13 +149,16 @@ impl Results {
 
     /// Whether pytest would count a failure: a failed phase that is not an expected failure.
     pub fn any_failed(&self) -> bool {
-        self.records.iter().any(TestRecord::failed) || !self.session_errors.is_empty()
+        self.records.iter().any(TestRecord::failed)
+            || !self.session_errors.is_empty()
+            || !self.collect_errors.is_empty()
     }
 
-    /// Every phase report with its test, in finishing order.
+    /// Every phase report with its test, collection errors first, then in finishing order.
     pub fn reports(&self) -> impl Iterator<Item = (&TestRecord, &PhaseReport)> {
-        self.records
+        self.collect_errors
             .iter()
+            .chain(&self.records)
             .flat_map(|rec| rec.reports.iter().map(move |r| (rec, r)))
     }
 

@@ -70,6 +70,8 @@ struct Collection {
     settings: Box<PytestSettings>,
     warnings: Vec<Warning>,
     workerinput: serde_json::Map<String, serde_json::Value>,
+    collect_errors: Vec<shoal_protocol::CollectError>,
+    collect_junit: Option<shoal_protocol::JunitDelta>,
 }
 
 /// The state of the test-running stage.
@@ -223,6 +225,7 @@ impl Dispatcher {
         };
         let mut results = Results::new(collection.items.len(), runs_per_test);
         results.add_session_warnings(collection.warnings);
+        results.add_collect_errors(collection.collect_errors, collection.collect_junit);
         let total = collection.items.len() * runs_per_test;
         let start_label = match (&start, &collection.fork_unsafe) {
             (StartMethod::Fork, _) => "fork".to_owned(),
@@ -671,10 +674,14 @@ impl Dispatcher {
                             settings,
                             warnings,
                             workerinput,
+                            collect_errors,
+                            junit,
                         },
                     ..
                 } => {
                     return Ok(Ok(Collection {
+                        collect_errors,
+                        collect_junit: junit,
                         items,
                         fork_unsafe,
                         basetemp,

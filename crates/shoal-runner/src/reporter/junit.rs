@@ -29,6 +29,12 @@ pub fn write(
     let mut stats: BTreeMap<&str, i64> = BTreeMap::new();
     let mut double_failures = 0;
     let mut cases = String::new();
+    if let Some(delta) = results.collect_junit() {
+        for (key, n) in &delta.stats {
+            *stats.entry(key.as_str()).or_default() += n;
+        }
+        delta.testcases.iter().for_each(|case| cases.push_str(case));
+    }
     for record in results.records() {
         match &record.junit {
             Some(delta) => {

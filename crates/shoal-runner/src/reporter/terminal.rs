@@ -307,6 +307,9 @@ impl Terminal {
             self.sections(results, "error", "ERRORS");
             self.sections(results, "failed", "FAILURES");
         }
+        if self.settings.tbstyle != "no" && self.settings.reportchars.contains('P') {
+            self.passes(results);
+        }
         if !results.session_errors().is_empty() {
             let header = self.sep('=', "WORKER ERRORS");
             self.line(&header);
@@ -363,6 +366,26 @@ impl Terminal {
         }
     }
 
+    /// `-rP`: pytest's PASSES section, the captured output of passing tests.
+    fn passes(&mut self, results: &Results) {
+        let passed: Vec<(&TestRecord, &PhaseReport)> = results.category("passed").collect();
+        if passed.is_empty() {
+            return;
+        }
+        let header = self.sep('=', "PASSES");
+        self.line(&header);
+        for (record, report) in passed {
+            let Some(text) = report.text.as_deref().filter(|t| !t.is_empty()) else {
+                continue;
+            };
+            let headline = record.headline.as_deref().unwrap_or("test session");
+            let sep = self.sep('_', headline);
+            let sep = self.paint(&sep, Some(Color::Green), true);
+            self.line(&sep);
+            self.line(text.strip_suffix('\n').unwrap_or(text));
+        }
+    }
+
     /// `--failure-output immediate`: a failed test's sections, as soon as it ends.
     fn record_sections(&mut self, record: &TestRecord, category: &str) {
         if self.settings.tbstyle == "no" {
@@ -376,7 +399,9 @@ impl Terminal {
     fn section(&mut self, record: &TestRecord, report: &PhaseReport, category: &str) {
         if self.settings.tbstyle != "line" {
             let headline = record.headline.as_deref().unwrap_or("test session");
-            let headline = if category == "error" {
+            let headline = if report.when == "collect" {
+                format!("ERROR collecting {headline}")
+            } else if category == "error" {
                 format!("ERROR at {} of {headline}", report.when)
             } else {
                 headline.to_owned()
