@@ -433,8 +433,6 @@ fn run_timeout_reports_the_running_tests_as_timed_out() {
 }
 
 #[test]
-#[ignore = "bug: --run-timeout does not stop a worker that hangs after its last test \
-            (in pytest_sessionfinish): the run never ends"]
 fn run_timeout_stops_a_worker_hung_after_its_last_test() {
     let project = Project::new("faults_run_timeout");
     let (out, elapsed) = run_within(

@@ -1036,7 +1036,11 @@ impl Dispatcher {
             .is_some_and(|c| c != 0);
         let code = if matches!(run.stop, Some(StopReason::Interrupted)) {
             ExitCode::Interrupted
-        } else if run.results.any_failed() || run.results.not_run() > 0 || collector_failed {
+        } else if run.results.any_failed()
+            || run.results.not_run() > 0
+            || collector_failed
+            || matches!(run.stop, Some(StopReason::RunTimeout))
+        {
             ExitCode::TestsFailed
         } else {
             ExitCode::Ok
