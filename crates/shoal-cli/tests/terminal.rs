@@ -810,7 +810,6 @@ fn disable_warnings_hides_the_summary_but_keeps_the_count_like_pytest() {
 }
 
 #[test]
-#[ignore = "bug: a warning raised while importing a test module is counted once per process (collector + each worker): '10 warnings' with -n 2 where pytest says 8 and the summary lists 8"]
 fn collection_warnings_are_counted_like_pytest() {
     let project = Project::new("reports_warnings");
     project.write(

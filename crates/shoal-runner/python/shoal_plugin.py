@@ -260,6 +260,7 @@ class ShoalPlugin:
             if collection_failed or config.option.collectonly or not session.items:
                 return None  # pytest's own loop reports it; the controller reads the exit code
             self._send_collection(session)
+            self._warnings.clear()  # sent with the collection; forks must not send them again
             if self._serve_forks(session):
                 return True  # the parent: the run is over
         else:
