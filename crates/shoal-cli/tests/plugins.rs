@@ -403,7 +403,6 @@ fn pytest_rerunfailures_reruns_a_failing_test_until_it_passes() {
 /// reruns happen but nothing reports them: no `R` in the progress, no `RERUN` lines with
 /// `-v`, no `3 rerun` in the final line.
 #[test]
-#[ignore = "bug: without pytest-xdist installed, pytest-rerunfailures' reruns go unreported under shoal -n 2"]
 fn pytest_rerunfailures_reports_reruns_like_serial_pytest() {
     let project = Project::new("plugin_rerunfailures");
     let serial = serial_reruns(&project);
@@ -436,7 +435,6 @@ fn rerun_summary(out: &Output) -> Vec<String> {
 /// Even where the rerun reports do reach shoal (with pytest-xdist installed too, or fixed), the
 /// section that pytest-rerunfailures writes in `pytest_terminal_summary` from the terminal
 /// reporter's stats is missing: the finished collector's stats are emptied.
-#[ignore = "bug: shoal drops pytest-rerunfailures' `rerun test summary info` section (-rR)"]
 fn pytest_rerunfailures_rerun_summary_with_r_r() {
     let project = Project::new("plugin_rerunfailures");
     let args = ["--reruns", "2", "-rR", "-p", "no:cacheprovider"];

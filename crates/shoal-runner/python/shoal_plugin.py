@@ -718,6 +718,7 @@ def _take_identity(config, worker: dict) -> None:
     os.environ["PYTEST_XDIST_WORKER"] = wid
     os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(worker["workercount"])
     os.environ["PYTEST_XDIST_TESTRUNUID"] = worker["testrunuid"]
+    _xdist_compat_shims()
     config.workerinput = {
         "workerid": wid,
         "workercount": worker["workercount"],
@@ -726,6 +727,14 @@ def _take_identity(config, worker: dict) -> None:
         **worker.get("workerinput", {}),
     }
     config.workeroutput = {}
+
+
+def _xdist_compat_shims() -> None:
+    """Plugins that check for an installed pytest-xdist before behaving as they do in its
+    workers: pytest-rerunfailures logs each rerun only when it finds xdist >= 1.20."""
+    rerunfailures = sys.modules.get("pytest_rerunfailures")
+    if rerunfailures is not None and hasattr(rerunfailures, "works_with_current_xdist"):
+        rerunfailures.works_with_current_xdist = lambda: True
 
 
 def _quiet_worker(config, worker: dict) -> None:

@@ -331,6 +331,9 @@ impl Terminal {
         if !plugin_summary.is_empty() {
             self.line(plugin_summary.strip_suffix('\n').unwrap_or(plugin_summary));
         }
+        if self.settings.reportchars.contains('R') {
+            self.rerun_summary(results);
+        }
         self.short_summary(results);
         if let Some(stop) = stop {
             let why = match stop {
@@ -363,6 +366,38 @@ impl Terminal {
         self.line(&header);
         for (record, report) in reports {
             self.section(record, report, category);
+        }
+    }
+
+    /// `-rR`: pytest-rerunfailures' summary of the reruns its workers made.
+    fn rerun_summary(&mut self, results: &Results) {
+        // As pytest-rerunfailures' show_rerun: every attempt of a rerun test but quiet phases.
+        let reruns: Vec<String> = results
+            .records()
+            .iter()
+            .filter(|record| record.reports.iter().any(|r| r.category == "rerun"))
+            .flat_map(|record| {
+                record
+                    .reports
+                    .iter()
+                    .filter(|r| !(r.outcome == "passed" && r.when != "call"))
+                    .map(move |r| {
+                        let word = if r.word.is_empty() {
+                            r.outcome.to_uppercase()
+                        } else {
+                            r.word.clone()
+                        };
+                        format!("{word} {}", record.nodeid)
+                    })
+            })
+            .collect();
+        if reruns.is_empty() {
+            return;
+        }
+        let header = self.sep('=', "rerun test summary info");
+        self.line(&header);
+        for line in reruns {
+            self.line(&line);
         }
     }
 
