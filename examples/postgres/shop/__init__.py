@@ -1,0 +1,1 @@
+"""A tiny shop: users place orders. The application code the example's tests exercise."""
