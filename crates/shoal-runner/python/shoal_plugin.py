@@ -780,8 +780,22 @@ def _send_output_to_controller(config, path: str, worker: dict) -> None:
         os.dup2(sock.fileno(), fd)
     sock.close()
     _line_buffered()
+    _fatal_errors_to(os.dup(2))
     if capman is not None:
         capman.start_global_capturing()
+
+
+_fatal_errors_file = None
+
+
+def _fatal_errors_to(fd: int) -> None:
+    """Where Python writes the stack of a fatal error (segfault, abort): a descriptor capture
+    never replaces, so the controller receives it and can show it with the crash."""
+    global _fatal_errors_file
+    import faulthandler
+
+    _fatal_errors_file = os.fdopen(fd, "w")
+    faulthandler.enable(file=_fatal_errors_file, all_threads=True)
 
 
 def _line_buffered() -> None:

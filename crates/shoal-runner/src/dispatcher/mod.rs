@@ -332,6 +332,9 @@ impl Dispatcher {
             }
             Event::Output { worker, bytes } => {
                 run.terminal.worker_output(&worker, &bytes);
+                if let Some(slot) = self.workers.iter_mut().find(|w| w.id() == worker) {
+                    slot.remember_output(&bytes);
+                }
                 Vec::new()
             }
             Event::OutputClosed { worker } => {
@@ -407,6 +410,7 @@ impl Dispatcher {
                 junit,
             } => {
                 self.workers[w].running = None;
+                self.workers[w].recent_output.clear();
                 let record = TestRecord {
                     index,
                     nodeid: run.items[index].nodeid.clone(),
@@ -881,6 +885,17 @@ impl Dispatcher {
             ),
         };
         let mut report = crash_report(message, phase.name());
+        if !worker.recent_output.is_empty() {
+            // What the worker wrote outside pytest's capture since its last test, a fatal
+            // error's stack among it.
+            let text = report.text.get_or_insert_with(String::new);
+            text.push_str(&format!(
+                "\n----- output of worker '{id}' before it ended -----\n"
+            ));
+            text.push_str(&String::from_utf8_lossy(
+                worker.recent_output.make_contiguous(),
+            ));
+        }
         if let Some(stack) = worker
             .kill
             .and(worker.identity.stack_file.as_deref())

@@ -10,6 +10,9 @@ use shoal_protocol::WorkerIdentity;
 
 use crate::{connection::Peer, signals};
 
+/// How much of a worker's recent output is kept to show with a crash.
+const RECENT_OUTPUT: usize = 16 << 10;
+
 /// How long a worker has to dump its stacks, then to exit after SIGTERM, before the next step.
 const DUMP_GRACE: Duration = Duration::from_millis(500);
 const TERM_GRACE: Duration = Duration::from_secs(2);
@@ -121,6 +124,8 @@ pub struct Worker {
     pub kill: Option<Kill>,
     /// Its end has been reported (crash, timeout or clean exit).
     pub accounted: bool,
+    /// The end of what it printed since its last test finished.
+    pub recent_output: std::collections::VecDeque<u8>,
 }
 
 impl Worker {
@@ -136,11 +141,19 @@ impl Worker {
             running: None,
             kill: None,
             accounted: false,
+            recent_output: std::collections::VecDeque::new(),
         }
     }
 
     pub fn id(&self) -> &str {
         &self.identity.workerid
+    }
+
+    /// Keeps the last [`RECENT_OUTPUT`] bytes the worker printed.
+    pub fn remember_output(&mut self, bytes: &[u8]) {
+        self.recent_output.extend(bytes);
+        let excess = self.recent_output.len().saturating_sub(RECENT_OUTPUT);
+        self.recent_output.drain(..excess);
     }
 
     /// The process is gone and every event about it has arrived.
