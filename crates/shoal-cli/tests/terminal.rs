@@ -632,9 +632,12 @@ fn dash_s_passes_bytes_through_unchanged() {
     let (out, raw) = capture_run(&project);
     out.assert_code(0);
     // The worker's line may start with an earlier write that had no newline, as under pytest.
+    // The printing worker names itself: `[gwN] ... gwN binary <bytes> end`.
     let found = raw.split(|&b| b == b'\n').any(|line| {
-        let needle: &[u8] = b" binary \xff\xfe\x00\x01 end";
-        line.starts_with(b"[gw") && line.ends_with(needle)
+        ["gw0", "gw1"].iter().any(|w| {
+            let needle = [w.as_bytes(), b" binary \xff\xfe\x00\x01 end"].concat();
+            line.starts_with(format!("[{w}] ").as_bytes()) && line.ends_with(&needle)
+        })
     });
     assert!(
         found,

@@ -30,6 +30,10 @@ pub enum FromPython {
         items: Vec<CollectedItem>,
         /// Why forking is not safe here; `None` when it is.
         fork_unsafe: Option<String>,
+        /// Importing the suite read `PYTEST_XDIST_*`: workers must import it themselves, with
+        /// their identity set, so distributed runs spawn them.
+        #[serde(default)]
+        identity_at_import: bool,
         /// The run's base temporary directory; workers use `<basetemp>/popen-<id>`.
         basetemp: Option<String>,
         settings: Box<PytestSettings>,

@@ -260,6 +260,7 @@ class ShoalPlugin:
             if collection_failed or config.option.collectonly or not session.items:
                 return None  # pytest's own loop reports it; the controller reads the exit code
             self._send_collection(session)
+            os.environ.__class__ = _EnvironWatch.__mro__[1]  # collection is over
             self._warnings.clear()  # sent with the collection; forks must not send them again
             if self._serve_forks(session):
                 return True  # the parent: the run is over
@@ -385,6 +386,7 @@ class ShoalPlugin:
                 "type": "collected",
                 "items": items,
                 "fork_unsafe": unsafe,
+                "identity_at_import": _EnvironWatch.read_worker_identity,
                 "basetemp": str(tmp.getbasetemp()) if tmp else None,
                 "settings": {
                     "numprocesses": config.option.numprocesses,
@@ -838,6 +840,35 @@ def _silence_terminal(config) -> None:
         logxml.logfile = os.devnull
 
 
+class _EnvironWatch(type(os.environ)):
+    """``os.environ`` while the collector imports the suite: notes whether anything read the
+    ``PYTEST_XDIST_*`` variables. Code that does so at import time expects to run in each
+    worker with its own identity, which a fork of the collector cannot give it."""
+
+    read_worker_identity = False
+
+    def __getitem__(self, key):
+        self._note(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key):
+        self._note(key)
+        return super().__contains__(key)
+
+    @staticmethod
+    def _note(key) -> None:
+        if not (isinstance(key, str) and key.startswith("PYTEST_XDIST_")):
+            return
+        # The suite's own code counts; installed plugins' reads at start-up do not.
+        frame = sys._getframe(2)
+        while frame is not None and frame.f_code.co_filename.endswith(
+            ("os.py", "_collections_abc.py", "<frozen os>")
+        ):
+            frame = frame.f_back
+        if frame is not None and "site-packages" not in frame.f_code.co_filename:
+            _EnvironWatch.read_worker_identity = True
+
+
 def _fork_unsafe_reason() -> str | None:
     if os.environ.get("SHOAL_START") == "spawn":
         return "--start spawn was given"
@@ -920,6 +951,8 @@ def _pytest_main(args: list[str], plugins: list) -> int:
 def main(argv: list[str]) -> int:
     """Entry point: ``argv`` is ``[socket, role, identity-json, *pytest-args]``."""
     path, role, identity = argv[0], argv[1], json.loads(argv[2])
+    if role == "collector":
+        os.environ.__class__ = _EnvironWatch
     if role == "worker":
         _line_buffered()
     channel = Channel(path)

@@ -66,6 +66,7 @@ impl Launch {
 struct Collection {
     items: Vec<CollectedItem>,
     fork_unsafe: Option<String>,
+    identity_at_import: bool,
     basetemp: Option<String>,
     settings: Box<PytestSettings>,
     warnings: Vec<Warning>,
@@ -205,7 +206,13 @@ impl Dispatcher {
         let units = scheduler::units(resolved.dist, &collection.items);
         let requested = resolved.workers.resolve(resolved.maxprocesses);
         let count = scheduler::useful_workers(resolved.dist, units.len(), requested);
-        let start = match (options.start, &collection.fork_unsafe) {
+        let mut fork_unsafe = collection.fork_unsafe.clone();
+        if collection.identity_at_import && requested > 0 {
+            fork_unsafe.get_or_insert_with(|| {
+                "PYTEST_XDIST_WORKER is read while importing the suite".to_owned()
+            });
+        }
+        let start = match (options.start, &fork_unsafe) {
             (Some(StartMethod::Spawn), _) | (_, Some(_)) => StartMethod::Spawn,
             _ => StartMethod::Fork,
         };
@@ -227,7 +234,7 @@ impl Dispatcher {
         results.add_session_warnings(collection.warnings);
         results.add_collect_errors(collection.collect_errors, collection.collect_junit);
         let total = collection.items.len() * runs_per_test;
-        let start_label = match (&start, &collection.fork_unsafe) {
+        let start_label = match (&start, &fork_unsafe) {
             (StartMethod::Fork, _) => "fork".to_owned(),
             (StartMethod::Spawn, Some(reason)) => format!("spawn: {reason}"),
             (StartMethod::Spawn, None) => "spawn".to_owned(),
@@ -674,6 +681,7 @@ impl Dispatcher {
                         FromPython::Collected {
                             items,
                             fork_unsafe,
+                            identity_at_import,
                             basetemp,
                             settings,
                             warnings,
@@ -688,6 +696,7 @@ impl Dispatcher {
                         collect_junit: junit,
                         items,
                         fork_unsafe,
+                        identity_at_import,
                         basetemp,
                         settings,
                         warnings,
@@ -951,9 +960,18 @@ impl Dispatcher {
             args.push("--color=yes".into()); // its output is a pipe, but ends on our terminal
         }
         let id = identity.workerid.clone();
-        let mut child = self
-            .launch
-            .command(Role::Worker, Some(&identity), &args)
+        let mut command = self.launch.command(Role::Worker, Some(&identity), &args);
+        if identity.distributed {
+            // Set before Python starts: conftests read them at import time.
+            command
+                .env("PYTEST_XDIST_WORKER", &identity.workerid)
+                .env(
+                    "PYTEST_XDIST_WORKER_COUNT",
+                    identity.workercount.to_string(),
+                )
+                .env("PYTEST_XDIST_TESTRUNUID", &identity.testrunuid);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
