@@ -234,7 +234,7 @@ impl Scheduler {
     /// Tests that must go back to be run: those a dead worker had not finished. Under `each`
     /// and `no` they stay with that worker's slot, for its replacement.
     pub fn requeue(&mut self, worker: usize, tests: Vec<usize>) -> Vec<Command> {
-        if tests.is_empty() || self.stopped {
+        if self.stopped {
             return Vec::new();
         }
         if matches!(self.dist, Dist::Each | Dist::No | Dist::WorkSteal) {
@@ -369,8 +369,21 @@ impl Scheduler {
         commands
     }
 
-    /// Tops up every ready worker; shuts down those with nothing left to get.
+    /// Tops up every ready worker; shuts down those with nothing left to get. A pass can
+    /// empty the pool after an earlier worker was looked at, so passes repeat until nothing
+    /// changes.
     fn fill(&mut self) -> Vec<Command> {
+        let mut commands = Vec::new();
+        loop {
+            let pass = self.fill_pass();
+            if pass.is_empty() {
+                return commands;
+            }
+            commands.extend(pass);
+        }
+    }
+
+    fn fill_pass(&mut self) -> Vec<Command> {
         let mut commands = Vec::new();
         if self.stopped {
             return commands;
@@ -383,7 +396,8 @@ impl Scheduler {
             }
             if queue.pending.len() < 2 {
                 let mut batch: Vec<usize> = self.workers[worker].share.drain(..).collect();
-                while self.workers[worker].pending.len() + batch.len() < 2 {
+                let hold = self.fair_hold();
+                while self.workers[worker].pending.len() + batch.len() < hold {
                     let Some(unit) = self.next_unit(worker, live) else {
                         break;
                     };
@@ -427,6 +441,16 @@ impl Scheduler {
             });
         }
         commands
+    }
+
+    /// How many tests a worker should hold: two (one running, its successor known), but near
+    /// the end of the pool no more than a fair share of what is left, counting what workers
+    /// already hold, so that a few remaining tests still spread over the workers (those still
+    /// starting included).
+    fn fair_hold(&self) -> usize {
+        let accepting = self.workers.iter().filter(|q| !q.shut && !q.lost);
+        let (count, held) = accepting.fold((0, 0), |(n, h), q| (n + 1, h + q.pending.len()));
+        (self.units.len() + held).div_ceil(count.max(1)).clamp(1, 2)
     }
 
     /// The next unit for `worker`; under `load`, a chunk of single tests sized to what is
@@ -690,6 +714,19 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_few_tests_spread_over_the_workers() {
+        let two = [item("a.py::t1", None), item("b.py::t2", None)];
+        for dist in [Dist::Load, Dist::LoadFile, Dist::LoadScope] {
+            let ran = simulate_items(dist, 2, &two);
+            assert_eq!(
+                ran.iter().map(Vec::len).collect::<Vec<_>>(),
+                vec![1, 1],
+                "{dist}"
+            );
         }
     }
 

@@ -851,13 +851,14 @@ impl Dispatcher {
                     end.describe()
                 ));
             }
-            return Vec::new();
+            // The others may now take the share this worker would have had.
+            return run.scheduler.requeue(w, Vec::new());
         }
         let mut lost = std::mem::take(&mut worker.lost);
         if worker.done || matches!(run.stop, Some(StopReason::Interrupted)) {
             // Its session ended normally, or the user interrupted the run: what it did not
-            // run was discarded, not crashed on.
-            return Vec::new();
+            // run was discarded, not crashed on. The others may now take a larger share.
+            return run.scheduler.requeue(w, Vec::new());
         }
         let id = worker.id().to_owned();
         let phase = worker
