@@ -770,3 +770,28 @@ fn shoal_timeout_is_the_backstop_when_pytest_timeout_cannot_fire() {
     );
     assert!(elapsed < Duration::from_secs(40), "took {elapsed:?}");
 }
+
+/// The collector calls `gc.freeze()` before it forks the workers, and `gc.get_referrers`
+/// does not look into the frozen generation: in a forked worker, objects made at import time
+/// seem to have no referrers. `hypothesis.register_random` then warns that the generator it is
+/// given is about to be garbage collected; with `filterwarnings = error` that is a failure.
+/// jinja2's suite meets it at the end of the run: hypothesis' terminal summary imports
+/// hypothesis, trio's entry point registers its module-level generator, and worker and
+/// collector die in `pytest_sessionfinish`, so shoal exits 1 although all 909 tests passed.
+/// Serial pytest, pytest-xdist and `--start spawn` pass.
+#[test]
+#[ignore = "bug: gc.freeze() in the collector hides import-time objects from gc.get_referrers in forked workers (hypothesis.register_random warns)"]
+fn gc_get_referrers_sees_import_time_objects_in_forked_workers() {
+    let project = Project::new("plugin_hypothesis_gc");
+    let args = ["-rA", "-p", "no:cacheprovider", "-p", "no:randomly"];
+    let serial = plugin_pytest(&project, &args).run();
+    serial.assert_code(0);
+    for mode in [
+        &["-n", "2"][..],
+        &["-n", "0"],
+        &["-n", "2", "--start", "spawn"],
+    ] {
+        let shoal_args: Vec<&str> = mode.iter().chain(&args).copied().collect();
+        assert_same_outcomes(&serial, &plugin_shoal(&project, &shoal_args).run());
+    }
+}

@@ -748,7 +748,6 @@ fn database_per_worker_makes_the_same_tests_pass_under_two_workers() {
 /// tests in hand, first come first served) and leaves gw1 idle, so the tests run one after
 /// the other: the barrier times out instead.
 #[test]
-#[ignore = "bug: with fewer than 2 tests per worker, shoal gives the first worker two and leaves others idle"]
 fn two_tests_on_two_workers_run_at_the_same_time() {
     let pg = PgServer::start();
     pg.create_database("counting");

@@ -196,8 +196,6 @@ fn worker_detection_at_run_time_matches_xdist_under_n2() {
 }
 
 #[test]
-#[ignore = "bug: forked workers inherit module-level values the collector computed \
-            before PYTEST_XDIST_WORKER was set"]
 fn worker_detection_at_import_time_matches_xdist_under_n2() {
     let (xdist, shoal) = detection_runs(&["-n", "2"], &[]);
     xdist.assert_code(0);
@@ -205,7 +203,6 @@ fn worker_detection_at_import_time_matches_xdist_under_n2() {
 }
 
 #[test]
-#[ignore = "bug: spawned workers load conftests before pytest_configure sets PYTEST_XDIST_WORKER"]
 fn worker_detection_at_import_time_matches_xdist_under_n2_spawn() {
     let (xdist, shoal) = detection_runs(&["-n", "2"], &["--start", "spawn"]);
     xdist.assert_code(0);
@@ -219,7 +216,6 @@ fn worker_detection_at_import_time_matches_xdist_under_n2_spawn() {
 /// (`config.cwd_relative_nodeid`); run from a subdirectory of the rootdir, shoal prints them
 /// relative to the rootdir.
 #[test]
-#[ignore = "bug: short summary node ids are rootdir-relative, not relative to the invocation dir"]
 fn short_summary_ids_are_relative_to_the_invocation_dir() {
     let project = Project::empty();
     project.write("pytest.ini", "[pytest]\n");

@@ -162,6 +162,10 @@ pub struct CollectedItem {
     /// `@pytest.mark.resource(name, limit=N)` marks: (name, limit).
     #[serde(default)]
     pub resources: Vec<(String, usize)>,
+    /// The node id as pytest shows it to the user (relative to the invocation directory),
+    /// when that differs from `nodeid`.
+    #[serde(default)]
+    pub display: Option<String>,
 }
 
 /// pytest's view of the options the controller acts on, after addopts and ini files.

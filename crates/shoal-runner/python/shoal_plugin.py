@@ -359,6 +359,9 @@ class ShoalPlugin:
                 "scope": _scope_of(item.nodeid),
                 "group": _group_name(group),
             }
+            shown = _cwd_relative(config, item.nodeid)
+            if shown != item.nodeid:
+                entry["display"] = shown
             timeout = _mark_value(item.get_closest_marker("timeout"), "timeout")
             if timeout is not None:
                 entry["timeout"] = float(timeout)
@@ -902,6 +905,17 @@ def _run_once_names(config) -> set:
         if isinstance(declared, (list, tuple, set)):
             names.update(str(n) for n in declared)
     return names
+
+
+def _cwd_relative(config, nodeid: str) -> str:
+    """The node id as pytest shows it: its path relative to the invocation directory
+    (pytest's ``cwd_relative_nodeid``, whose signature changed in pytest 9)."""
+    if config.invocation_params.dir == config.rootpath:
+        return nodeid
+    from _pytest.pathlib import bestrelpath
+
+    path, sep, rest = nodeid.partition("::")
+    return bestrelpath(config.invocation_params.dir, config.rootpath / path) + sep + rest
 
 
 def _mark_value(mark, name: str):

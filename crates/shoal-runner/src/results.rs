@@ -16,9 +16,16 @@ pub struct TestRecord {
     pub junit: Option<JunitDelta>,
     /// Earlier runs of the same test that failed and were retried (`--retries`).
     pub earlier_attempts: Vec<TestRecord>,
+    /// How pytest shows the node id, when not as `nodeid` (relative to the invocation dir).
+    pub display: Option<String>,
 }
 
 impl TestRecord {
+    /// The node id as the terminal shows it.
+    pub fn shown(&self) -> &str {
+        self.display.as_deref().unwrap_or(&self.nodeid)
+    }
+
     /// Whether pytest would count it failed: a failed phase that was not an expected failure.
     pub fn failed(&self) -> bool {
         self.reports
@@ -87,6 +94,7 @@ impl Results {
                 warnings: Vec::new(),
                 junit: None,
                 earlier_attempts: Vec::new(),
+                display: None,
             })
             .collect();
         self.collect_junit = junit;

@@ -237,15 +237,17 @@ impl Scheduler {
         if self.stopped {
             return Vec::new();
         }
-        if matches!(self.dist, Dist::Each | Dist::No | Dist::WorkSteal) {
+        let keeps_shares = matches!(self.dist, Dist::Each | Dist::No | Dist::WorkSteal);
+        if keeps_shares {
             let share = &mut self.workers[worker].share;
             for test in tests.into_iter().rev() {
                 share.push_front(test);
             }
-        } else {
+        } else if !tests.is_empty() {
             self.remaining += tests.len();
             self.units.push_front(tests);
         }
+        // Even with nothing given back, the others may now take a larger share.
         self.fill()
     }
 
@@ -531,6 +533,7 @@ mod tests {
             reruns: None,
             serial: false,
             resources: Vec::new(),
+            display: None,
         }
     }
 
@@ -715,6 +718,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn requeueing_nothing_leaves_no_empty_unit() {
+        let items = suite();
+        let mut s = Scheduler::new(
+            Dist::Load,
+            units(Dist::Load, &items),
+            2,
+            Constraints::default(),
+        );
+        s.worker_ready(0);
+        s.requeue(1, Vec::new());
+        assert!(s.units.iter().all(|u| !u.is_empty()));
     }
 
     #[test]

@@ -427,6 +427,7 @@ impl Dispatcher {
                     warnings,
                     junit,
                     earlier_attempts: Vec::new(),
+                    display: run.items[index].display.clone(),
                 };
                 let mut commands = run.scheduler.test_done(w, index);
                 commands.extend(self.finish_test(record, w, run));
@@ -925,6 +926,7 @@ impl Dispatcher {
             warnings: Vec::new(),
             junit: None,
             earlier_attempts: Vec::new(),
+            display: run.items[running].display.clone(),
         };
         let mut commands = run.scheduler.requeue(w, lost);
         commands.extend(self.finish_test(record, w, run));

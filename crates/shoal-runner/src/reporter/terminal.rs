@@ -235,7 +235,7 @@ impl Terminal {
     pub fn retrying(&mut self, record: &TestRecord) {
         if self.settings.verbose > 0 {
             let word = self.paint("RETRY", Some(Color::Yellow), false);
-            self.line(&format!("[{}] {word} {}", record.worker, record.nodeid));
+            self.line(&format!("[{}] {word} {}", record.worker, record.shown()));
         } else if self.live.is_none() {
             let _ = write!(self.out, "{}", self.paint("R", Some(Color::Yellow), false));
             self.column += 1;
@@ -264,9 +264,9 @@ impl Terminal {
                     self.paint(&format!("{} ", self.percent()), Some(Color::Cyan), false);
                 let word = self.paint(&report.word, Some(color), false);
                 let label = if report.when == "call" || report.category == "skipped" {
-                    record.nodeid.clone()
+                    record.shown().to_owned()
                 } else {
-                    format!("{} ({})", record.nodeid, report.when)
+                    format!("{} ({})", record.shown(), report.when)
                 };
                 self.line(&format!("[{}]{progress}{word} {label}", record.worker));
             }
@@ -537,7 +537,7 @@ impl Terminal {
         for record in results.records().iter().filter(|r| r.flaky()) {
             let word = self.paint("FLAKY", Some(Color::Yellow), false);
             let tries = record.earlier_attempts.len() + 1;
-            lines.push(format!("{word} {} - passed on try {tries}", record.nodeid));
+            lines.push(format!("{word} {} - passed on try {tries}", record.shown()));
         }
         if lines.is_empty() {
             return;
@@ -553,11 +553,11 @@ impl Terminal {
     fn simple_lines(&self, results: &Results, category: &str, lines: &mut Vec<String>) {
         let color = Color::of_category(category);
         for (record, report) in results.category(category) {
-            let plain = format!("{} {}", report.word, record.nodeid);
+            let plain = format!("{} {}", report.word, record.shown());
             let mut line = format!(
                 "{} {}",
                 self.paint(&report.word, Some(color), false),
-                record.nodeid
+                record.shown()
             );
             if let Some(message) = &report.message {
                 if self.settings.full_summary {
@@ -600,9 +600,9 @@ impl Terminal {
         for (record, report) in results.category(category) {
             let word = self.paint(&report.word, Some(Color::Yellow), false);
             let mut line = if report.when == "call" || category == "xpassed" {
-                format!("{word} {}", record.nodeid)
+                format!("{word} {}", record.shown())
             } else {
-                format!("{word} at {} of {}", report.when, record.nodeid)
+                format!("{word} at {} of {}", report.when, record.shown())
             };
             if let Some(reason) = report.wasxfail.as_deref().filter(|r| !r.is_empty()) {
                 line.push_str(&format!(" - {reason}"));
