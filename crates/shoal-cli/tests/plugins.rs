@@ -780,7 +780,6 @@ fn shoal_timeout_is_the_backstop_when_pytest_timeout_cannot_fire() {
 /// collector die in `pytest_sessionfinish`, so shoal exits 1 although all 909 tests passed.
 /// Serial pytest, pytest-xdist and `--start spawn` pass.
 #[test]
-#[ignore = "bug: gc.freeze() in the collector hides import-time objects from gc.get_referrers in forked workers (hypothesis.register_random warns)"]
 fn gc_get_referrers_sees_import_time_objects_in_forked_workers() {
     let project = Project::new("plugin_hypothesis_gc");
     let args = ["-rA", "-p", "no:cacheprovider", "-p", "no:randomly"];

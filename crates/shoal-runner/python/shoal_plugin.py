@@ -452,11 +452,6 @@ class ShoalPlugin:
         old_handler = signal.signal(signal.SIGCHLD, lambda *_: None)
         children: dict[int, str] = {}
         stopping = False
-        # Objects alive now are shared with every fork; keeping the collector's garbage
-        # collector off them spares the copy-on-write of their pages in each worker.
-        import gc
-
-        gc.freeze()
         while not stopping or children:
             if stopping:
                 select.select([wake_r], [], [])
