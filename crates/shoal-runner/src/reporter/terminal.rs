@@ -263,11 +263,8 @@ impl Terminal {
                 let progress =
                     self.paint(&format!("{} ", self.percent()), Some(Color::Cyan), false);
                 let word = self.paint(&report.word, Some(color), false);
-                let label = if report.when == "call" || report.category == "skipped" {
-                    record.shown().to_owned()
-                } else {
-                    format!("{} ({})", record.shown(), report.when)
-                };
+                // As pytest-xdist prints it: `[gw0] [ 50%] ERROR path::test`, whatever the phase.
+                let label = record.shown();
                 self.line(&format!("[{}]{progress}{word} {label}", record.worker));
             }
         } else if self.live.is_none() {
