@@ -227,8 +227,6 @@ fn a_worker_dying_in_sessionfinish_is_a_worker_error_not_a_test_failure() {
 }
 
 #[test]
-#[ignore = "bug: os._exit in a session fixture's teardown loses each worker's last test's pass: \
-            '4 passed, 2 errors' where pytest would count 6 passed (plus a teardown error)"]
 fn a_worker_dying_in_session_fixture_teardown_fails_no_passing_test() {
     // As pytest reports a session fixture whose teardown raises: every test passed, and an
     // error (at teardown of the last test) may be added.

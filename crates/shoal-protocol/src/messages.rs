@@ -67,6 +67,12 @@ pub enum FromPython {
     Ready { collection: Option<Vec<String>> },
     /// A worker is starting a test (sent only when the identity asks for it: timeouts).
     TestStart { index: usize },
+    /// Before the teardown of a worker's last test (which also tears down its session): the
+    /// reports so far, so that a crash in session teardown does not lose them.
+    TestPartial {
+        index: usize,
+        reports: Vec<PhaseReport>,
+    },
     /// A worker finished one test: every phase report it produced.
     TestDone {
         index: usize,

@@ -201,6 +201,7 @@ class ShoalPlugin:
         self.config = None
         self._reports: list = []
         self._warnings: list = []
+        self._current = None  # the collection index of the test running in this worker
         self._forward_summary = False
 
     # -- options: the xdist flags a project's addopts may hold -------------------------------
@@ -320,6 +321,15 @@ class ShoalPlugin:
         if text.strip():
             self.channel.send({"type": "terminal_summary", "text": text})
         return result
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_teardown(self, item, nextitem):
+        """Before the last test's teardown, which also tears the session down, its outcome so
+        far goes to the controller: a crash in session teardown must not lose a passed test."""
+        if nextitem is None and self._current is not None:
+            config = item.config
+            reports = [_report(config, r, self._reports) for r in self._reports]
+            self.channel.send({"type": "test_partial", "index": self._current, "reports": reports})
 
     def pytest_runtest_logreport(self, report):
         self._reports.append(report)
@@ -559,6 +569,7 @@ class ShoalPlugin:
             junit = _JunitDelta(session.config)
             if self.worker.get("report_starts"):
                 self.channel.send({"type": "test_start", "index": index})
+            self._current = index
             if _phase is not None:
                 _phase.enter(index, _SETUP)
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)

@@ -396,7 +396,9 @@ impl Dispatcher {
                 }
                 run.scheduler.worker_ready(w)
             }
-            FromPython::TestStart { index } | FromPython::TestDone { index, .. }
+            FromPython::TestStart { index }
+            | FromPython::TestDone { index, .. }
+            | FromPython::TestPartial { index, .. }
                 if !run.scheduler.pending(w).any(|i| i == index) =>
             {
                 self.protocol_violation(
@@ -409,6 +411,10 @@ impl Dispatcher {
                 self.workers[w].running = Some((index, Instant::now()));
                 Vec::new()
             }
+            FromPython::TestPartial { index, reports } => {
+                self.workers[w].partial = Some((index, reports));
+                Vec::new()
+            }
             FromPython::TestDone {
                 index,
                 headline,
@@ -417,6 +423,7 @@ impl Dispatcher {
                 junit,
             } => {
                 self.workers[w].running = None;
+                self.workers[w].partial = None;
                 self.workers[w].recent_output.clear();
                 let record = TestRecord {
                     index,
@@ -917,12 +924,18 @@ impl Dispatcher {
             text.push_str("\nStacks of every thread when the timeout fired:\n");
             text.push_str(&stack);
         }
+        // A crash in the last test's teardown keeps what the test had reported before it.
+        let mut reports = match worker.partial.take() {
+            Some((index, earlier)) if index == running && phase == Phase::Teardown => earlier,
+            _ => Vec::new(),
+        };
+        reports.push(report);
         let record = TestRecord {
             index: running,
             nodeid: nodeid.clone(),
             worker: id,
             headline: Some(nodeid.rsplit("::").next().unwrap_or("").to_owned()),
-            reports: vec![report],
+            reports,
             warnings: Vec::new(),
             junit: None,
             earlier_attempts: Vec::new(),

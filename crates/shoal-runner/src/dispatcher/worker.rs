@@ -126,6 +126,8 @@ pub struct Worker {
     pub accounted: bool,
     /// The end of what it printed since its last test finished.
     pub recent_output: std::collections::VecDeque<u8>,
+    /// The last test's reports before its (session) teardown: `test_partial`.
+    pub partial: Option<(usize, Vec<shoal_protocol::PhaseReport>)>,
 }
 
 impl Worker {
@@ -142,6 +144,7 @@ impl Worker {
             kill: None,
             accounted: false,
             recent_output: std::collections::VecDeque::new(),
+            partial: None,
         }
     }
 
