@@ -238,8 +238,6 @@ fn a_worker_dying_in_session_fixture_teardown_fails_no_passing_test() {
 }
 
 #[test]
-#[ignore = "bug: a worker that exits with code 7 after its session finished (pytest_unconfigure) \
-            is not mentioned at all; the run exits 0"]
 fn a_worker_exiting_non_zero_after_its_session_is_mentioned() {
     let (_, out) = session_exit("unconfigure", "fork");
     assert_eq!(stat(&out, "passed"), 6, "{}", out.context());

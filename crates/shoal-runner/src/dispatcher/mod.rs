@@ -850,11 +850,19 @@ impl Dispatcher {
             return Vec::new();
         }
         worker.accounted = true;
+        // pytest's own ways for a session to end; anything else after it is worth a word.
+        let pytest_end = matches!(end, WorkerEnd::Code(0 | 1 | 2 | 5));
         if worker.lost.is_empty() {
             if !worker.done && run.stop.is_none() {
                 // Between tests or in session teardown: no test to blame, but not silent.
                 run.results.add_session_error(format!(
                     "worker '{}' crashed outside any test ({})",
+                    worker.id(),
+                    end.describe()
+                ));
+            } else if worker.done && !pytest_end && worker.kill.is_none() && run.stop.is_none() {
+                run.results.add_session_error(format!(
+                    "worker '{}' ended after its session finished ({})",
                     worker.id(),
                     end.describe()
                 ));
