@@ -399,9 +399,9 @@ fn pytest_rerunfailures_reruns_a_failing_test_until_it_passes() {
 /// pytest-rerunfailures logs a failed attempt (outcome "rerun") in an xdist worker only if
 /// `importlib.metadata.distribution("pytest-xdist")` is installed and at least 1.20 (its
 /// `works_with_current_xdist()`); otherwise it keeps it to itself. shoal's workers look like
-/// xdist workers (`config.workerinput`), so in a venv without pytest-xdist (this one) the
-/// reruns happen but nothing reports them: no `R` in the progress, no `RERUN` lines with
-/// `-v`, no `3 rerun` in the final line.
+/// xdist workers (`config.workerinput`), and this venv has no pytest-xdist: shoal must still
+/// get the reruns reported (`R` in the progress, `RERUN` lines with `-v`, `3 rerun` in the
+/// final line), as it once did not.
 #[test]
 fn pytest_rerunfailures_reports_reruns_like_serial_pytest() {
     let project = Project::new("plugin_rerunfailures");
@@ -431,10 +431,11 @@ fn rerun_summary(out: &Output) -> Vec<String> {
     found
 }
 
+/// pytest-rerunfailures writes its `rerun test summary info` section (`-rR`) in
+/// `pytest_terminal_summary`, from the terminal reporter's stats; in shoal it runs in the
+/// finished collector, whose own stats hold none of the workers' reports (the section was once
+/// missing).
 #[test]
-/// Even where the rerun reports do reach shoal (with pytest-xdist installed too, or fixed), the
-/// section that pytest-rerunfailures writes in `pytest_terminal_summary` from the terminal
-/// reporter's stats is missing: the finished collector's stats are emptied.
 fn pytest_rerunfailures_rerun_summary_with_r_r() {
     let project = Project::new("plugin_rerunfailures");
     let args = ["--reruns", "2", "-rR", "-p", "no:cacheprovider"];
@@ -771,14 +772,14 @@ fn shoal_timeout_is_the_backstop_when_pytest_timeout_cannot_fire() {
     assert!(elapsed < Duration::from_secs(40), "took {elapsed:?}");
 }
 
-/// The collector calls `gc.freeze()` before it forks the workers, and `gc.get_referrers`
-/// does not look into the frozen generation: in a forked worker, objects made at import time
-/// seem to have no referrers. `hypothesis.register_random` then warns that the generator it is
-/// given is about to be garbage collected; with `filterwarnings = error` that is a failure.
-/// jinja2's suite meets it at the end of the run: hypothesis' terminal summary imports
-/// hypothesis, trio's entry point registers its module-level generator, and worker and
-/// collector die in `pytest_sessionfinish`, so shoal exits 1 although all 909 tests passed.
-/// Serial pytest, pytest-xdist and `--start spawn` pass.
+/// `gc.get_referrers` does not look into the generation `gc.freeze()` makes: a collector that
+/// froze its objects before forking (as shoal's once did) leaves forked workers in which
+/// objects made at import time seem to have no referrers. `hypothesis.register_random` then
+/// warns that the generator it is given is about to be garbage collected; with
+/// `filterwarnings = error` that is a failure. jinja2's suite met it at the end of the run:
+/// hypothesis' terminal summary imports hypothesis, trio's entry point registers its
+/// module-level generator, and worker and collector died in `pytest_sessionfinish`, so shoal
+/// exited 1 although all 909 tests passed. Serial pytest and pytest-xdist pass.
 #[test]
 fn gc_get_referrers_sees_import_time_objects_in_forked_workers() {
     let project = Project::new("plugin_hypothesis_gc");
