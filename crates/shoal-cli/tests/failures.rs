@@ -46,7 +46,26 @@ fn assert_no_panic(out: &Output) {
 
 #[track_caller]
 fn stat(out: &Output, key: &str) -> usize {
+    if key == "not run" {
+        return not_run(out);
+    }
     out.stats().get(key).copied().unwrap_or(0)
+}
+
+/// Tests that never ran, from the `!!! <why>: N tests not run !!!` line (pytest's stats line
+/// has no place for them).
+fn not_run(out: &Output) -> usize {
+    out.stdout
+        .lines()
+        .filter(|l| l.starts_with('!'))
+        .find_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let at = words
+                .windows(3)
+                .position(|w| w[1].starts_with("test") && w[2] == "not")?;
+            words[at].parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 // ------------------------------------------------------------------------------------------
