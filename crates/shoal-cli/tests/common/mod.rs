@@ -523,11 +523,22 @@ impl Output {
         else {
             return Vec::new();
         };
-        let mut found: Vec<String> = lines[start + 1..]
-            .iter()
-            .take_while(|l| WORDS.iter().any(|w| l.starts_with(w)))
-            .map(|l| l.to_string())
-            .collect();
+        // A message can span lines (on CI pytest shows it whole): continuation lines belong to
+        // the entry above them.
+        let mut found: Vec<String> = Vec::new();
+        for line in &lines[start + 1..] {
+            if WORDS.iter().any(|w| line.starts_with(w)) {
+                found.push(line.to_string());
+            } else if line.starts_with('=') || line.starts_with('!') || parse_stats(line).is_some()
+            {
+                break;
+            } else if let Some(last) = found.last_mut() {
+                last.push('\n');
+                last.push_str(line);
+            } else {
+                break;
+            }
+        }
         found.sort();
         found
     }
