@@ -110,14 +110,25 @@ fn spawned_worker_collecting_another_order_is_an_error() {
 }
 
 #[test]
-fn forked_workers_use_the_collectors_collection() {
-    // Forked workers never collect: a suite that collects differently per worker runs fine.
+fn a_suite_reading_its_worker_id_at_import_is_spawned_and_checked() {
+    // The collection depends on PYTEST_XDIST_WORKER, read at import: a fork of the collector
+    // cannot give each worker its identity, so shoal spawns the workers, and their differing
+    // collections stop the run, as they stop pytest-xdist.
     let project = Project::new("collection_differs");
     let out = project
         .shoal(["-n", "2", "-p", "no:cacheprovider", "-q"])
         .run();
+    out.assert_code(3);
+    assert!(
+        out.all_output().contains("'gw1'") && out.all_output().contains("test_differs"),
+        "{}",
+        out.context()
+    );
+    // Undistributed, nothing reads an identity: the collector's fork runs it.
+    let out = project
+        .shoal(["-n", "0", "-p", "no:cacheprovider", "-q", "-v"])
+        .run();
     out.assert_code(0);
-    assert_eq!(out.stats().get("passed"), Some(&4), "{}", out.context());
 }
 
 #[test]
