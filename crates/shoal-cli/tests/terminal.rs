@@ -73,13 +73,26 @@ fn short_summary(output: &Output) -> Option<Vec<String>> {
     let start = lines
         .iter()
         .rposition(|l| l.starts_with('=') && l.contains(" short test summary info "))?;
-    Some(
-        lines[start + 1..]
-            .iter()
-            .take_while(|l| parse_stats(l).is_none() && !l.starts_with("==="))
-            .map(|l| l.to_string())
-            .collect(),
-    )
+    // On CI pytest shows whole messages, which can span lines: a line that does not start
+    // with a status word belongs to the entry above it.
+    const WORDS: [&str; 8] = [
+        "PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL", "XPASS", "RERUN", "FLAKY",
+    ];
+    let mut entries: Vec<String> = Vec::new();
+    for line in lines[start + 1..]
+        .iter()
+        .take_while(|l| parse_stats(l).is_none() && !l.starts_with("==="))
+    {
+        let word = line.split(' ').next().unwrap_or("");
+        match entries.last_mut() {
+            Some(last) if !WORDS.contains(&word) => {
+                last.push('\n');
+                last.push_str(line);
+            }
+            _ => entries.push(line.to_string()),
+        }
+    }
+    Some(entries)
 }
 
 /// The groups of a short summary in order (`PASSED`, `SKIPPED`, ...): consecutive lines with
