@@ -44,6 +44,8 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from suites import read_suites
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 SHARED_SUITES = REPO_ROOT.parent / "shared" / "suites"
@@ -127,26 +129,8 @@ def parse_args(argv):
 
 
 def load_suites(args):
-    """[(name, directory)] from suites.tsv, else from the directories in src/."""
-    src = args.suites_dir / "src"
-    tsv = args.suites_tsv
-    if tsv is None:
-        for candidate in (SHARED_SUITES / "suites.tsv", args.suites_dir / "suites.tsv"):
-            if candidate.is_file():
-                tsv = candidate
-                break
-    suites = []
-    if tsv is not None:
-        lines = tsv.read_text().splitlines()
-        header = lines[0].split("\t")
-        for line in lines[1:]:
-            if line.strip():
-                row = dict(zip(header, line.split("\t")))
-                suites.append((row["name"], src / row["dir"]))
-    else:
-        for d in sorted(src.iterdir()):
-            if d.is_dir():
-                suites.append((d.name.rsplit("-", 1)[0], d))
+    """[(name, directory)] of the suites to check, as --only and --skip choose."""
+    suites = [(row["name"], row["dir"]) for row in read_suites(args.suites_dir, args.suites_tsv, SHARED_SUITES)]
     known = {name for name, _ in suites}
     for name in sorted((args.only or set()) - known):
         log(f"warning: no suite named {name!r} (known: {', '.join(sorted(known))})")

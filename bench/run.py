@@ -44,6 +44,8 @@ import threading
 import time
 from pathlib import Path
 
+from suites import read_suites
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 SHARED_SUITES = REPO_ROOT.parent / "shared" / "suites"
@@ -161,28 +163,15 @@ def parse_args(argv):
 
 def load_real_suites(args):
     """[(name, directory, expected_tests, notes)] from suites.tsv or src/."""
-    src = args.suites_dir / "src"
-    tsv = args.suites_tsv
-    if tsv is None:
-        for cand in (SHARED_SUITES / "suites.tsv", args.suites_dir / "suites.tsv"):
-            if cand.is_file():
-                tsv = cand
-                break
-    suites = []
-    if tsv is not None:
-        lines = tsv.read_text().splitlines()
-        header = lines[0].split("\t")
-        for line in lines[1:]:
-            if not line.strip():
-                continue
-            row = dict(zip(header, line.split("\t")))
-            expected = int(row["tests_serial"]) if row.get("tests_serial", "").isdigit() else None
-            suites.append((row["name"], src / row["dir"], expected, row.get("notes", "")))
-    else:
-        for d in sorted(src.iterdir()):
-            if d.is_dir():
-                suites.append((d.name.rsplit("-", 1)[0], d, None, ""))
-    return suites
+    return [
+        (
+            row["name"],
+            row["dir"],
+            int(row["tests_serial"]) if row.get("tests_serial", "").isdigit() else None,
+            row.get("notes", ""),
+        )
+        for row in read_suites(args.suites_dir, args.suites_tsv, SHARED_SUITES)
+    ]
 
 
 def synthetic_suites(args):
