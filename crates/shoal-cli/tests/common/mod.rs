@@ -104,6 +104,8 @@ impl Project {
         );
         let project = Self::blank(fixture);
         copy_tree(&source, &project.path);
+        // The recording helpers the fixtures' conftests share.
+        copy_tree(&repo_root().join("tests/fixtures/_shared"), &project.path);
         project
     }
 
