@@ -696,6 +696,14 @@ def _detach_from_collector() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def _open_private(path: str, flags: int) -> int:
+    """Opens (creating it) a file in the run's private directory that only this user may read
+    or write; the mode is set explicitly, whatever the umask."""
+    fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
 _stack_file = None
 _phase = None
 _IDLE, _SETUP, _CALL, _TEARDOWN = range(4)
@@ -708,7 +716,7 @@ class _PhaseFile:
     def __init__(self, path: str) -> None:
         import mmap
 
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _open_private(path, os.O_RDWR)
         try:
             os.ftruncate(fd, 16)
             self.map = mmap.mmap(fd, 16)
@@ -761,7 +769,7 @@ def _quiet_worker(config, worker: dict) -> None:
         # overran its timeout.
         import faulthandler
 
-        _stack_file = open(worker["stack_file"], "w")
+        _stack_file = os.fdopen(_open_private(worker["stack_file"], os.O_WRONLY | os.O_TRUNC), "w")
         faulthandler.register(signal.SIGUSR1, file=_stack_file, all_threads=True)
     tmp = getattr(config, "_tmp_path_factory", None)
     if worker.get("distributed") and tmp is not None and worker.get("basetemp"):
