@@ -53,3 +53,18 @@ pub fn stop_self() {
         libc::raise(SIGSTOP);
     }
 }
+
+/// The process group of `pid`, if it exists.
+pub fn group_of(pid: u32) -> Option<u32> {
+    // SAFETY: getpgid has no memory-safety preconditions.
+    let group = unsafe { libc::getpgid(pid as libc::pid_t) };
+    u32::try_from(group).ok()
+}
+
+/// The parent of `pid`, if it exists (Linux: from `/proc`; elsewhere unknown).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
