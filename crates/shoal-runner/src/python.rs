@@ -130,6 +130,7 @@ impl Interpreter {
             .args(args)
             .stdin(Stdio::null())
             // A group of its own: terminal signals reach only the controller, which decides.
+            // (A spawned worker's keeper hands the group to the worker and leaves it.)
             .process_group(0);
         // SAFETY: prctl is async-signal-safe; it makes the child die with the controller, so a
         // killed shoal leaves no Python behind.
