@@ -5,10 +5,12 @@
 //! the ways a run can end explicit.
 
 mod common;
+mod faults;
 
 use std::time::{Duration, Instant};
 
-use common::{survivors, Output, Project};
+use common::{assert_same_outcomes, survivors, Output, Project};
+use faults::alive;
 
 #[track_caller]
 fn assert_nothing_survives(project: &Project, out: &Output) {
@@ -143,4 +145,120 @@ fn sigterm_ends_every_process() {
 #[test]
 fn sigterm_ends_every_spawned_process() {
     let _ = interrupt(libc::SIGTERM, "spawn");
+}
+
+// ------------------------------------------------------------------------------------------
+// Sessions of their own (os.setsid) and children the suite waits for itself
+// ------------------------------------------------------------------------------------------
+
+const START_METHODS: [&str; 2] = ["fork", "spawn"];
+
+#[test]
+fn tests_may_call_setsid_as_under_xdist() {
+    let project = Project::new("setsid");
+    let args = ["-p", "no:cacheprovider", "-n", "2", "-rA", "test_setsid.py"];
+    // xdist's workers lead no process group, so setsid works in them (under serial pytest
+    // started from a shell it does not: pytest leads the shell's job).
+    let xdist = project.pytest(["-p", "xdist"].iter().chain(&args)).run();
+    xdist.assert_code(0);
+    for start in START_METHODS {
+        let out = project.shoal(["--start", start].iter().chain(&args)).run();
+        assert_same_outcomes(&xdist, &out);
+    }
+}
+
+#[test]
+fn a_daemon_a_test_started_does_not_outlive_the_run() {
+    let project = Project::new("setsid");
+    for start in START_METHODS {
+        // wait() fails the test if the daemon survives.
+        let out = project
+            .shoal([
+                "-p",
+                "no:cacheprovider",
+                "-n",
+                "2",
+                "--start",
+                start,
+                "test_daemon.py",
+            ])
+            .run();
+        out.assert_code(0);
+        let daemons: Vec<i64> = project
+            .take_records()
+            .iter()
+            .filter_map(|r| r["daemon"].as_i64())
+            .collect();
+        assert_eq!(daemons.len(), 1, "{}", out.context());
+        assert!(!alive(daemons[0]), "the daemon survived\n{}", out.context());
+    }
+}
+
+#[test]
+fn a_timeout_ends_a_test_that_left_the_workers_process_group() {
+    let project = Project::new("setsid");
+    for start in START_METHODS {
+        let started = Instant::now();
+        let out = project
+            .shoal([
+                "-p",
+                "no:cacheprovider",
+                "-n",
+                "2",
+                "--start",
+                start,
+                "-rA",
+                "test_setsid_timeout.py",
+            ])
+            .timeout(Duration::from_secs(120))
+            .run();
+        out.assert_code(1);
+        let failed = out
+            .summary_lines()
+            .into_iter()
+            .find(|l| l.starts_with("FAILED test_setsid_timeout.py::test_setsid_then_hang"))
+            .unwrap_or_else(|| panic!("the hung test is not failed\n{}", out.context()));
+        assert!(failed.contains("Timeout"), "{failed}\n{}", out.context());
+        assert_eq!(out.stats().get("passed"), Some(&1), "{}", out.context());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            out.context()
+        );
+        for child in project
+            .take_records()
+            .iter()
+            .filter_map(|r| r["child"].as_i64())
+        {
+            assert!(!alive(child), "child {child} survived\n{}", out.context());
+        }
+    }
+}
+
+#[test]
+fn children_the_suite_started_are_left_for_it_to_wait_for() {
+    let project = Project::new("collector_children");
+    let args = ["-p", "no:cacheprovider", "-rA"];
+    let serial = project.pytest(["-p", "no:xdist"].iter().chain(&args)).run();
+    serial.assert_code(0);
+    let expected = project.take_records();
+    for start in START_METHODS {
+        let out = project
+            .shoal(["-n", "2", "--start", start].iter().chain(&args))
+            .run();
+        assert_same_outcomes(&serial, &out);
+        let records = project.take_records();
+        // Serial pytest: one process waits for both. shoal: the collector (and, spawned,
+        // every worker) for the conftest's child; each worker that ran a test for its own.
+        for record in expected.iter().chain(&records) {
+            let (key, code) = record.as_object().unwrap().iter().next().unwrap();
+            let want = if key == "conftest_child" { 7 } else { 5 };
+            assert_eq!(code, want, "{key} in {record}\n{}", out.context());
+        }
+        let conftest = records
+            .iter()
+            .filter(|r| r.get("conftest_child").is_some())
+            .count();
+        assert!(conftest >= 1, "{records:?}\n{}", out.context());
+    }
 }

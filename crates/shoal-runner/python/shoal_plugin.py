@@ -451,9 +451,12 @@ class ShoalPlugin:
     def _serve_forks(self, session) -> bool:
         """Fork workers as the controller asks; True in the collector once it is told to stop.
 
-        The collector is the parent of every forked worker, so it also reaps them and tells the
-        controller how each one ended (the controller cannot wait on processes it did not
-        start). SIGCHLD wakes the loop through a pipe, so it never polls.
+        The collector is the parent of every forked worker's keeper (which exits as its worker
+        did, see _start_worker_under_keeper), so it also reaps them and tells the controller how
+        each one ended (the controller cannot wait on processes it did not start). It waits for
+        those pids alone: children the suite started here (a conftest's subprocess) are the
+        suite's to wait for, and orphans go to the keepers, not here. SIGCHLD wakes the loop
+        through a pipe, so it never polls.
         """
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
@@ -475,12 +478,12 @@ class ShoalPlugin:
                 os.read(wake_r, 4096)
             except BlockingIOError:
                 pass
-            while children:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-                if pid == 0:
-                    break
-                worker = children.pop(pid, None)
-                if worker is not None:
+            # Only the processes forked here: the suite's own children (a conftest's
+            # subprocess) are for the suite to wait for.
+            for pid, worker in list(children.items()):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    del children[pid]
                     self._send_exit(worker, pid, status)
             if not message_waiting:
                 continue
@@ -492,12 +495,12 @@ class ShoalPlugin:
                 sys.stderr.flush()
                 pid = os.fork()
                 if pid == 0:
-                    _detach_from_collector()
                     os.close(wake_r)
                     os.close(wake_w)
                     signal.set_wakeup_fd(-1)
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                     self.channel.sock.close()
+                    _start_worker_under_keeper()
                     _send_output_to_controller(session.config, self.channel.path, msg["identity"])
                     self.channel = Channel(self.channel.path)
                     self.role = "worker"
@@ -684,16 +687,104 @@ def _measure_coverage_as_worker(config) -> None:
     cov.start(engine.DistWorker, config, config.workerinput["workerid"])
 
 
-def _detach_from_collector() -> None:
-    """A forked worker leads its own process group, so a timeout can end it with every
-    process its test started, and dies if the collector dies, so it never outlives a run."""
+# Signals the keeper must survive: the terminal's (a spawned keeper joins the controller's
+# process group) and those the controller sends a worker while the keeper is still in its group.
+_KEEPER_IGNORES = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGTSTP, signal.SIGQUIT}
+
+
+def _start_worker_under_keeper() -> None:
+    """Split this process in two: the worker, which returns from here to run the tests, and
+    its keeper, the worker's parent, which never returns.
+
+    The keeper makes a process group for the worker and leaves it again, so the controller can
+    signal the worker with everything its tests start, while the worker leads neither a group
+    nor a session: a test may call ``os.setsid()``, as daemonising code does (pytest-xdist's
+    workers lead no group either). The keeper is a child subreaper (Linux): whatever the
+    worker's tests leave behind, daemons that left the group included, is reparented to it.
+    When the worker ends, the keeper kills all of that and exits as the worker did, so whoever
+    waits for it (the collector, or the controller for a spawned worker) sees the worker's own
+    status. It runs none of the suite's code, so it may reap any child it gets.
+    """
     os.setpgid(0, 0)
+    _die_with_parent()
+    if sys.platform == "linux":
+        import ctypes
+
+        PR_SET_CHILD_SUBREAPER = 36
+        ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _KEEPER_IGNORES)
+    worker = os.fork()
+    if worker == 0:
+        _die_with_parent()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        return
+    for signum in _KEEPER_IGNORES:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    try:
+        os.setpgid(0, os.getpgid(os.getppid()))
+    except OSError:
+        pass  # the parent is gone: this process dies with it
+    _keep(worker)
+
+
+def _die_with_parent() -> None:
     if sys.platform == "linux":
         import ctypes
 
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _keep(worker: int) -> None:
+    """The keeper's life: reap every child until the worker ends, then kill what is left and
+    exit with the worker's status."""
+    status = None
+    while True:
+        try:
+            pid, wstatus = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break  # no child left, so no descendant either
+        if pid == worker:
+            status = wstatus
+        if status is not None:
+            _kill_children()
+    if os.WIFSIGNALED(status):
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        signum = os.WTERMSIG(status)
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):  # those keep their default anyway
+            signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+        os.kill(os.getpid(), signum)
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+
+
+def _kill_children() -> None:
+    """SIGKILL every child of this process; their own children then become its children."""
+    if not os.path.isdir("/proc"):
+        return  # not Linux: no subreaper either, so the worker's children went to init
+    me = str(os.getpid()).encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                ppid = f.read().rsplit(b")", 1)[1].split()[1]
+            if ppid == me:
+                os.kill(int(entry), signal.SIGKILL)
+        except (OSError, IndexError):
+            pass  # gone meanwhile
+
+
+def _open_private(path: str, flags: int) -> int:
+    """Opens (creating it) a file in the run's private directory that only this user may read
+    or write; the mode is set explicitly, whatever the umask."""
+    fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
 
 
 _stack_file = None
@@ -708,7 +799,7 @@ class _PhaseFile:
     def __init__(self, path: str) -> None:
         import mmap
 
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _open_private(path, os.O_RDWR)
         try:
             os.ftruncate(fd, 16)
             self.map = mmap.mmap(fd, 16)
@@ -761,7 +852,7 @@ def _quiet_worker(config, worker: dict) -> None:
         # overran its timeout.
         import faulthandler
 
-        _stack_file = open(worker["stack_file"], "w")
+        _stack_file = os.fdopen(_open_private(worker["stack_file"], os.O_WRONLY | os.O_TRUNC), "w")
         faulthandler.register(signal.SIGUSR1, file=_stack_file, all_threads=True)
     tmp = getattr(config, "_tmp_path_factory", None)
     if worker.get("distributed") and tmp is not None and worker.get("basetemp"):
@@ -971,6 +1062,8 @@ def _pytest_main(args: list[str], plugins: list) -> int:
 def main(argv: list[str]) -> int:
     """Entry point: ``argv`` is ``[socket, role, identity-json, *pytest-args]``."""
     path, role, identity = argv[0], argv[1], json.loads(argv[2])
+    if role == "worker":
+        _start_worker_under_keeper()
     if role == "collector":
         os.environ.__class__ = _EnvironWatch
     if role == "worker":

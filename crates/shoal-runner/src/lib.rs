@@ -16,7 +16,12 @@ pub mod results;
 pub mod scheduler;
 pub mod signals;
 
-use std::path::PathBuf;
+use std::{
+    fs,
+    io::Write,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
 
 use shoal_protocol::FrameError;
 
@@ -96,10 +101,12 @@ pub fn run(options: RunOptions) -> Result<ExitCode, RunError> {
     let interpreter = python::Interpreter::discover(options.python.as_deref())?;
     let dir = run_dir().map_err(RunError::RunDir)?;
     let plugin = dir.path().join("shoal_plugin.py");
-    std::fs::write(&plugin, python::PLUGIN_SOURCE).map_err(RunError::RunDir)?;
+    write_private(&plugin, python::PLUGIN_SOURCE.as_bytes()).map_err(RunError::RunDir)?;
     let socket = dir.path().join("s");
     let (sender, events) = crossbeam_channel::unbounded();
     connection::listen(&socket, sender.clone()).map_err(RunError::RunDir)?;
+    fs::set_permissions(&socket, fs::Permissions::from_mode(PRIVATE_FILE))
+        .map_err(RunError::RunDir)?;
     signals::forward(sender.clone()).map_err(RunError::RunDir)?;
     let launch = dispatcher::Launch {
         interpreter,
@@ -121,8 +128,15 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// A private directory for the plugin file and the socket. Unix socket paths are limited to
-/// about 100 bytes, so a long `$TMPDIR` falls back to `/tmp`.
+/// The modes of the run directory and of every file in it: the invoking user's alone. They
+/// are set explicitly after creation, never left to the umask: the plugin file runs as the
+/// user, so another user who could write it could run code as them.
+const PRIVATE_DIR: u32 = 0o700;
+const PRIVATE_FILE: u32 = 0o600;
+
+/// A private directory for the plugin file, the socket and the workers' stack and state files
+/// (the plugin's bootstrap refuses to load from a directory that is not). Unix socket paths
+/// are limited to about 100 bytes, so a long `$TMPDIR` falls back to `/tmp`.
 fn run_dir() -> std::io::Result<tempfile::TempDir> {
     let tmp = std::env::temp_dir();
     let base = if tmp.as_os_str().len() > 60 {
@@ -130,5 +144,21 @@ fn run_dir() -> std::io::Result<tempfile::TempDir> {
     } else {
         tmp
     };
-    tempfile::Builder::new().prefix("shoal-").tempdir_in(base)
+    let dir = tempfile::Builder::new()
+        .prefix("shoal-")
+        .permissions(fs::Permissions::from_mode(PRIVATE_DIR))
+        .tempdir_in(base)?;
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(PRIVATE_DIR))?;
+    Ok(dir)
+}
+
+/// Writes a new file that only the user can read and write.
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE_FILE)
+        .open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(PRIVATE_FILE))?;
+    file.write_all(contents)
 }

@@ -19,18 +19,46 @@ pub const PLUGIN_SOURCE: &str = include_str!("../python/shoal_plugin.py");
 /// The exit status the bootstrap uses when `import pytest` fails.
 pub const PYTEST_MISSING_EXIT: i32 = 86;
 
+/// The exit status the bootstrap uses when it refuses the plugin file (see [`BOOTSTRAP`]).
+pub const PLUGIN_UNTRUSTED_EXIT: i32 = 87;
+
 /// Loads the plugin from the file named in `argv[1]` and hands it the rest of the arguments.
+///
+/// The file runs as the user, so it is read only if nobody else can have written it: it must
+/// be a regular file owned by this user and writable by no one else, in a directory that is
+/// this user's alone (the run directory, 0700). The source is read from the descriptor that
+/// was checked. Otherwise the bootstrap says why and exits with status 87.
 const BOOTSTRAP: &str = "\
-import sys
+import os, stat, sys
+def _private_source(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        return None, e.strerror
+    with os.fdopen(fd, 'rb') as file:
+        checks = [('its directory', os.stat(os.path.dirname(path)), 0o077), ('it', os.fstat(fd), 0o022)]
+        for what, st, others in checks:
+            if st.st_uid != os.geteuid():
+                return None, f'{what} belongs to uid {st.st_uid}, not to uid {os.geteuid()}'
+            if st.st_mode & others:
+                return None, f'{what} has mode {stat.S_IMODE(st.st_mode):o}, open to other users'
+        if not stat.S_ISREG(checks[1][1].st_mode):
+            return None, 'it is not a regular file'
+        return file.read(), None
+source, problem = _private_source(sys.argv[1])
+if problem:
+    print(f'shoal: refusing to load the plugin {sys.argv[1]}: {problem}', file=sys.stderr)
+    sys.exit(87)
 try:
     import pytest
 except ImportError:
     sys.exit(86)
 import importlib.util
-spec = importlib.util.spec_from_file_location('_shoal_plugin', sys.argv[1])
+spec = importlib.util.spec_from_loader('_shoal_plugin', loader=None, origin=sys.argv[1])
 module = importlib.util.module_from_spec(spec)
+module.__file__ = sys.argv[1]
 sys.modules['_shoal_plugin'] = module
-spec.loader.exec_module(module)
+exec(compile(source, sys.argv[1], 'exec'), module.__dict__)
 sys.exit(module.main(sys.argv[2:]))
 ";
 
@@ -102,6 +130,7 @@ impl Interpreter {
             .args(args)
             .stdin(Stdio::null())
             // A group of its own: terminal signals reach only the controller, which decides.
+            // (A spawned worker's keeper hands the group to the worker and leaves it.)
             .process_group(0);
         // SAFETY: prctl is async-signal-safe; it makes the child die with the controller, so a
         // killed shoal leaves no Python behind.
@@ -121,4 +150,97 @@ fn which(name: &std::ffi::OsStr) -> Option<PathBuf> {
     env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, os::unix::fs::PermissionsExt};
+
+    use super::*;
+
+    /// The integration tests' Python, else `python3` on PATH.
+    fn interpreter() -> Interpreter {
+        let python = env::var_os("SHOAL_TEST_PYTHON").map(PathBuf::from);
+        Interpreter::discover(Some(python.as_deref().unwrap_or(Path::new("python3"))))
+            .expect("a Python to run the bootstrap with")
+    }
+
+    /// Runs the bootstrap on a plugin whose `main` returns 42, written with `file_mode` into a
+    /// directory with `dir_mode` (after `prepare` had its say): its exit code and stderr.
+    fn bootstrap(dir_mode: u32, file_mode: u32, prepare: impl FnOnce(&Path)) -> (i32, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = dir.path().join("shoal_plugin.py");
+        fs::write(&plugin, "def main(argv):\n    return 42\n").unwrap();
+        fs::set_permissions(&plugin, fs::Permissions::from_mode(file_mode)).unwrap();
+        prepare(&plugin);
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(dir_mode)).unwrap();
+        let out = interpreter()
+            .plugin_command(&plugin, &dir.path().join("s"), Role::Collector, None, &[])
+            .output()
+            .unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code().expect("the bootstrap exited"), stderr)
+    }
+
+    #[track_caller]
+    fn assert_refused((code, stderr): (i32, String), why: &str) {
+        assert_eq!(code, PLUGIN_UNTRUSTED_EXIT, "{stderr}");
+        assert!(
+            stderr.contains("shoal: refusing to load the plugin") && stderr.contains(why),
+            "{stderr}"
+        );
+    }
+
+    #[test]
+    fn the_bootstrap_loads_a_private_plugin() {
+        let (code, stderr) = bootstrap(0o700, 0o600, |_| {});
+        assert!(!stderr.contains("refusing"), "{stderr}");
+        assert!(matches!(code, 42 | PYTEST_MISSING_EXIT), "{code}: {stderr}");
+    }
+
+    #[test]
+    fn the_bootstrap_refuses_a_plugin_others_may_write() {
+        assert_refused(bootstrap(0o700, 0o620, |_| {}), "it has mode 620");
+        assert_refused(bootstrap(0o700, 0o602, |_| {}), "it has mode 602");
+    }
+
+    #[test]
+    fn the_bootstrap_refuses_a_directory_open_to_others() {
+        assert_refused(
+            bootstrap(0o755, 0o600, |_| {}),
+            "its directory has mode 755",
+        );
+        assert_refused(
+            bootstrap(0o1777, 0o600, |_| {}),
+            "its directory has mode 1777",
+        );
+    }
+
+    #[test]
+    fn the_bootstrap_refuses_a_symlink() {
+        assert_refused(
+            bootstrap(0o700, 0o600, |plugin| {
+                let real = plugin.with_extension("real");
+                fs::rename(plugin, &real).unwrap();
+                std::os::unix::fs::symlink(&real, plugin).unwrap();
+            }),
+            "Too many levels of symbolic links",
+        );
+    }
+
+    #[test]
+    fn the_bootstrap_refuses_a_plugin_of_another_user() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("skipped: only root can give a file to another user");
+            return;
+        }
+        let give_away =
+            |plugin: &Path| std::os::unix::fs::chown(plugin, Some(65534), None).unwrap();
+        assert_refused(
+            bootstrap(0o700, 0o600, give_away),
+            "it belongs to uid 65534, not to uid 0",
+        );
+    }
 }

@@ -53,3 +53,40 @@ pub fn stop_self() {
         libc::raise(SIGSTOP);
     }
 }
+
+/// The process group of `pid`, if it exists.
+pub fn group_of(pid: u32) -> Option<u32> {
+    // SAFETY: getpgid has no memory-safety preconditions.
+    let group = unsafe { libc::getpgid(pid as libc::pid_t) };
+    u32::try_from(group).ok()
+}
+
+/// The parent of `pid`, if it exists (Linux: from `/proc`; elsewhere unknown).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_and_group_of_this_process() {
+        let me = std::process::id();
+        // SAFETY: getppid and getpgrp have no preconditions.
+        let (parent, group) = unsafe { (libc::getppid(), libc::getpgrp()) };
+        assert_eq!(parent_of(me), u32::try_from(parent).ok());
+        assert_eq!(group_of(me), u32::try_from(group).ok());
+    }
+
+    #[test]
+    fn a_process_that_does_not_exist_has_neither() {
+        // Above the kernel's pid limit (4194304 at most), so never a process.
+        assert_eq!(parent_of(u32::MAX >> 1), None);
+        assert_eq!(group_of(u32::MAX >> 1), None);
+        assert_eq!(parent_of(0), None);
+    }
+}

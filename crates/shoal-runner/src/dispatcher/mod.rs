@@ -619,10 +619,8 @@ impl Dispatcher {
                 run.interrupts += 1;
                 run.stop = Some(StopReason::Interrupted);
                 for worker in &mut self.workers {
-                    match (run.interrupts, worker.pid) {
-                        (1, Some(pid)) if !worker.finished() => {
-                            signals::to_group(pid, signals::SIGINT)
-                        }
+                    match run.interrupts {
+                        1 if !worker.finished() => worker.signal(signals::SIGINT),
                         _ => worker.kill_now(),
                     }
                 }
@@ -653,10 +651,12 @@ impl Dispatcher {
         }
     }
 
-    /// Sends a signal to the collector's and every worker's process group.
+    /// Sends a signal to the collector's process group and to every worker.
     fn signal_all(&self, signal: i32) {
-        let workers = self.workers.iter().filter(|w| !w.finished());
-        for pid in workers.filter_map(|w| w.pid).chain(self.collector_pid) {
+        for worker in self.workers.iter().filter(|w| !w.finished()) {
+            worker.signal(signal);
+        }
+        if let Some(pid) = self.collector_pid {
             signals::to_group(pid, signal);
         }
     }
@@ -763,7 +763,7 @@ impl Dispatcher {
             protocol,
             role,
             worker,
-            ..
+            pid,
         } = hello
         else {
             return Err(RunError::Unexpected {
@@ -785,6 +785,7 @@ impl Dispatcher {
                 };
                 self.conns.insert(conn, w);
                 self.workers[w].peer = Some(peer);
+                self.workers[w].process = Some(pid);
                 self.log_event(|log| log.worker_start(&id));
             }
             (Role::Worker | Role::Output, None) | (Role::Output, Some(_)) => {

@@ -109,8 +109,12 @@ pub struct Kill {
 pub struct Worker {
     pub identity: WorkerIdentity,
     pub peer: Option<Peer>,
-    /// Leads the worker's process group; known once forked or spawned.
+    /// The worker's keeper, its parent, whose pid names the worker's process group (see the
+    /// plugin's `_start_worker_under_keeper`); known once forked or spawned.
     pub pid: Option<u32>,
+    /// The worker process itself, as its `hello` says; signalled directly only while it is
+    /// the keeper's child.
+    pub process: Option<u32>,
     /// The connection closed.
     pub closed: bool,
     /// Its pytest session finished normally (`worker_done`): tests it did not run were
@@ -136,6 +140,7 @@ impl Worker {
             identity,
             peer: None,
             pid: None,
+            process: None,
             closed: false,
             done: false,
             lost: Vec::new(),
@@ -174,8 +179,8 @@ impl Worker {
         if self.kill.is_some() || self.finished() {
             return;
         }
-        if let Some(pid) = self.pid {
-            signals::to_process(pid, signals::SIGUSR1);
+        if let Some(process) = self.process() {
+            signals::to_process(process, signals::SIGUSR1);
         }
         self.kill = Some(Kill {
             reason,
@@ -186,24 +191,23 @@ impl Worker {
 
     /// Takes the next kill step if its time has come.
     pub fn advance_kill(&mut self, now: Instant) {
-        let (Some(kill), Some(pid)) = (self.kill.as_mut(), self.pid) else {
+        let Some(kill) = self.kill else {
             return;
         };
-        if now < kill.next || self.closed && self.end.is_some() {
+        if self.pid.is_none() || now < kill.next || self.finished() {
             return;
         }
-        match kill.stage {
-            KillStage::Dumping => {
-                signals::to_group(pid, signals::SIGTERM);
-                kill.stage = KillStage::Terminating;
-                kill.next = now + TERM_GRACE;
-            }
-            KillStage::Terminating => {
-                signals::to_group(pid, signals::SIGKILL);
-                kill.stage = KillStage::Killed;
-            }
-            KillStage::Killed => {}
-        }
+        let (signal, stage) = match kill.stage {
+            KillStage::Dumping => (signals::SIGTERM, KillStage::Terminating),
+            KillStage::Terminating => (signals::SIGKILL, KillStage::Killed),
+            KillStage::Killed => return,
+        };
+        self.signal(signal);
+        self.kill = Some(Kill {
+            stage,
+            next: now + TERM_GRACE,
+            ..kill
+        });
     }
 
     /// When the kill needs attention next.
@@ -213,10 +217,32 @@ impl Worker {
             .map(|k| k.next)
     }
 
-    /// Ends the worker's whole process group at once.
+    /// Ends the worker and everything its tests started at once.
     pub fn kill_now(&mut self) {
-        if let Some(pid) = self.pid.filter(|_| !self.finished()) {
-            signals::to_group(pid, signals::SIGKILL);
+        if !self.finished() {
+            self.signal(signals::SIGKILL);
         }
+    }
+
+    /// Sends `signal` to the worker's process group, and to the worker itself when a test
+    /// took it out of the group (`os.setsid()`). What its tests started outside the group is
+    /// the keeper's to end, once the worker is gone.
+    pub fn signal(&self, signal: i32) {
+        let Some(group) = self.pid else {
+            return;
+        };
+        signals::to_group(group, signal);
+        if let Some(process) = self.process() {
+            if signals::group_of(process) != Some(group) {
+                signals::to_process(process, signal);
+            }
+        }
+    }
+
+    /// The worker process, while it is still its keeper's child: a pid from Python is trusted
+    /// no further (a bad one, or one reused after the worker ended, is never signalled).
+    fn process(&self) -> Option<u32> {
+        let (keeper, process) = (self.pid?, self.process?);
+        (signals::parent_of(process) == Some(keeper)).then_some(process)
     }
 }
