@@ -853,6 +853,35 @@ fn collection_warnings_are_counted_like_pytest() {
     );
 }
 
+#[test]
+fn cache_warnings_are_counted_like_pytest() {
+    // A cache directory that cannot be created: pytest warns when it saves `cache/nodeids`
+    // (the collecting process does that) and `cache/lastfailed` (shoal's controller does).
+    let project = Project::new("one_failure");
+    project.write("blocker", "");
+    let cache = "cache_dir=blocker/cache";
+    let serial = project.pytest(["-p", "no:xdist", "-o", cache]).run();
+    serial.assert_code(1);
+    assert_eq!(serial.stats().get("warnings"), Some(&2), "{}", serial.context());
+    let out = project.shoal(["-n", "2", "-o", cache]).run();
+    out.assert_code(1);
+    assert_eq!(
+        out.stats(),
+        serial.stats(),
+        "final lines differ\n=== serial ===\n{}\n=== shoal ===\n{}",
+        serial.context(),
+        out.context()
+    );
+    let summary =
+        warnings_summary(&out).unwrap_or_else(|| panic!("no warnings summary\n{}", out.context()));
+    assert_eq!(summary.len(), 2, "{}", out.context());
+    assert!(
+        summary.keys().all(|m| m.contains("could not create cache path")),
+        "{}",
+        out.context()
+    );
+}
+
 // ============================================================================================
 // -r: the short test summary
 // ============================================================================================
