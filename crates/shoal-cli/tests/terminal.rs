@@ -862,7 +862,12 @@ fn cache_warnings_are_counted_like_pytest() {
     let cache = "cache_dir=blocker/cache";
     let serial = project.pytest(["-p", "no:xdist", "-o", cache]).run();
     serial.assert_code(1);
-    assert_eq!(serial.stats().get("warnings"), Some(&2), "{}", serial.context());
+    assert_eq!(
+        serial.stats().get("warnings"),
+        Some(&2),
+        "{}",
+        serial.context()
+    );
     let out = project.shoal(["-n", "2", "-o", cache]).run();
     out.assert_code(1);
     assert_eq!(
@@ -876,7 +881,9 @@ fn cache_warnings_are_counted_like_pytest() {
         warnings_summary(&out).unwrap_or_else(|| panic!("no warnings summary\n{}", out.context()));
     assert_eq!(summary.len(), 2, "{}", out.context());
     assert!(
-        summary.keys().all(|m| m.contains("could not create cache path")),
+        summary
+            .keys()
+            .all(|m| m.contains("could not create cache path")),
         "{}",
         out.context()
     );
