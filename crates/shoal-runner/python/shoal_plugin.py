@@ -342,12 +342,15 @@ class ShoalPlugin:
         coverage table, say) goes to the controller, which prints it where pytest would."""
         if not self._forward_summary:
             return (yield)
+        # Warnings since the collection (the cache's, at session end): the controller lists
+        # and counts them with the rest.
+        warnings = _warning_reports(self.config, terminalreporter.stats.pop("warnings", []))
         out = terminalreporter._tw._file
         start = len(out.getvalue())
         result = yield
         text = out.getvalue()[start:]
-        if text.strip():
-            self.channel.send({"type": "terminal_summary", "text": text})
+        if text.strip() or warnings:
+            self.channel.send({"type": "terminal_summary", "text": text, "warnings": warnings})
         return result
 
     @pytest.hookimpl(tryfirst=True)
@@ -457,10 +460,7 @@ class ShoalPlugin:
                     if logxml is not None
                     else None,
                 },
-                "warnings": [
-                    {"message": w.message, "location": w.get_location(config)}
-                    for w in stats.get("warnings", [])
-                ],
+                "warnings": _warning_reports(config, stats.get("warnings", [])),
                 "workerinput": _plugin_workerinput(config),
                 # Collection errors (--continue-on-collection-errors): one report each.
                 "collect_errors": [
@@ -679,6 +679,11 @@ def _warning(config, warning_message, nodeid, location) -> dict:
     else:
         where = None
     return {"message": warning_record_to_str(warning_message), "location": where}
+
+
+def _warning_reports(config, reports) -> list:
+    """The terminal reporter's warnings, as the protocol carries them."""
+    return [{"message": w.message, "location": w.get_location(config)} for w in reports]
 
 
 def _plugin_workerinput(config) -> dict:

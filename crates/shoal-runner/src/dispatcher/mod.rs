@@ -121,6 +121,8 @@ pub struct Dispatcher {
     events_log: Option<EventLog>,
     /// What the collector's plugins print in pytest's terminal summary.
     plugin_summary: String,
+    /// Warnings the collector raised after the collection, counted in the final line.
+    collector_warnings: Vec<Warning>,
 }
 
 impl Dispatcher {
@@ -139,6 +141,7 @@ impl Dispatcher {
             color: false,
             events_log: None,
             plugin_summary: String::new(),
+            collector_warnings: Vec::new(),
         }
     }
 
@@ -870,7 +873,10 @@ impl Dispatcher {
                 };
                 self.worker_ended(&worker, pid, end);
             }
-            FromPython::TerminalSummary { text } => self.plugin_summary.push_str(&text),
+            FromPython::TerminalSummary { text, warnings } => {
+                self.plugin_summary.push_str(&text);
+                self.collector_warnings.extend(warnings);
+            }
             FromPython::Forked { worker, pid } => {
                 if let Some(slot) = self.workers.iter_mut().find(|w| w.id() == worker) {
                     slot.pid = Some(pid);
@@ -1126,13 +1132,16 @@ impl Dispatcher {
             run.stop = Some(StopReason::NoWorkers);
         }
         self.finish_collector();
+        run.results
+            .add_session_warnings(std::mem::take(&mut self.collector_warnings));
         let elapsed = self.started.elapsed();
         if let Some(junit) = &run.settings.junit {
             junit::write(junit, &run.results, elapsed)?;
         }
         if let Some(dir) = &run.settings.cache_dir {
             if let Err(e) = cache::update_lastfailed(Path::new(dir), &run.results) {
-                eprintln!("shoal: warning: failed to {}", crate::error_chain(&e));
+                // pytest's own cache warns, and the warning counts, when it cannot write.
+                run.results.add_session_warnings(vec![e.warning()]);
             }
         }
         if let Some(Err(e)) = run.store.as_mut().map(|s| s.update(&run.results)) {
