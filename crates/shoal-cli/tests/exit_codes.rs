@@ -475,4 +475,11 @@ fn python_that_is_not_executable_exits_4_saying_so() {
         "{}",
         out.context()
     );
+    let out = shoal_with_python(&project, &project.path);
+    out.assert_code(4);
+    assert!(out.stderr.contains("not a file"), "{}", out.context());
+    // A path that cannot be looked up says why, not "no such file".
+    let out = shoal_with_python(&project, &python.join("python"));
+    out.assert_code(4);
+    assert!(out.stderr.contains("Not a directory"), "{}", out.context());
 }

@@ -181,3 +181,17 @@ fn run_dir() -> std::io::Result<tempfile::TempDir> {
     };
     tempfile::Builder::new().prefix("shoal-").tempdir_in(base)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ExitCode;
+
+    #[test]
+    fn every_pytest_exit_status_is_passed_on_unchanged() {
+        for status in 0..=255 {
+            assert_eq!(ExitCode::from_pytest(status).code(), status);
+        }
+        assert_eq!(ExitCode::from_pytest(1), ExitCode::TestsFailed);
+        assert_eq!(ExitCode::from_pytest(7), ExitCode::Other(7));
+    }
+}
