@@ -111,7 +111,7 @@ pub struct Dispatcher {
     collector: Option<(ConnId, Peer)>,
     collector_pid: Option<u32>,
     collector_exit: Option<ExitStatus>,
-    /// Whether shoal itself killed the collector (an interrupt while it finished).
+    /// Whether shoal itself killed the collector ([`Dispatcher::kill_collector`]).
     collector_signalled: bool,
     conns: HashMap<ConnId, usize>,
     workers: Vec<Worker>,
@@ -1190,15 +1190,19 @@ impl Dispatcher {
                     status,
                 }) => self.collector_exit = Some(status),
                 Ok(Event::Message { message, .. }) => self.collector_message(message),
-                Ok(Event::Signal(signals::SIGINT | signals::SIGTERM)) => {
-                    if let Some(pid) = self.collector_pid {
-                        signals::to_group(pid, signals::SIGKILL);
-                        self.collector_signalled = true;
-                    }
-                }
+                Ok(Event::Signal(signals::SIGINT | signals::SIGTERM)) => self.kill_collector(),
                 Ok(_) => {}
                 Err(_) => break,
             }
+        }
+    }
+
+    /// Kills the collector's process group. Its death by a signal is then shoal's doing, not
+    /// the internal error (exit 3) that an outside kill is.
+    fn kill_collector(&mut self) {
+        if let Some(pid) = self.collector_pid {
+            signals::to_group(pid, signals::SIGKILL);
+            self.collector_signalled = true;
         }
     }
 
