@@ -316,3 +316,170 @@ fn help_exits_0_and_describes_shoal_options() {
         );
     }
 }
+
+/// Writes an executable script into the project and returns its path.
+fn script(project: &Project, name: &str, text: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    project.write(name, text);
+    let path = project.path.join(name);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn shoal_with_python(project: &Project, python: &std::path::Path) -> Output {
+    project
+        .shoal_raw([
+            "--python".as_ref(),
+            python.as_os_str(),
+            "-n".as_ref(),
+            "2".as_ref(),
+        ])
+        .run()
+}
+
+#[test]
+fn a_python_that_exits_0_without_running_the_plugin_is_a_usage_error() {
+    let project = Project::new("passing");
+    for python in [
+        std::path::PathBuf::from("/bin/true"),
+        script(&project, "fake-python", "#!/bin/sh\nexit 0\n"),
+    ] {
+        let out = shoal_with_python(&project, &python);
+        out.assert_code(4);
+        assert!(
+            out.stderr.contains(&*python.to_string_lossy())
+                && out.stderr.contains("shoal's protocol"),
+            "the error names the interpreter and says it never ran shoal's plugin\n{}",
+            out.context()
+        );
+    }
+}
+
+#[test]
+fn a_python_too_old_for_the_plugin_is_a_usage_error_with_its_own_words() {
+    let project = Project::new("passing");
+    // What a Python 2 does with the bootstrap: it fails before the plugin starts.
+    let python = script(
+        &project,
+        "python2",
+        "#!/bin/sh\necho 'ImportError: No module named util' >&2\nexit 1\n",
+    );
+    let out = shoal_with_python(&project, &python);
+    out.assert_code(4);
+    assert!(
+        out.stderr.contains("No module named util") && out.stderr.contains("exit code 1"),
+        "its own error and how it ended are shown\n{}",
+        out.context()
+    );
+}
+
+#[test]
+fn a_python_killed_before_it_speaks_the_protocol_exits_3() {
+    let project = Project::new("passing");
+    let python = script(&project, "doomed-python", "#!/bin/sh\nkill -9 $$\n");
+    let out = shoal_with_python(&project, &python);
+    out.assert_code(3);
+    assert!(out.stderr.contains("SIGKILL"), "{}", out.context());
+}
+
+#[test]
+fn conftest_sys_exit_passes_its_code_on_like_pytest() {
+    let project = Project::new("conftest_exit");
+    let expected = serial(&project, &[]);
+    expected.assert_code(7);
+    let out = shoal(&project, &["-n", "2"]);
+    out.assert_code(7);
+    assert!(
+        out.stderr
+            .contains("conftest: the test database is not configured"),
+        "what the collector wrote is shown\n{}",
+        out.context()
+    );
+    assert_no_workers_started(&out);
+}
+
+#[test]
+fn no_terminal_plugin_runs_and_exits_like_pytest() {
+    for (fixture, code) in [("passing", 0), ("one_failure", 1)] {
+        let project = Project::new(fixture);
+        for extra in [&[][..], &["--start", "spawn"]] {
+            let mut args = vec!["-p", "no:terminal"];
+            serial(&project, &args).assert_code(code);
+            args.extend(["-n", "2"]);
+            args.extend(extra);
+            let out = shoal(&project, &args);
+            out.assert_code(code);
+            assert!(
+                !out.all_output().contains("INTERNALERROR"),
+                "{}",
+                out.context()
+            );
+        }
+    }
+}
+
+/// Waits (bounded) for `path` to appear, as the fixture's conftest writes it whole.
+fn wait_for_file(path: &std::path::Path) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn collector_killed_during_collection_exits_3_naming_the_signal() {
+    let project = Project::new("collector_killed");
+    let running = project
+        .shoal(["-n", "2", "-p", "no:cacheprovider"])
+        .env("SHOAL_IT_BLOCK_COLLECTION", "1")
+        .start();
+    let pid: i32 = wait_for_file(&project.path.join("collector.pid"))
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) on the pid the collecting process wrote; it is blocked until killed.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let out = running.wait();
+    out.assert_code(3);
+    assert!(out.stderr.contains("SIGKILL"), "{}", out.context());
+}
+
+#[test]
+fn collector_killed_while_tests_run_exits_3_naming_the_signal() {
+    for start in ["fork", "spawn"] {
+        let project = Project::new("collector_killed");
+        let out = shoal(&project, &["-n", "2", "--start", start]);
+        out.assert_code(3);
+        assert!(out.stderr.contains("SIGKILL"), "{}", out.context());
+    }
+}
+
+#[test]
+fn python_that_is_not_executable_exits_4_saying_so() {
+    use std::os::unix::fs::PermissionsExt;
+    let project = Project::new("passing");
+    project.write("python", "#!/bin/sh\nexit 0\n");
+    let python = project.path.join("python");
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = shoal_with_python(&project, &python);
+    out.assert_code(4);
+    assert!(
+        out.stderr.contains("not executable") && out.stderr.contains(&*python.to_string_lossy()),
+        "{}",
+        out.context()
+    );
+    let out = shoal_with_python(&project, &project.path);
+    out.assert_code(4);
+    assert!(out.stderr.contains("not a file"), "{}", out.context());
+    // A path that cannot be looked up says why, not "no such file".
+    let out = shoal_with_python(&project, &python.join("python"));
+    out.assert_code(4);
+    assert!(out.stderr.contains("Not a directory"), "{}", out.context());
+}

@@ -853,6 +853,46 @@ fn collection_warnings_are_counted_like_pytest() {
     );
 }
 
+#[test]
+fn cache_warnings_are_counted_like_pytest() {
+    // A cache directory that cannot be created: pytest warns when it saves `cache/nodeids`
+    // (the collecting process does that) and `cache/lastfailed` (shoal's controller does).
+    let project = Project::new("one_failure");
+    project.write("blocker", "");
+    let cache = "cache_dir=blocker/cache";
+    let serial = project.pytest(["-p", "no:xdist", "-o", cache]).run();
+    serial.assert_code(1);
+    assert_eq!(
+        serial.stats().get("warnings"),
+        Some(&2),
+        "{}",
+        serial.context()
+    );
+    let out = project.shoal(["-n", "2", "-o", cache]).run();
+    out.assert_code(1);
+    assert_eq!(
+        out.stats(),
+        serial.stats(),
+        "final lines differ\n=== serial ===\n{}\n=== shoal ===\n{}",
+        serial.context(),
+        out.context()
+    );
+    assert!(warnings_summary(&out).is_some(), "{}", out.context());
+    for key in ["cache/nodeids", "cache/lastfailed"] {
+        assert_eq!(
+            out.stdout
+                .matches(&format!(
+                    "could not create cache path {}",
+                    project.path.join("blocker/cache/v").join(key).display()
+                ))
+                .count(),
+            1,
+            "one warning for {key}\n{}",
+            out.context()
+        );
+    }
+}
+
 // ============================================================================================
 // -r: the short test summary
 // ============================================================================================

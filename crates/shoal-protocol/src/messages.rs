@@ -51,7 +51,13 @@ pub enum FromPython {
         junit: Option<JunitDelta>,
     },
     /// The finished collector's plugins' terminal summary sections (a coverage table, say).
-    TerminalSummary { text: String },
+    TerminalSummary {
+        text: String,
+        /// Warnings the collector raised after the collection (its cache, session teardown),
+        /// for the controller's warnings summary and final line.
+        #[serde(default)]
+        warnings: Vec<Warning>,
+    },
     /// The collector forked a worker.
     Forked { worker: String, pid: u32 },
     /// A forked worker ended (sent by the collector, its parent).

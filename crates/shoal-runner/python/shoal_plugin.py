@@ -95,13 +95,12 @@ class Channel:
 
 def _render(config, rep, reports) -> str:
     """A failed report's section body, exactly as pytest's terminal summary prints it."""
-    tw = config.get_terminal_writer()
-    out = _pytest_terminalwriter(config, tw)
-    if config.option.tbstyle == "line":
+    out = _pytest_terminalwriter(config, _terminal_writer(config))
+    if config.getoption("tbstyle", "auto") == "line":
         out.line(_crashline(rep))
         return out._file.getvalue()
     rep.toterminal(out)
-    showcapture = config.option.showcapture
+    showcapture = config.getoption("showcapture", "all")
     if showcapture != "no":
         teardown = [r for r in reports if r.when == "teardown" and r is not rep]
         sections = list(rep.sections) + [
@@ -113,6 +112,32 @@ def _render(config, rep, reports) -> str:
             out.sep("-", name)
             out.line(text[:-1] if text.endswith("\n") else text)
     return out._file.getvalue()
+
+
+# Under ``-p no:terminal`` pytest has no terminal reporter, and none of the options it adds
+# (``-v``, ``-r``, ``--tb``, ``--color``...): the helpers below fall back to their defaults.
+
+
+def _has_terminal(config) -> bool:
+    return config.pluginmanager.get_plugin("terminalreporter") is not None
+
+
+def _terminal_writer(config):
+    """pytest's terminal writer, or a default one."""
+    if _has_terminal(config):
+        return config.get_terminal_writer()
+    from _pytest._io import TerminalWriter
+
+    return TerminalWriter()
+
+
+def _reportopt(config) -> str:
+    """``-r``'s characters as pytest's terminal reads them (``wfE`` by default)."""
+    if not _has_terminal(config):
+        return "wfE"
+    from _pytest.terminal import getreportopt
+
+    return getreportopt(config)
 
 
 def _pytest_terminalwriter(config, like):
@@ -135,14 +160,17 @@ def _crashline(rep) -> str:
 @functools.lru_cache(maxsize=1)
 def _wants_passes(config) -> bool:
     """Whether ``-rP`` (or ``-rA``) asks for the captured output of passing tests."""
-    from _pytest.terminal import getreportopt
-
-    return "P" in getreportopt(config)
+    return "P" in _reportopt(config)
 
 
 def _report(config, rep, reports) -> dict:
     """What the controller needs of one phase report: status words, timing, rendered text."""
-    cat, letter, word = config.hook.pytest_report_teststatus(report=rep, config=config)
+    status = config.hook.pytest_report_teststatus(report=rep, config=config)
+    if status is None:  # -p no:terminal: the terminal plugin's own answer is the default
+        from _pytest.terminal import pytest_report_teststatus
+
+        status = pytest_report_teststatus(rep)
+    cat, letter, word = status
     if isinstance(word, tuple):
         word = word[0]
     msg = {
@@ -314,12 +342,15 @@ class ShoalPlugin:
         coverage table, say) goes to the controller, which prints it where pytest would."""
         if not self._forward_summary:
             return (yield)
+        # Warnings since the collection (the cache's, at session end): the controller lists
+        # and counts them with the rest.
+        warnings = _warning_reports(self.config, terminalreporter.stats.pop("warnings", []))
         out = terminalreporter._tw._file
         start = len(out.getvalue())
         result = yield
         text = out.getvalue()[start:]
-        if text.strip():
-            self.channel.send({"type": "terminal_summary", "text": text})
+        if text.strip() or warnings:
+            self.channel.send({"type": "terminal_summary", "text": text, "warnings": warnings})
         return result
 
     @pytest.hookimpl(tryfirst=True)
@@ -353,10 +384,10 @@ class ShoalPlugin:
 
     def _send_collection(self, session):
         config = session.config
-        from _pytest.terminal import getreportopt
         from _pytest.terminal import running_on_ci
 
-        tw = config.get_terminal_writer()
+        tw = _terminal_writer(config)
+        verbose = config.getoption("verbose", 0)
         unsafe = _fork_unsafe_reason()
         rerunfailures = config.pluginmanager.hasplugin("rerunfailures")
         serial_marker = config.getini("shoal_serial_marker")
@@ -405,13 +436,13 @@ class ShoalPlugin:
                     "numprocesses": config.option.numprocesses,
                     "dist": config.option.dist,
                     "maxprocesses": config.option.maxprocesses,
-                    "verbose": config.option.verbose,
-                    "reportchars": getreportopt(config),
+                    "verbose": verbose,
+                    "reportchars": _reportopt(config),
                     "maxfail": config.option.maxfail or 0,
-                    "tbstyle": config.option.tbstyle,
+                    "tbstyle": config.getoption("tbstyle", "auto"),
                     "color": tw.hasmarkup,
                     "width": tw.fullwidth,
-                    "full_summary": (running_on_ci() or config.option.verbose >= 2)
+                    "full_summary": (running_on_ci() or verbose >= 2)
                     and not getattr(config.option, "force_short_summary", False),
                     "deselected": len(stats.get("deselected", [])),
                     "durations": config.option.durations,
@@ -429,10 +460,7 @@ class ShoalPlugin:
                     if logxml is not None
                     else None,
                 },
-                "warnings": [
-                    {"message": w.message, "location": w.get_location(config)}
-                    for w in stats.get("warnings", [])
-                ],
+                "warnings": _warning_reports(config, stats.get("warnings", [])),
                 "workerinput": _plugin_workerinput(config),
                 # Collection errors (--continue-on-collection-errors): one report each.
                 "collect_errors": [
@@ -654,6 +682,11 @@ def _warning(config, warning_message, nodeid, location) -> dict:
     else:
         where = None
     return {"message": warning_record_to_str(warning_message), "location": where}
+
+
+def _warning_reports(config, reports) -> list:
+    """The terminal reporter's warnings, as the protocol carries them."""
+    return [{"message": w.message, "location": w.get_location(config)} for w in reports]
 
 
 def _plugin_workerinput(config) -> dict:

@@ -30,12 +30,15 @@ pub use options::RunOptions;
 /// pytest's exit codes, which shoal keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
-    Ok = 0,
-    TestsFailed = 1,
-    Interrupted = 2,
-    InternalError = 3,
-    UsageError = 4,
-    NoTestsCollected = 5,
+    Ok,
+    TestsFailed,
+    Interrupted,
+    InternalError,
+    UsageError,
+    NoTestsCollected,
+    /// Any other status pytest ended with (`pytest.exit(returncode=N)`, a conftest's
+    /// `sys.exit(N)`): serial pytest exits with it, so shoal passes it on unchanged.
+    Other(i32),
 }
 
 impl ExitCode {
@@ -45,10 +48,31 @@ impl ExitCode {
             0 => Self::Ok,
             1 => Self::TestsFailed,
             2 => Self::Interrupted,
+            3 => Self::InternalError,
             4 => Self::UsageError,
             5 => Self::NoTestsCollected,
-            _ => Self::InternalError,
+            other => Self::Other(other),
         }
+    }
+
+    /// The process exit status.
+    pub fn code(self) -> i32 {
+        match self {
+            Self::Ok => 0,
+            Self::TestsFailed => 1,
+            Self::Interrupted => 2,
+            Self::InternalError => 3,
+            Self::UsageError => 4,
+            Self::NoTestsCollected => 5,
+            Self::Other(code) => code,
+        }
+    }
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(code: ExitCode) -> Self {
+        // What exit(2) keeps of a status: its low byte.
+        Self::from(code.code() as u8)
     }
 }
 
@@ -59,7 +83,7 @@ pub enum RunError {
     Python(#[from] python::PythonError),
     #[error("import pytest with {python}: install pytest there, or choose another interpreter with --python")]
     PytestMissing { python: PathBuf },
-    #[error("start {python}")]
+    #[error("start {python}{}", spawn_hint(source))]
     Spawn {
         python: PathBuf,
         source: std::io::Error,
@@ -77,8 +101,10 @@ pub enum RunError {
     ProtocolVersion { theirs: u32 },
     #[error("understand {who}: unexpected message {message}")]
     Unexpected { who: String, message: String },
-    #[error("collect the tests: the collecting pytest process died ({status})")]
+    #[error("collect the tests: the collecting pytest process ended: {status}")]
     CollectorDied { status: String },
+    #[error("start shoal's plugin with {python}: it ended ({status}) without speaking shoal's protocol; --python must name a Python 3 interpreter with pytest installed")]
+    NotPython { python: PathBuf, status: String },
     #[error(transparent)]
     Junit(#[from] reporter::junit::JunitError),
     #[error(transparent)]
@@ -90,7 +116,19 @@ pub enum RunError {
 impl RunError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Python(_) | Self::PytestMissing { .. } | Self::Options(_) => ExitCode::UsageError,
+            Self::Python(_)
+            | Self::PytestMissing { .. }
+            | Self::NotPython { .. }
+            | Self::Options(_) => ExitCode::UsageError,
+            // The interpreter itself cannot be executed: the user's choice of it is at fault.
+            Self::Spawn { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound
+                ) =>
+            {
+                ExitCode::UsageError
+            }
             _ => ExitCode::InternalError,
         }
     }
@@ -115,6 +153,17 @@ pub fn run(options: RunOptions) -> Result<ExitCode, RunError> {
         options,
     };
     dispatcher::Dispatcher::new(launch, events, sender).run()
+}
+
+/// What starting an existing interpreter failed with does not say: exec(2) reports a missing
+/// `#!` interpreter (or ELF loader) as the file itself being missing.
+fn spawn_hint(source: &std::io::Error) -> &'static str {
+    match source.kind() {
+        std::io::ErrorKind::NotFound => {
+            " (the interpreter its #! line names, or its loader, is missing)"
+        }
+        _ => "",
+    }
 }
 
 /// An error and its causes on one line (`a: b: c`), to print after "failed to".
@@ -161,4 +210,18 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     file.set_permissions(fs::Permissions::from_mode(PRIVATE_FILE))?;
     file.write_all(contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExitCode;
+
+    #[test]
+    fn every_pytest_exit_status_is_passed_on_unchanged() {
+        for status in 0..=255 {
+            assert_eq!(ExitCode::from_pytest(status).code(), status);
+        }
+        assert_eq!(ExitCode::from_pytest(1), ExitCode::TestsFailed);
+        assert_eq!(ExitCode::from_pytest(7), ExitCode::Other(7));
+    }
 }

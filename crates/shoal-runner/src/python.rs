@@ -67,6 +67,16 @@ sys.exit(module.main(sys.argv[2:]))
 pub enum PythonError {
     #[error("find Python at {path}: no such file")]
     NotFound { path: PathBuf },
+    /// The path exists but cannot be looked at (a directory on the way denies access).
+    #[error("find Python at {path}")]
+    Inaccessible {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("use {path} as Python: it is not a file")]
+    NotAFile { path: PathBuf },
+    #[error("use {path} as Python: it is not executable (no execute permission)")]
+    NotExecutable { path: PathBuf },
     #[error("find a Python interpreter: neither python3 nor python is on PATH (use --python)")]
     NotOnPath,
 }
@@ -81,16 +91,14 @@ impl Interpreter {
     /// `--python`, else the active virtualenv, else `python3` or `python` on PATH.
     pub fn discover(explicit: Option<&Path>) -> Result<Self, PythonError> {
         if let Some(path) = explicit {
-            let found = if path.components().count() == 1 {
-                which(path.as_os_str())
-            } else {
-                Some(path.to_path_buf()).filter(|p| p.exists())
-            };
-            return found
-                .map(|path| Self { path })
-                .ok_or_else(|| PythonError::NotFound {
-                    path: path.to_path_buf(),
-                });
+            if path.components().count() == 1 {
+                return which(path.as_os_str())
+                    .map(|path| Self { path })
+                    .ok_or_else(|| PythonError::NotFound {
+                        path: path.to_path_buf(),
+                    });
+            }
+            return Self::at(path);
         }
         if let Some(venv) = env::var_os("VIRTUAL_ENV") {
             let path = PathBuf::from(venv).join("bin").join("python");
@@ -103,6 +111,21 @@ impl Interpreter {
             .find_map(|name| which(name.as_ref()))
             .map(|path| Self { path })
             .ok_or(PythonError::NotOnPath)
+    }
+
+    /// The interpreter at `path`, checked the way exec(2) would, so that the error says why
+    /// it cannot run rather than what starting it reports (`ENOENT` for a file that exists).
+    fn at(path: &Path) -> Result<Self, PythonError> {
+        let path = path.to_path_buf();
+        match std::fs::metadata(&path) {
+            Ok(meta) if !meta.is_file() => Err(PythonError::NotAFile { path }),
+            Ok(meta) if !executable(&meta) => Err(PythonError::NotExecutable { path }),
+            Ok(_) => Ok(Self { path }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(PythonError::NotFound { path })
+            }
+            Err(source) => Err(PythonError::Inaccessible { path, source }),
+        }
     }
 
     /// A command that runs the plugin in `role`, connected to `socket`, with pytest's `args`.
@@ -149,7 +172,13 @@ fn which(name: &std::ffi::OsStr) -> Option<PathBuf> {
     let path: OsString = env::var_os("PATH")?;
     env::split_paths(&path)
         .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
+        .find(|candidate| std::fs::metadata(candidate).is_ok_and(|m| executable(&m)))
+}
+
+/// A file someone may execute; like a shell's PATH search, others are passed over.
+fn executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.is_file() && meta.permissions().mode() & 0o111 != 0
 }
 
 #[cfg(test)]

@@ -15,6 +15,14 @@ pub use signal_hook::consts::signal::{
     SIGCONT, SIGINT, SIGKILL, SIGSTOP, SIGTERM, SIGTSTP, SIGUSR1,
 };
 
+/// A signal as people know it: `SIGKILL (signal 9)`.
+pub fn name(signal: i32) -> String {
+    match signal_hook::low_level::signal_name(signal) {
+        Some(name) => format!("{name} (signal {signal})"),
+        None => format!("signal {signal}"),
+    }
+}
+
 /// Forwards SIGINT, SIGTERM, SIGTSTP and SIGCONT to `events` for the rest of the process.
 pub fn forward(events: Sender<Event>) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGTSTP, SIGCONT])?;

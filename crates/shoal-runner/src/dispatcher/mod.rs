@@ -14,6 +14,7 @@ mod worker;
 use std::{
     collections::HashMap,
     io::Read,
+    os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
     process::{ExitStatus, Stdio},
     time::{Duration, Instant},
@@ -40,6 +41,9 @@ use crate::{
     scheduler::{self, Command, Scheduler},
     signals, ExitCode, RunError,
 };
+
+/// How long [`Dispatcher::await_late_hello`] waits.
+const LATE_HELLO: Duration = Duration::from_secs(2);
 
 /// Everything one run needs to start its Python processes.
 pub struct Launch {
@@ -107,6 +111,8 @@ pub struct Dispatcher {
     collector: Option<(ConnId, Peer)>,
     collector_pid: Option<u32>,
     collector_exit: Option<ExitStatus>,
+    /// Whether shoal itself killed the collector ([`Dispatcher::kill_collector`]).
+    collector_signalled: bool,
     conns: HashMap<ConnId, usize>,
     workers: Vec<Worker>,
     /// Whether pytest colours its output; spawned workers are told so explicitly.
@@ -115,6 +121,8 @@ pub struct Dispatcher {
     events_log: Option<EventLog>,
     /// What the collector's plugins print in pytest's terminal summary.
     plugin_summary: String,
+    /// Warnings the collector raised after the collection, counted in the final line.
+    collector_warnings: Vec<Warning>,
 }
 
 impl Dispatcher {
@@ -127,11 +135,13 @@ impl Dispatcher {
             collector: None,
             collector_pid: None,
             collector_exit: None,
+            collector_signalled: false,
             conns: HashMap::new(),
             workers: Vec::new(),
             color: false,
             events_log: None,
             plugin_summary: String::new(),
+            collector_warnings: Vec::new(),
         }
     }
 
@@ -363,7 +373,12 @@ impl Dispatcher {
                 if run.start == StartMethod::Fork && !self.workers.iter().all(Worker::finished) {
                     eprintln!(
                         "shoal: the collecting process, parent of the forked workers, ended ({}) while they ran",
-                        WorkerEnd::from_status(status).describe()
+                        collector_end(status)
+                    );
+                } else if status.signal().is_some() {
+                    eprintln!(
+                        "shoal: the collecting process ended ({}) while the tests ran",
+                        collector_end(status)
                     );
                 }
                 // Forked workers die with their parent; nothing more will say how.
@@ -743,19 +758,65 @@ impl Dispatcher {
                 | Event::OutputClosed { .. }
                 | Event::Signal(_) => {}
                 Event::Exited { status, .. } => {
-                    return match status.code() {
-                        Some(PYTEST_MISSING_EXIT) => Err(RunError::PytestMissing {
-                            python: self.launch.interpreter.path.clone(),
-                        }),
-                        Some(code) => Ok(Err(ExitCode::from_pytest(code))),
-                        None if interrupts > 0 => Ok(Err(ExitCode::Interrupted)),
-                        None => Err(RunError::CollectorDied {
-                            status: WorkerEnd::from_status(status).describe(),
-                        }),
-                    }
+                    return self.collector_ended(status, interrupts > 0)
                 }
             }
         }
+    }
+
+    /// The collector ended before it handed over a collection. Having said hello, it ran
+    /// pytest, which finished by itself (collect-only, collection errors, nothing collected, a
+    /// conftest's `sys.exit`) and printed why: its exit code is passed on. Without a hello it
+    /// never ran shoal's plugin: whatever `--python` names is no usable Python.
+    fn collector_ended(
+        &mut self,
+        status: ExitStatus,
+        interrupted: bool,
+    ) -> Result<Result<Collection, ExitCode>, RunError> {
+        if self.collector.is_none() {
+            self.await_late_hello()?;
+        }
+        let said_hello = self.collector.is_some();
+        let python = || self.launch.interpreter.path.clone();
+        match status.code() {
+            Some(PYTEST_MISSING_EXIT) if !said_hello => {
+                Err(RunError::PytestMissing { python: python() })
+            }
+            Some(code) if said_hello => {
+                let code = ExitCode::from_pytest(code);
+                if matches!(code, ExitCode::Other(_)) {
+                    // Not one of pytest's own: something in the suite ended it (sys.exit).
+                    eprintln!(
+                        "shoal: the collecting pytest process ended ({}) before it had collected",
+                        collector_end(status)
+                    );
+                }
+                Ok(Err(code))
+            }
+            Some(_) => Err(RunError::NotPython {
+                python: python(),
+                status: collector_end(status),
+            }),
+            None if interrupted => Ok(Err(ExitCode::Interrupted)),
+            None => Err(RunError::CollectorDied {
+                status: collector_end(status),
+            }),
+        }
+    }
+
+    /// A collector that connected and exited at once may have its hello still in flight: its
+    /// connection's reader thread reports it moments after the exit, but on a thread of its
+    /// own. A process that never connected costs this wait, once, on its way to an error.
+    fn await_late_hello(&mut self) -> Result<(), RunError> {
+        let deadline = Instant::now() + LATE_HELLO;
+        while self.collector.is_none() {
+            match self.events.recv_deadline(deadline) {
+                Ok(Event::Connected { conn, hello, peer }) => self.introduce(conn, hello, peer)?,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        Ok(())
     }
 
     fn introduce(&mut self, conn: ConnId, hello: FromPython, peer: Peer) -> Result<(), RunError> {
@@ -813,7 +874,10 @@ impl Dispatcher {
                 };
                 self.worker_ended(&worker, pid, end);
             }
-            FromPython::TerminalSummary { text } => self.plugin_summary.push_str(&text),
+            FromPython::TerminalSummary { text, warnings } => {
+                self.plugin_summary.push_str(&text);
+                self.collector_warnings.extend(warnings);
+            }
             FromPython::Forked { worker, pid } => {
                 if let Some(slot) = self.workers.iter_mut().find(|w| w.id() == worker) {
                     slot.pid = Some(pid);
@@ -1069,13 +1133,16 @@ impl Dispatcher {
             run.stop = Some(StopReason::NoWorkers);
         }
         self.finish_collector();
+        run.results
+            .add_session_warnings(std::mem::take(&mut self.collector_warnings));
         let elapsed = self.started.elapsed();
         if let Some(junit) = &run.settings.junit {
             junit::write(junit, &run.results, elapsed)?;
         }
         if let Some(dir) = &run.settings.cache_dir {
             if let Err(e) = cache::update_lastfailed(Path::new(dir), &run.results) {
-                eprintln!("shoal: warning: failed to {}", crate::error_chain(&e));
+                // pytest's own cache warns, and the warning counts, when it cannot write.
+                run.results.add_session_warnings(vec![e.warning()]);
             }
         }
         if let Some(Err(e)) = run.store.as_mut().map(|s| s.update(&run.results)) {
@@ -1092,8 +1159,13 @@ impl Dispatcher {
             .collector_exit
             .and_then(|s| s.code())
             .is_some_and(|c| c != 0);
+        // Killed by someone else: its end of the session (plugins' reports) is lost.
+        let collector_killed =
+            !self.collector_signalled && self.collector_exit.and_then(|s| s.signal()).is_some();
         let code = if matches!(run.stop, Some(StopReason::Interrupted)) {
             ExitCode::Interrupted
+        } else if collector_killed {
+            ExitCode::InternalError
         } else if run.results.any_failed()
             || run.results.not_run() > 0
             || collector_failed
@@ -1103,7 +1175,7 @@ impl Dispatcher {
         } else {
             ExitCode::Ok
         };
-        self.log_event(|log| log.run_end(&run.results, code as i32, elapsed));
+        self.log_event(|log| log.run_end(&run.results, code.code(), elapsed));
         Ok(code)
     }
 
@@ -1119,14 +1191,19 @@ impl Dispatcher {
                     status,
                 }) => self.collector_exit = Some(status),
                 Ok(Event::Message { message, .. }) => self.collector_message(message),
-                Ok(Event::Signal(signals::SIGINT | signals::SIGTERM)) => {
-                    if let Some(pid) = self.collector_pid {
-                        signals::to_group(pid, signals::SIGKILL);
-                    }
-                }
+                Ok(Event::Signal(signals::SIGINT | signals::SIGTERM)) => self.kill_collector(),
                 Ok(_) => {}
                 Err(_) => break,
             }
+        }
+    }
+
+    /// Kills the collector's process group. Its death by a signal is then shoal's doing, not
+    /// the internal error (exit 3) that an outside kill is.
+    fn kill_collector(&mut self) {
+        if let Some(pid) = self.collector_pid {
+            signals::to_group(pid, signals::SIGKILL);
+            self.collector_signalled = true;
         }
     }
 
@@ -1139,6 +1216,14 @@ impl Dispatcher {
             eprintln!("shoal: warning: failed to {}", crate::error_chain(&e));
             self.events_log = None;
         }
+    }
+}
+
+/// How the collecting process ended, for messages: its exit code, or the signal by name.
+fn collector_end(status: ExitStatus) -> String {
+    match WorkerEnd::from_status(status) {
+        WorkerEnd::Signal(signal) => format!("killed by {}", signals::name(signal)),
+        end => end.describe(),
     }
 }
 

@@ -11,6 +11,7 @@ use std::{
 };
 
 use serde_json::{Map, Value};
+use shoal_protocol::Warning;
 
 use crate::results::Results;
 
@@ -20,6 +21,20 @@ use crate::results::Results;
 pub struct CacheError {
     path: PathBuf,
     source: std::io::Error,
+}
+
+impl CacheError {
+    /// The warning pytest's cache gives when it cannot write a value.
+    pub fn warning(&self) -> Warning {
+        Warning {
+            message: format!(
+                "PytestCacheWarning: could not create cache path {}: {}",
+                self.path.display(),
+                self.source
+            ),
+            location: None,
+        }
+    }
 }
 
 /// Applies the run's outcomes to `cache/lastfailed` under `cache_dir`, with pytest's rule:
