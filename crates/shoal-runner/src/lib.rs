@@ -105,6 +105,9 @@ pub enum RunError {
     CollectorDied { status: String },
     #[error("start shoal's plugin with {python}: it ended ({status}) without speaking shoal's protocol; --python must name a Python 3 interpreter with pytest installed")]
     NotPython { python: PathBuf, status: String },
+    /// The bootstrap found the plugin file or the run directory open to other users.
+    #[error("load shoal's plugin: Python refused it because the run directory is not private to this user (its reason is above)")]
+    PluginUntrusted,
     #[error(transparent)]
     Junit(#[from] reporter::junit::JunitError),
     #[error(transparent)]

@@ -35,7 +35,7 @@ use crate::{
     connection::{self, ConnId, Event, Peer, Process},
     durations::DurationStore,
     options::{Dist, RunOptions, StartMethod},
-    python::{Interpreter, PYTEST_MISSING_EXIT},
+    python::{Interpreter, PLUGIN_UNTRUSTED_EXIT, PYTEST_MISSING_EXIT},
     reporter::{cache, events::EventLog, junit, StopReason, Terminal},
     results::{crash_report, Results, TestRecord},
     scheduler::{self, Command, Scheduler},
@@ -782,6 +782,7 @@ impl Dispatcher {
             Some(PYTEST_MISSING_EXIT) if !said_hello => {
                 Err(RunError::PytestMissing { python: python() })
             }
+            Some(PLUGIN_UNTRUSTED_EXIT) if !said_hello => Err(RunError::PluginUntrusted),
             Some(code) if said_hello => {
                 let code = ExitCode::from_pytest(code);
                 if matches!(code, ExitCode::Other(_)) {
