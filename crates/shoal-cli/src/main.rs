@@ -18,7 +18,7 @@ fn main() -> ProcessExit {
                 ExitCode::Ok // --help, --version
             };
             let _ = err.print();
-            return ProcessExit::from(code as u8);
+            return ProcessExit::from(code.code());
         }
     };
     let options = match std::env::current_dir()
@@ -31,17 +31,17 @@ fn main() -> ProcessExit {
         Ok(options) => options,
         Err(message) => {
             eprintln!("shoal: error: failed to {message}");
-            return ProcessExit::from(ExitCode::UsageError as u8);
+            return ProcessExit::from(ExitCode::UsageError.code());
         }
     };
     match shoal_runner::run(options) {
-        Ok(code) => ProcessExit::from(code as u8),
+        Ok(code) => ProcessExit::from(code.code()),
         Err(err) => {
             eprintln!(
                 "shoal: error: failed to {}",
                 shoal_runner::error_chain(&err)
             );
-            ProcessExit::from(err.exit_code() as u8)
+            ProcessExit::from(err.exit_code().code())
         }
     }
 }

@@ -572,30 +572,50 @@ class ShoalPlugin:
             self._current = index
             if _phase is not None:
                 _phase.enter(index, _SETUP)
-            item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
-            if _phase is not None:
-                _phase.enter(index, _IDLE)
+            try:
+                item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            except pytest.exit.Exception as exc:
+                # pytest.exit() ends the session: what the test reported so far goes to the
+                # controller, which stops the run; pytest then finishes the session as usual.
+                self._send_done(session, index, junit, exit=_session_exit(exc, nextitem is None))
+                raise
+            finally:
+                if _phase is not None:
+                    _phase.enter(index, _IDLE)
             if session.shouldfail or session.shouldstop:
                 # This worker alone reached --maxfail (or a plugin asked to stop): stop at
                 # once, as pytest does, rather than run what is queued until the controller
                 # says so.
                 queue.clear()
                 finishing = True
-            reports = self._reports
-            self.channel.send(
-                {
-                    "type": "test_done",
-                    "index": index,
-                    "headline": reports[0].head_line if reports else None,
-                    "reports": [_report(session.config, r, reports) for r in reports],
-                    "warnings": self._take_warnings(),
-                    "junit": junit.take(),
-                }
-            )
+            self._send_done(session, index, junit)
+
+    def _send_done(self, session, index: int, junit, **extra) -> None:
+        reports = self._reports
+        self.channel.send(
+            {
+                "type": "test_done",
+                "index": index,
+                "headline": reports[0].head_line if reports else None,
+                "reports": [_report(session.config, r, reports) for r in reports],
+                "warnings": self._take_warnings(),
+                "junit": junit.take(),
+                **extra,
+            }
+        )
 
     def _take_warnings(self) -> list:
         taken, self._warnings = self._warnings, []
         return taken
+
+
+def _session_exit(exc, last_test: bool) -> dict:
+    """A ``pytest.exit()`` for the controller: the line pytest prints for it, its code."""
+    import traceback
+
+    message = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
+    returncode = exc.returncode if isinstance(exc.returncode, int) else None
+    return {"message": message, "returncode": returncode, "last_test": last_test}
 
 
 def _logxml(config):

@@ -25,15 +25,39 @@ pub use options::RunOptions;
 /// pytest's exit codes, which shoal keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
-    Ok = 0,
-    TestsFailed = 1,
-    Interrupted = 2,
-    InternalError = 3,
-    UsageError = 4,
-    NoTestsCollected = 5,
+    Ok,
+    TestsFailed,
+    Interrupted,
+    InternalError,
+    UsageError,
+    NoTestsCollected,
+    /// Any other code a test asked for with `pytest.exit(returncode=...)`.
+    Other(u8),
 }
 
 impl ExitCode {
+    /// The process exit status.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Ok => 0,
+            Self::TestsFailed => 1,
+            Self::Interrupted => 2,
+            Self::InternalError => 3,
+            Self::UsageError => 4,
+            Self::NoTestsCollected => 5,
+            Self::Other(code) => code,
+        }
+    }
+
+    /// The code `pytest.exit(returncode=...)` asks for, as a process exits with it (the low
+    /// eight bits).
+    pub fn requested(returncode: i32) -> Self {
+        match returncode as u8 {
+            code @ 0..=5 => Self::from_pytest(code.into()),
+            code => Self::Other(code),
+        }
+    }
+
     /// pytest's own exit status, passed through when pytest finished by itself.
     pub fn from_pytest(code: i32) -> Self {
         match code {

@@ -21,8 +21,8 @@ use std::{
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use shoal_protocol::{
-    CollectedItem, FromPython, PytestSettings, Role, ToPython, Warning, WorkerIdentity,
-    PROTOCOL_VERSION,
+    CollectedItem, FromPython, PytestSettings, Role, SessionExit, ToPython, Warning,
+    WorkerIdentity, PROTOCOL_VERSION,
 };
 
 use self::{
@@ -97,6 +97,8 @@ struct Run {
     paused_since: Option<Instant>,
     interrupts: usize,
     run_once: RunOnceFixtures,
+    /// The first `pytest.exit()` a worker reported: the run ends with its line and code.
+    exit: Option<SessionExit>,
 }
 
 pub struct Dispatcher {
@@ -300,6 +302,7 @@ impl Dispatcher {
             paused_since: None,
             interrupts: 0,
             run_once: RunOnceFixtures::default(),
+            exit: None,
         };
         for w in 0..count {
             self.start_worker(w, start)?;
@@ -421,6 +424,7 @@ impl Dispatcher {
                 reports,
                 warnings,
                 junit,
+                exit,
             } => {
                 self.workers[w].running = None;
                 self.workers[w].partial = None;
@@ -437,6 +441,14 @@ impl Dispatcher {
                     display: run.items[index].display.clone(),
                 };
                 let mut commands = run.scheduler.test_done(w, index);
+                if let Some(exit) = exit {
+                    commands.extend(session_exit(run, exit));
+                    if record.reports.iter().all(|r| r.category.is_empty()) {
+                        // Stopped before any outcome pytest counts (in its setup or call): it
+                        // did not run, and is counted so.
+                        return Ok(commands);
+                    }
+                }
                 commands.extend(self.finish_test(record, w, run));
                 commands
             }
@@ -851,7 +863,11 @@ impl Dispatcher {
         }
         worker.accounted = true;
         // pytest's own ways for a session to end; anything else after it is worth a word.
-        let pytest_end = matches!(end, WorkerEnd::Code(0 | 1 | 2 | 5));
+        let pytest_end = matches!(end, WorkerEnd::Code(0 | 1 | 2 | 5))
+            || run
+                .exit
+                .as_ref()
+                .is_some_and(|exit| end == exit_status(exit));
         if worker.lost.is_empty() {
             if !worker.done && run.stop.is_none() {
                 // Between tests or in session teardown: no test to blame, but not silent.
@@ -1064,6 +1080,10 @@ impl Dispatcher {
 
     /// The run is over: finish the collector, write the reports, decide the exit code.
     fn finish(mut self, mut run: Run) -> Result<ExitCode, RunError> {
+        if let Some(exit) = &run.exit {
+            run.stop
+                .get_or_insert_with(|| StopReason::Exit(exit.clone()));
+        }
         if run.results.not_run() > 0 && run.stop.is_none() {
             run.stop = Some(StopReason::NoWorkers);
         }
@@ -1093,6 +1113,8 @@ impl Dispatcher {
             .is_some_and(|c| c != 0);
         let code = if matches!(run.stop, Some(StopReason::Interrupted)) {
             ExitCode::Interrupted
+        } else if let Some(StopReason::Exit(exit)) = &run.stop {
+            ExitCode::requested(exit.returncode.unwrap_or(PYTEST_EXIT_DEFAULT))
         } else if run.results.any_failed()
             || run.results.not_run() > 0
             || collector_failed
@@ -1102,7 +1124,7 @@ impl Dispatcher {
         } else {
             ExitCode::Ok
         };
-        self.log_event(|log| log.run_end(&run.results, code as i32, elapsed));
+        self.log_event(|log| log.run_end(&run.results, code.code().into(), elapsed));
         Ok(code)
     }
 
@@ -1139,6 +1161,31 @@ impl Dispatcher {
             self.events_log = None;
         }
     }
+}
+
+/// pytest's exit status after `pytest.exit()` without a `returncode`: interrupted.
+const PYTEST_EXIT_DEFAULT: i32 = 2;
+
+/// A worker's `pytest.exit()` stops the run as pytest's stops, at once; one from the worker's
+/// session teardown (its last test's teardown) comes, as in pytest, after every test, so the
+/// other workers finish theirs.
+fn session_exit(run: &mut Run, exit: SessionExit) -> Vec<Command> {
+    let last_test = exit.last_test;
+    run.exit.get_or_insert(exit.clone());
+    if last_test || run.stop.is_some() {
+        return Vec::new();
+    }
+    run.stop = Some(StopReason::Exit(exit));
+    run.scheduler.stop()
+}
+
+/// How a worker process ends after that `pytest.exit()` (a code of eight bits).
+fn exit_status(exit: &SessionExit) -> WorkerEnd {
+    WorkerEnd::Code(
+        ExitCode::requested(exit.returncode.unwrap_or(PYTEST_EXIT_DEFAULT))
+            .code()
+            .into(),
+    )
 }
 
 /// A message's name, for errors: its `type` in the protocol.
