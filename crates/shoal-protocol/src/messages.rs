@@ -229,6 +229,12 @@ pub struct PytestSettings {
     /// Set when `--junitxml` was given.
     #[serde(default)]
     pub junit: Option<JunitSettings>,
+    /// `--pdb`: the controller runs failing tests again under pdb, on its terminal.
+    #[serde(default)]
+    pub usepdb: bool,
+    /// `--trace`: the controller runs the selection under pdb, on its terminal.
+    #[serde(default)]
+    pub trace: bool,
 }
 
 /// What the run's JUnit file needs from pytest's configuration.

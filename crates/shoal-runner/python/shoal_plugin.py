@@ -254,6 +254,8 @@ class ShoalPlugin:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session):
         config = session.config
+        if self.role == "debug":
+            return None  # plain pytest, see _Foreground
         if self.role == "collector":
             collection_failed = (
                 session.testsfailed and not config.option.continue_on_collection_errors
@@ -428,6 +430,8 @@ class ShoalPlugin:
                     }
                     if logxml is not None
                     else None,
+                    "usepdb": bool(getattr(config.option, "usepdb", False)),
+                    "trace": bool(getattr(config.option, "trace", False)),
                 },
                 "warnings": [
                     {"message": w.message, "location": w.get_location(config)}
@@ -774,6 +778,7 @@ def _quiet_worker(config, worker: dict) -> None:
     global _stack_file, _phase
     _start_junitxml(config)
     _silence_terminal(config)
+    _no_debugger(config)
     if worker.get("state_file"):
         _phase = _PhaseFile(worker["state_file"])
     if worker.get("stack_file"):
@@ -789,6 +794,40 @@ def _quiet_worker(config, worker: dict) -> None:
         tmp._given_basetemp = basetemp
         tmp._basetemp = None
         config.option.basetemp = str(basetemp)
+
+
+def _no_debugger(config) -> None:
+    """``--pdb`` and ``--trace`` wait for commands from a terminal, which a worker does not
+    have: the controller runs those tests again on its own terminal (see _Foreground)."""
+    config.option.usepdb = False  # pytest's runner and unittest support read it too
+    config.option.trace = False
+    for name in ("pdbinvoke", "pdbtrace"):
+        plugin = config.pluginmanager.get_plugin(name)
+        if plugin is not None:
+            config.pluginmanager.unregister(plugin)
+
+
+class _Foreground:
+    """The ``debug`` role: plain pytest on the controller's terminal, where ``--pdb`` and
+    ``--trace`` work, restricted to the tests the controller names (the parallel run's
+    failures), or every selected test when it names none."""
+
+    def __init__(self, nodeids: list | None) -> None:
+        self.nodeids = None if nodeids is None else set(nodeids)
+
+    @pytest.hookimpl(tryfirst=True)  # before junitxml's own pytest_configure
+    def pytest_configure(self, config):
+        if self.nodeids is not None:
+            config.option.xmlpath = None  # the parallel run wrote the run's report
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config, items):
+        if self.nodeids is None:
+            return
+        deselected = [item for item in items if item.nodeid not in self.nodeids]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if item.nodeid in self.nodeids]
 
 
 def _send_output_to_controller(config, path: str, worker: dict) -> None:
@@ -989,8 +1028,12 @@ def _pytest_main(args: list[str], plugins: list) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point: ``argv`` is ``[socket, role, identity-json, *pytest-args]``."""
+    """Entry point: ``argv`` is ``[socket, role, identity-json, *pytest-args]`` (for the
+    ``debug`` role, identity-json is the node ids to run, or ``null``)."""
     path, role, identity = argv[0], argv[1], json.loads(argv[2])
+    if role == "debug":
+        plugins = [ShoalPlugin(None, role, None), _Foreground(identity), sys.modules[__name__]]
+        return int(_pytest_main(["-p", "no:xdist", *argv[3:]], plugins))
     if role == "collector":
         os.environ.__class__ = _EnvironWatch
     if role == "worker":

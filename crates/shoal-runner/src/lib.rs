@@ -102,6 +102,8 @@ pub enum RunError {
     Junit(#[from] reporter::junit::JunitError),
     #[error(transparent)]
     Events(#[from] reporter::events::EventsError),
+    #[error("debug with {option}: stdin is not a terminal, and pdb reads its commands from one (run shoal in a terminal, or without {option})")]
+    NoTerminal { option: &'static str },
     #[error("start worker '{worker}': it collected different tests than the collector (- only in the collector, + only in the worker):{diff}")]
     CollectionMismatch { worker: String, diff: String },
 }
@@ -109,7 +111,10 @@ pub enum RunError {
 impl RunError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Python(_) | Self::PytestMissing { .. } | Self::Options(_) => ExitCode::UsageError,
+            Self::Python(_)
+            | Self::PytestMissing { .. }
+            | Self::Options(_)
+            | Self::NoTerminal { .. } => ExitCode::UsageError,
             _ => ExitCode::InternalError,
         }
     }
