@@ -177,3 +177,14 @@ fn exit_without_workers_reports_as_pytest_does() {
     assert!(before_stats, "{}", out.context());
     assert_eq!(not_run(&line), 8, "{}", out.context());
 }
+
+#[test]
+fn exit_in_a_spawned_worker_stops_the_run_too() {
+    let mut args = PARALLEL.to_vec();
+    args.extend(["--start", "spawn"]);
+    let (out, _) = run_both("call", Some("9"), &args, true);
+    out.assert_code(9);
+    let (line, _) = exit_line(&out);
+    assert_eq!(not_run(&line), 7, "{}", out.context());
+    assert_accounted(&out, 7);
+}
