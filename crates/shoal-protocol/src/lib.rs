@@ -181,6 +181,7 @@ mod tests {
                 reports: Vec::new(),
                 warnings: Vec::new(),
                 junit: None,
+                exit: None,
             },
         )
         .unwrap();

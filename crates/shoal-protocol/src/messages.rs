@@ -89,6 +89,10 @@ pub enum FromPython {
         /// What pytest's junitxml made of the test, when `--junitxml` is on.
         #[serde(default)]
         junit: Option<JunitDelta>,
+        /// `pytest.exit()` was raised in the test (or a fixture of it) and ended the worker's
+        /// session; `reports` are those made before it.
+        #[serde(default)]
+        exit: Option<SessionExit>,
     },
     /// The tests a worker gave up in answer to `steal`, none of them started.
     Released { indices: Vec<usize> },
@@ -141,6 +145,20 @@ pub enum ToPython {
     FixtureError { name: String, text: String },
     /// To the fixture's owner: every other worker is done; run the teardown.
     FixtureRelease { name: String },
+}
+
+/// A `pytest.exit()` that ended a worker's session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionExit {
+    /// What pytest prints between `!!!` separators: `_pytest.outcomes.Exit: <msg>`.
+    pub message: String,
+    /// Its `returncode`; without one pytest exits 2 (interrupted).
+    #[serde(default)]
+    pub returncode: Option<i32>,
+    /// It came in the teardown of the worker's last test, which also tears the worker's
+    /// session down: like pytest's session teardown, after every test (the others go on).
+    #[serde(default)]
+    pub last_test: bool,
 }
 
 /// A file or module that failed to collect.
@@ -217,6 +235,12 @@ pub struct PytestSettings {
     /// Set when `--junitxml` was given.
     #[serde(default)]
     pub junit: Option<JunitSettings>,
+    /// `--pdb`: the controller runs failing tests again under pdb, on its terminal.
+    #[serde(default)]
+    pub usepdb: bool,
+    /// `--trace`: the controller runs the selection under pdb, on its terminal.
+    #[serde(default)]
+    pub trace: bool,
 }
 
 /// What the run's JUnit file needs from pytest's configuration.

@@ -282,6 +282,8 @@ class ShoalPlugin:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session):
         config = session.config
+        if self.role == "debug":
+            return None  # plain pytest, see _Foreground
         if self.role == "collector":
             collection_failed = (
                 session.testsfailed and not config.option.continue_on_collection_errors
@@ -459,6 +461,8 @@ class ShoalPlugin:
                     }
                     if logxml is not None
                     else None,
+                    "usepdb": bool(getattr(config.option, "usepdb", False)),
+                    "trace": bool(getattr(config.option, "trace", False)),
                 },
                 "warnings": _warning_reports(config, stats.get("warnings", [])),
                 "workerinput": _plugin_workerinput(config),
@@ -603,30 +607,50 @@ class ShoalPlugin:
             self._current = index
             if _phase is not None:
                 _phase.enter(index, _SETUP)
-            item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
-            if _phase is not None:
-                _phase.enter(index, _IDLE)
+            try:
+                item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            except pytest.exit.Exception as exc:
+                # pytest.exit() ends the session: what the test reported so far goes to the
+                # controller, which stops the run; pytest then finishes the session as usual.
+                self._send_done(session, index, junit, exit=_session_exit(exc, nextitem is None))
+                raise
+            finally:
+                if _phase is not None:
+                    _phase.enter(index, _IDLE)
             if session.shouldfail or session.shouldstop:
                 # This worker alone reached --maxfail (or a plugin asked to stop): stop at
                 # once, as pytest does, rather than run what is queued until the controller
                 # says so.
                 queue.clear()
                 finishing = True
-            reports = self._reports
-            self.channel.send(
-                {
-                    "type": "test_done",
-                    "index": index,
-                    "headline": reports[0].head_line if reports else None,
-                    "reports": [_report(session.config, r, reports) for r in reports],
-                    "warnings": self._take_warnings(),
-                    "junit": junit.take(),
-                }
-            )
+            self._send_done(session, index, junit)
+
+    def _send_done(self, session, index: int, junit, **extra) -> None:
+        reports = self._reports
+        self.channel.send(
+            {
+                "type": "test_done",
+                "index": index,
+                "headline": reports[0].head_line if reports else None,
+                "reports": [_report(session.config, r, reports) for r in reports],
+                "warnings": self._take_warnings(),
+                "junit": junit.take(),
+                **extra,
+            }
+        )
 
     def _take_warnings(self) -> list:
         taken, self._warnings = self._warnings, []
         return taken
+
+
+def _session_exit(exc, last_test: bool) -> dict:
+    """A ``pytest.exit()`` for the controller: the line pytest prints for it, its code."""
+    import traceback
+
+    message = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
+    returncode = exc.returncode if isinstance(exc.returncode, int) else None
+    return {"message": message, "returncode": returncode, "last_test": last_test}
 
 
 def _logxml(config):
@@ -878,6 +902,7 @@ def _quiet_worker(config, worker: dict) -> None:
     global _stack_file, _phase
     _start_junitxml(config)
     _silence_terminal(config)
+    _no_debugger(config)
     if worker.get("state_file"):
         _phase = _PhaseFile(worker["state_file"])
     if worker.get("stack_file"):
@@ -893,6 +918,40 @@ def _quiet_worker(config, worker: dict) -> None:
         tmp._given_basetemp = basetemp
         tmp._basetemp = None
         config.option.basetemp = str(basetemp)
+
+
+def _no_debugger(config) -> None:
+    """``--pdb`` and ``--trace`` wait for commands from a terminal, which a worker does not
+    have: the controller runs those tests again on its own terminal (see _Foreground)."""
+    config.option.usepdb = False  # pytest's runner and unittest support read it too
+    config.option.trace = False
+    for name in ("pdbinvoke", "pdbtrace"):
+        plugin = config.pluginmanager.get_plugin(name)
+        if plugin is not None:
+            config.pluginmanager.unregister(plugin)
+
+
+class _Foreground:
+    """The ``debug`` role: plain pytest on the controller's terminal, where ``--pdb`` and
+    ``--trace`` work, restricted to the tests the controller names (the parallel run's
+    failures), or every selected test when it names none."""
+
+    def __init__(self, nodeids: list | None) -> None:
+        self.nodeids = None if nodeids is None else set(nodeids)
+
+    @pytest.hookimpl(tryfirst=True)  # before junitxml's own pytest_configure
+    def pytest_configure(self, config):
+        if self.nodeids is not None:
+            config.option.xmlpath = None  # the parallel run wrote the run's report
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config, items):
+        if self.nodeids is None:
+            return
+        deselected = [item for item in items if item.nodeid not in self.nodeids]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if item.nodeid in self.nodeids]
 
 
 def _send_output_to_controller(config, path: str, worker: dict) -> None:
@@ -1093,8 +1152,12 @@ def _pytest_main(args: list[str], plugins: list) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point: ``argv`` is ``[socket, role, identity-json, *pytest-args]``."""
+    """Entry point: ``argv`` is ``[socket, role, identity-json, *pytest-args]`` (for the
+    ``debug`` role, identity-json is the node ids to run, or ``null``)."""
     path, role, identity = argv[0], argv[1], json.loads(argv[2])
+    if role == "debug":
+        plugins = [ShoalPlugin(None, role, None), _Foreground(identity), sys.modules[__name__]]
+        return int(_pytest_main(["-p", "no:xdist", *argv[3:]], plugins))
     if role == "worker":
         _start_worker_under_keeper()
     if role == "collector":

@@ -38,13 +38,14 @@ pub enum ExitCode {
     NoTestsCollected,
     /// Any other status pytest ended with (`pytest.exit(returncode=N)`, a conftest's
     /// `sys.exit(N)`): serial pytest exits with it, so shoal passes it on unchanged.
-    Other(i32),
+    Other(u8),
 }
 
 impl ExitCode {
-    /// pytest's own exit status, passed through when pytest finished by itself.
+    /// pytest's own exit status (or the code `pytest.exit(returncode=...)` asked for), as a
+    /// process exits with it: its low eight bits.
     pub fn from_pytest(code: i32) -> Self {
-        match code {
+        match code as u8 {
             0 => Self::Ok,
             1 => Self::TestsFailed,
             2 => Self::Interrupted,
@@ -56,7 +57,7 @@ impl ExitCode {
     }
 
     /// The process exit status.
-    pub fn code(self) -> i32 {
+    pub fn code(self) -> u8 {
         match self {
             Self::Ok => 0,
             Self::TestsFailed => 1,
@@ -71,8 +72,7 @@ impl ExitCode {
 
 impl From<ExitCode> for std::process::ExitCode {
     fn from(code: ExitCode) -> Self {
-        // What exit(2) keeps of a status: its low byte.
-        Self::from(code.code() as u8)
+        Self::from(code.code())
     }
 }
 
@@ -112,6 +112,8 @@ pub enum RunError {
     Junit(#[from] reporter::junit::JunitError),
     #[error(transparent)]
     Events(#[from] reporter::events::EventsError),
+    #[error("debug with {option}: stdin is not a terminal, and pdb reads its commands from one (run shoal in a terminal, or without {option})")]
+    NoTerminal { option: &'static str },
     #[error("start worker '{worker}': it collected different tests than the collector (- only in the collector, + only in the worker):{diff}")]
     CollectionMismatch { worker: String, diff: String },
 }
@@ -122,6 +124,7 @@ impl RunError {
             Self::Python(_)
             | Self::PytestMissing { .. }
             | Self::NotPython { .. }
+            | Self::NoTerminal { .. }
             | Self::Options(_) => ExitCode::UsageError,
             // The interpreter itself cannot be executed: the user's choice of it is at fault.
             Self::Spawn { source, .. }
@@ -222,7 +225,7 @@ mod tests {
     #[test]
     fn every_pytest_exit_status_is_passed_on_unchanged() {
         for status in 0..=255 {
-            assert_eq!(ExitCode::from_pytest(status).code(), status);
+            assert_eq!(i32::from(ExitCode::from_pytest(status).code()), status);
         }
         assert_eq!(ExitCode::from_pytest(1), ExitCode::TestsFailed);
         assert_eq!(ExitCode::from_pytest(7), ExitCode::Other(7));

@@ -321,6 +321,8 @@ mod tests {
             maxworkerrestart: None,
             cache_dir: None,
             junit: None,
+            usepdb: false,
+            trace: false,
         }
     }
 

@@ -142,6 +142,38 @@ impl Interpreter {
             Role::Worker | Role::Output => "worker",
         };
         let identity = serde_json::to_string(&identity).expect("identity serializes");
+        let mut command = self.bootstrap(plugin, socket, role, &identity, args);
+        command
+            .stdin(Stdio::null())
+            // A group of its own: terminal signals reach only the controller, which decides.
+            // (A spawned worker's keeper hands the group to the worker and leaves it.)
+            .process_group(0);
+        command
+    }
+
+    /// A command that runs pytest with `args` on the controller's terminal (the plugin's
+    /// `debug` role), limited to `nodeids` unless `None`: for `--pdb` and `--trace`, whose pdb
+    /// reads commands from the terminal. It keeps the controller's stdin, stdout, stderr and
+    /// process group, so it can read the terminal and Ctrl-C reaches pdb.
+    pub fn foreground_command(
+        &self,
+        plugin: &Path,
+        socket: &Path,
+        nodeids: Option<&[String]>,
+        args: &[String],
+    ) -> Command {
+        let nodeids = serde_json::to_string(&nodeids).expect("node ids serialize");
+        self.bootstrap(plugin, socket, "debug", &nodeids, args)
+    }
+
+    fn bootstrap(
+        &self,
+        plugin: &Path,
+        socket: &Path,
+        role: &str,
+        identity: &str,
+        args: &[String],
+    ) -> Command {
         let mut command = Command::new(&self.path);
         command
             .arg("-c")
@@ -150,11 +182,7 @@ impl Interpreter {
             .arg(socket)
             .arg(role)
             .arg(identity)
-            .args(args)
-            .stdin(Stdio::null())
-            // A group of its own: terminal signals reach only the controller, which decides.
-            // (A spawned worker's keeper hands the group to the worker and leaves it.)
-            .process_group(0);
+            .args(args);
         // SAFETY: prctl is async-signal-safe; it makes the child die with the controller, so a
         // killed shoal leaves no Python behind.
         unsafe {

@@ -175,6 +175,18 @@ impl Project {
         Run::new(self, command)
     }
 
+    /// `python <args>`: a script of the project's that drives a run (on a pseudo-terminal,
+    /// say).
+    pub fn python_script<I, S>(&self, args: I) -> Run<'_>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = Command::new(python());
+        command.args(args);
+        Run::new(self, command)
+    }
+
     /// The JSON lines recorded so far; removes the file, so the next run starts afresh.
     pub fn take_records(&self) -> Vec<Value> {
         let text = match fs::read_to_string(&self.record) {

@@ -22,8 +22,8 @@ use std::{
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use shoal_protocol::{
-    CollectedItem, FromPython, PytestSettings, Role, ToPython, Warning, WorkerIdentity,
-    PROTOCOL_VERSION,
+    CollectedItem, FromPython, PytestSettings, Role, SessionExit, ToPython, Warning,
+    WorkerIdentity, PROTOCOL_VERSION,
 };
 
 use self::{
@@ -101,6 +101,8 @@ struct Run {
     paused_since: Option<Instant>,
     interrupts: usize,
     run_once: RunOnceFixtures,
+    /// The first `pytest.exit()` a worker reported: the run ends with its line and code.
+    exit: Option<SessionExit>,
 }
 
 pub struct Dispatcher {
@@ -150,6 +152,9 @@ impl Dispatcher {
             Ok(collection) => collection,
             Err(code) => return Ok(code),
         };
+        if let Some(code) = self.debugger(&collection.settings)? {
+            return Ok(code);
+        }
         let mut run = self.plan(collection)?;
         while !self.workers.iter().all(Worker::finished) {
             let event = match self.next_event(&run) {
@@ -310,6 +315,7 @@ impl Dispatcher {
             paused_since: None,
             interrupts: 0,
             run_once: RunOnceFixtures::default(),
+            exit: None,
         };
         for w in 0..count {
             self.start_worker(w, start)?;
@@ -436,6 +442,7 @@ impl Dispatcher {
                 reports,
                 warnings,
                 junit,
+                exit,
             } => {
                 self.workers[w].running = None;
                 self.workers[w].partial = None;
@@ -452,6 +459,14 @@ impl Dispatcher {
                     display: run.items[index].display.clone(),
                 };
                 let mut commands = run.scheduler.test_done(w, index);
+                if let Some(exit) = exit {
+                    commands.extend(session_exit(run, exit));
+                    if record.reports.iter().all(|r| r.category.is_empty()) {
+                        // Stopped before any outcome pytest counts (in its setup or call): it
+                        // did not run, and is counted so.
+                        return Ok(commands);
+                    }
+                }
                 commands.extend(self.finish_test(record, w, run));
                 commands
             }
@@ -917,7 +932,11 @@ impl Dispatcher {
         }
         worker.accounted = true;
         // pytest's own ways for a session to end; anything else after it is worth a word.
-        let pytest_end = matches!(end, WorkerEnd::Code(0 | 1 | 2 | 5));
+        let pytest_end = matches!(end, WorkerEnd::Code(0 | 1 | 2 | 5))
+            || run
+                .exit
+                .as_ref()
+                .is_some_and(|exit| end == exit_status(exit));
         if worker.lost.is_empty() {
             if !worker.done && run.stop.is_none() {
                 // Between tests or in session teardown: no test to blame, but not silent.
@@ -1130,6 +1149,10 @@ impl Dispatcher {
 
     /// The run is over: finish the collector, write the reports, decide the exit code.
     fn finish(mut self, mut run: Run) -> Result<ExitCode, RunError> {
+        if let Some(exit) = &run.exit {
+            run.stop
+                .get_or_insert_with(|| StopReason::Exit(exit.clone()));
+        }
         if run.results.not_run() > 0 && run.stop.is_none() {
             run.stop = Some(StopReason::NoWorkers);
         }
@@ -1167,6 +1190,8 @@ impl Dispatcher {
             ExitCode::Interrupted
         } else if collector_killed {
             ExitCode::InternalError
+        } else if let Some(StopReason::Exit(exit)) = &run.stop {
+            ExitCode::from_pytest(exit.returncode.unwrap_or(PYTEST_EXIT_DEFAULT))
         } else if run.results.any_failed()
             || run.results.not_run() > 0
             || collector_failed
@@ -1176,8 +1201,92 @@ impl Dispatcher {
         } else {
             ExitCode::Ok
         };
-        self.log_event(|log| log.run_end(&run.results, code.code(), elapsed));
+        self.log_event(|log| log.run_end(&run.results, code.code().into(), elapsed));
+        if run.settings.usepdb && !matches!(run.stop, Some(StopReason::Interrupted)) {
+            self.debug_failures(&run.results)?;
+        }
         Ok(code)
+    }
+
+    /// `--pdb` after the parallel run: its failed tests run again, on this terminal, under
+    /// pdb. The run's outcome stays the parallel run's.
+    fn debug_failures(&mut self, results: &Results) -> Result<(), RunError> {
+        let mut failed: Vec<String> = Vec::new();
+        for record in results.records().iter().filter(|r| r.failed()) {
+            if !failed.contains(&record.nodeid) {
+                failed.push(record.nodeid.clone());
+            }
+        }
+        let tests = match failed.len() {
+            0 => return Ok(()),
+            1 => "the failed test".to_owned(),
+            n => format!("the {n} failed tests"),
+        };
+        eprintln!("shoal: --pdb: running {tests} again in the foreground, under pdb");
+        self.foreground(Some(&failed)).map(drop)
+    }
+
+    /// `--pdb` and `--trace` need a terminal, where pdb reads its commands: without one the run
+    /// is refused before any test runs. `--trace` stops at the start of every test, so the
+    /// selection runs one test at a time, on the terminal, instead of in parallel; `--pdb`
+    /// runs in parallel and debugs the failures afterwards (see [`Self::debug_failures`]).
+    fn debugger(&mut self, settings: &PytestSettings) -> Result<Option<ExitCode>, RunError> {
+        use std::io::IsTerminal;
+        let option = match (settings.trace, settings.usepdb) {
+            (true, _) => "--trace",
+            (false, true) => "--pdb",
+            (false, false) => return Ok(None),
+        };
+        let terminal = std::io::stdin().is_terminal();
+        if terminal && !settings.trace {
+            return Ok(None);
+        }
+        self.finish_collector();
+        if !terminal {
+            return Err(RunError::NoTerminal { option });
+        }
+        eprintln!("shoal: --trace: running the tests one at a time in the foreground");
+        self.foreground(None).map(Some)
+    }
+
+    /// Runs `nodeids` (every test pytest selects when `None`) in a pytest on this terminal and
+    /// waits for it, stopping with it on Ctrl-Z; Ctrl-C reaches it from the terminal.
+    fn foreground(&mut self, nodeids: Option<&[String]>) -> Result<ExitCode, RunError> {
+        let launch = &self.launch;
+        let mut command = launch.interpreter.foreground_command(
+            &launch.plugin,
+            &launch.socket,
+            nodeids,
+            &launch.options.pytest_args,
+        );
+        if launch.options.report_json.as_deref() == Some("-") {
+            command.stdout(std::io::stderr()); // stdout carries the JSON events
+        }
+        let mut child = command.spawn().map_err(|source| RunError::Spawn {
+            python: launch.interpreter.path.clone(),
+            source,
+        })?;
+        let pid = child.id();
+        let (exited, status) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let _ = exited.send(child.wait());
+        });
+        loop {
+            crossbeam_channel::select! {
+                recv(status) -> status => {
+                    let code = status.ok().and_then(Result::ok).and_then(|s| s.code());
+                    return Ok(code.map_or(ExitCode::InternalError, ExitCode::from_pytest));
+                }
+                recv(self.events) -> event => match event {
+                    // The terminal stopped pytest too; `fg` continues both.
+                    Ok(Event::Signal(signals::SIGTSTP)) => signals::stop_self(),
+                    Ok(Event::Signal(signals::SIGTERM)) => {
+                        signals::to_process(pid, signals::SIGTERM)
+                    }
+                    _ => {}
+                },
+            }
+        }
     }
 
     /// Tells the collector the run is over and waits for it to finish pytest's session.
@@ -1226,6 +1335,31 @@ fn collector_end(status: ExitStatus) -> String {
         WorkerEnd::Signal(signal) => format!("killed by {}", signals::name(signal)),
         end => end.describe(),
     }
+}
+
+/// pytest's exit status after `pytest.exit()` without a `returncode`: interrupted.
+const PYTEST_EXIT_DEFAULT: i32 = 2;
+
+/// A worker's `pytest.exit()` stops the run as pytest's stops, at once; one from the worker's
+/// session teardown (its last test's teardown) comes, as in pytest, after every test, so the
+/// other workers finish theirs.
+fn session_exit(run: &mut Run, exit: SessionExit) -> Vec<Command> {
+    let last_test = exit.last_test;
+    run.exit.get_or_insert(exit.clone());
+    if last_test || run.stop.is_some() {
+        return Vec::new();
+    }
+    run.stop = Some(StopReason::Exit(exit));
+    run.scheduler.stop()
+}
+
+/// How a worker process ends after that `pytest.exit()` (a code of eight bits).
+fn exit_status(exit: &SessionExit) -> WorkerEnd {
+    WorkerEnd::Code(
+        ExitCode::from_pytest(exit.returncode.unwrap_or(PYTEST_EXIT_DEFAULT))
+            .code()
+            .into(),
+    )
 }
 
 /// A message's name, for errors: its `type` in the protocol.

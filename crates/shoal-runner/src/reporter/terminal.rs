@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use shoal_protocol::{PhaseReport, PytestSettings};
+use shoal_protocol::{PhaseReport, PytestSettings, SessionExit};
 
 use super::live::{Live, Tally};
 use crate::{
@@ -69,6 +69,16 @@ pub enum StopReason {
     Interrupted,
     /// `--run-timeout` passed.
     RunTimeout,
+    /// A test called `pytest.exit()`.
+    Exit(SessionExit),
+}
+
+impl StopReason {
+    /// pytest reports an exit that asks for another code than 2 (interrupted) after the stats
+    /// line, when it unconfigures; every other stop before it.
+    fn after_stats(&self) -> bool {
+        matches!(self, Self::Exit(exit) if exit.returncode.is_some_and(|c| c != 2))
+    }
 }
 
 /// Writes the run's progress and summary to stdout.
@@ -332,26 +342,37 @@ impl Terminal {
             self.rerun_summary(results);
         }
         self.short_summary(results);
-        if let Some(stop) = stop {
-            let why = match stop {
-                StopReason::MaxFail(n) => format!("stopping after {n} failures"),
-                StopReason::NoWorkers => "no workers left to run the remaining tests".to_owned(),
-                StopReason::Interrupted => "KeyboardInterrupt".to_owned(),
-                StopReason::RunTimeout => "the run exceeded --run-timeout".to_owned(),
-            };
-            // pytest's stats line has no place for tests that never ran: they are counted here.
-            let not_run = results.not_run();
-            let title = match not_run {
-                0 => why,
-                1 => format!("{why}: 1 test not run"),
-                n => format!("{why}: {n} tests not run"),
-            };
-            let line = self.sep('!', &title);
-            let line = self.paint(&line, Some(Color::Red), false);
-            self.line(&line);
+        let stop_after_stats = stop.filter(|s| s.after_stats());
+        if let Some(stop) = stop.filter(|s| !s.after_stats()) {
+            self.stop_line(results, stop);
         }
         self.stats_line(results, elapsed);
+        if let Some(stop) = stop_after_stats {
+            self.stop_line(results, stop);
+        }
         let _ = self.out.flush();
+    }
+
+    /// Why the run stopped early, and how many tests that left out.
+    fn stop_line(&mut self, results: &Results, stop: &StopReason) {
+        let why = match stop {
+            StopReason::MaxFail(n) => format!("stopping after {n} failures"),
+            StopReason::NoWorkers => "no workers left to run the remaining tests".to_owned(),
+            StopReason::Interrupted => "KeyboardInterrupt".to_owned(),
+            StopReason::RunTimeout => "the run exceeded --run-timeout".to_owned(),
+            StopReason::Exit(exit) => exit.message.clone(),
+        };
+        // pytest's stats line has no place for tests that never ran: they are counted here.
+        let title = match results.not_run() {
+            0 => why,
+            1 => format!("{why}: 1 test not run"),
+            n => format!("{why}: {n} tests not run"),
+        };
+        let line = self.sep('!', &title);
+        // pytest does not colour its exit line.
+        let color = (!matches!(stop, StopReason::Exit(_))).then_some(Color::Red);
+        let line = self.paint(&line, color, false);
+        self.line(&line);
     }
 
     fn sections(&mut self, results: &Results, category: &str, title: &str) {
