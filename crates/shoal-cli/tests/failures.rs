@@ -209,6 +209,97 @@ fn killing_the_collector_ends_the_run_and_accounts_for_every_test() {
     }
 }
 
+/// Every collected test started exactly once (each records itself as it starts).
+#[track_caller]
+fn assert_each_ran_once(project: &Project, collected: &[String], out: &Output) {
+    let records = project.take_records();
+    for nodeid in collected {
+        let runs = records
+            .iter()
+            .filter(|r| r["nodeid"] == nodeid.as_str())
+            .count();
+        assert_eq!(runs, 1, "{nodeid} ran {runs} times\n{}", out.context());
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Reports larger than a frame
+// ------------------------------------------------------------------------------------------
+
+/// Tests printing 100 MiB and 34 MiB to captured stdout: more than a 64 MiB frame holds, over
+/// its phases. Both pass exactly once, as under pytest, and where their output is shown (`-rP`,
+/// JUnit's system-out) it is cut with a marker, keeping its beginning and its end.
+#[test]
+fn captured_output_larger_than_a_frame_is_cut_and_the_tests_pass_once() {
+    let project = Project::new("faults_large_output");
+    let collected = collected_ids(&project, &[]);
+    assert_eq!(collected.len(), 2);
+    let serial = project.pytest(["-p", "no:cacheprovider"]).run();
+    serial.assert_code(0);
+    let _ = project.take_records();
+    let junit = ["-o", "junit_logging=system-out", "--junitxml=junit.xml"];
+    let (out, _) = run_within(project.shoal(args(&["-n", "2", "-rP"], &junit)), RUN_LIMIT);
+    assert_no_panic(&out);
+    out.assert_code(0);
+    assert_eq!(out.stats(), serial.stats(), "{}", out.context());
+    assert_eq!(stat(&out, "passed"), 2, "{}", out.context());
+    assert_each_ran_once(&project, &collected, &out);
+    let events = events(&project, &out);
+    assert_one_final_outcome(&events, &collected, 0, &out);
+    let xml = faults::read(&project.path.join("junit.xml"));
+    for (name, mib) in [("100 MiB", 100), ("34 MiB", 34)] {
+        for shown in [out.stdout.as_str(), xml.as_str()] {
+            for line in [
+                format!("first line of {name}"),
+                format!("last line of {name}"),
+            ] {
+                assert!(
+                    shown.contains(&line),
+                    "{line:?} is not shown\n{}",
+                    out.context()
+                );
+            }
+        }
+        // What was cut: at least the output beyond a frame, at most all of it.
+        let cut = cut_bytes(&out.stdout, name);
+        assert!(
+            cut > (mib - 8) << 20 && cut < mib << 20,
+            "{name}: {cut} bytes cut\n{}",
+            out.context()
+        );
+        assert_eq!(
+            cut_bytes(&xml, name),
+            cut,
+            "JUnit's system-out is cut alike"
+        );
+    }
+    assert!(
+        out.stdout.len() < 32 << 20,
+        "{} bytes of output",
+        out.stdout.len()
+    );
+}
+
+/// The number in the first `[... N bytes cut ...]` marker after `first line of <name>`.
+fn cut_bytes(shown: &str, name: &str) -> usize {
+    let from = shown
+        .find(&format!("first line of {name}"))
+        .unwrap_or_else(|| panic!("no output of {name}"));
+    let rest = &shown[from..];
+    let at = rest
+        .find("[... ")
+        .unwrap_or_else(|| panic!("no cut marker after {name}'s output"));
+    let number = rest[at + 5..].split(' ').next().unwrap_or("");
+    assert!(
+        rest[at + 5 + number.len()..].starts_with(" bytes cut ...]"),
+        "a malformed marker: {:?}",
+        rest[at..].chars().take(40).collect::<String>()
+    );
+    number
+        .parse()
+        .unwrap_or_else(|_| panic!("a marker without a number: {number:?}"))
+}
+
 // ------------------------------------------------------------------------------------------
 // Workers dying after their last test
 // ------------------------------------------------------------------------------------------
