@@ -222,6 +222,46 @@ fn assert_each_ran_once(project: &Project, collected: &[String], out: &Output) {
     }
 }
 
+/// `os.closerange(3, 1024)` in a test closes its worker's socket: the worker dies after the
+/// test's body, before it can say the test is done. The test started, so it is never run again:
+/// it fails once, blamed for the crash (as xdist reports it), and every other test passes once.
+#[test]
+fn a_crash_after_a_test_before_its_report_fails_that_test_once() {
+    const CLOSER: &str = "test_closerange.py::test_closes_every_descriptor";
+    for start in ["fork", "spawn"] {
+        let project = Project::new("faults_closerange");
+        let collected = collected_ids(&project, &[]);
+        assert_eq!(collected.len(), 9);
+        let _ = project.take_records();
+        let (out, _) = run_within(
+            project.shoal(args(&["-n", "2", "-rA", "--start", start], &[])),
+            RUN_LIMIT,
+        );
+        assert_no_panic(&out);
+        out.assert_code(1);
+        assert_each_ran_once(&project, &collected, &out);
+        let events = events(&project, &out);
+        let finals = assert_one_final_outcome(&events, &collected, 0, &out);
+        assert_eq!(run_end(&events, &out)["not_run"], 0, "{}", out.context());
+        let message = crash_message(finals[CLOSER])
+            .unwrap_or_else(|| panic!("{CLOSER} is not blamed for the crash\n{}", out.context()));
+        assert!(message.contains(&format!("'{CLOSER}'")), "{message}");
+        assert_eq!(finals[CLOSER]["outcome"], "failed", "{}", out.context());
+        assert!(
+            summary_line(&out, "FAILED", CLOSER).is_some(),
+            "{}",
+            out.context()
+        );
+        assert_eq!(stat(&out, "failed"), 1, "{}", out.context());
+        assert_eq!(stat(&out, "passed"), 8, "{}", out.context());
+        assert!(
+            !out.stdout.contains("WORKER ERRORS"),
+            "the crash is the test's, not a worker error\n{}",
+            out.context()
+        );
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // Reports larger than a frame
 // ------------------------------------------------------------------------------------------

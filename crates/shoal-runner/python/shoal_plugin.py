@@ -596,7 +596,7 @@ class ShoalPlugin:
                 _phase.enter(index, _SETUP)
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
             if _phase is not None:
-                _phase.enter(index, _IDLE)
+                _phase.enter(index, _REPORTING)
             if session.shouldfail or session.shouldstop:
                 # This worker alone reached --maxfail (or a plugin asked to stop): stop at
                 # once, as pytest does, rather than run what is queued until the controller
@@ -614,6 +614,8 @@ class ShoalPlugin:
                     "junit": junit.take(),
                 }
             )
+            if _phase is not None:
+                _phase.enter(index, _IDLE)
 
     def _take_warnings(self) -> list:
         taken, self._warnings = self._warnings, []
@@ -734,7 +736,7 @@ def _detach_from_collector() -> None:
 
 _stack_file = None
 _phase = None
-_IDLE, _SETUP, _CALL, _TEARDOWN = range(4)
+_IDLE, _SETUP, _CALL, _TEARDOWN, _REPORTING = range(5)
 
 
 class _PhaseFile:
