@@ -358,8 +358,13 @@ fn session_exit(mode: &str, start: &str) -> (Project, Output) {
 
 #[test]
 fn a_worker_dying_in_sessionfinish_is_a_worker_error_not_a_test_failure() {
-    for start in ["fork", "spawn"] {
-        let (project, out) = session_exit("sessionfinish", start);
+    // Before or after shoal's own pytest_sessionfinish: the session did not finish either way.
+    for (mode, start) in [
+        ("sessionfinish", "fork"),
+        ("sessionfinish", "spawn"),
+        ("sessionfinish_last", "fork"),
+    ] {
+        let (project, out) = session_exit(mode, start);
         out.assert_code(1);
         assert_eq!(stat(&out, "passed"), 6, "{}", out.context());
         assert_eq!(stat(&out, "failed"), 0, "{}", out.context());
@@ -385,6 +390,25 @@ fn a_worker_dying_in_session_fixture_teardown_fails_no_passing_test() {
     assert_eq!(stat(&out, "passed"), 6, "{}", out.context());
     out.assert_stdout_contains("exit code 7");
     out.assert_code(1);
+}
+
+/// A worker killed once its session is over (SIGKILL in `pytest_unconfigure`, after
+/// `worker_done`) loses nothing: every test passed, so the run passes, with a note.
+#[test]
+fn a_worker_killed_after_its_session_finished_does_not_fail_the_run() {
+    for start in ["fork", "spawn"] {
+        let (_, out) = session_exit("killed", start);
+        out.assert_code(0);
+        assert_eq!(stat(&out, "passed"), 6, "{}", out.context());
+        assert_eq!(out.stats().len(), 1, "{}", out.context());
+        assert!(!out.stdout.contains("WORKER ERRORS"), "{}", out.context());
+        assert!(
+            out.stderr
+                .contains("ended after its session finished (signal 9); nothing was lost"),
+            "no note of the kill\n{}",
+            out.context()
+        );
+    }
 }
 
 #[test]

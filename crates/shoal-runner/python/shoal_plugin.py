@@ -362,7 +362,11 @@ class ShoalPlugin:
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
         self._warnings.append(_warning(self.config, warning_message, nodeid, location))
 
+    @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self, session):
+        """Once every other plugin has finished the session (pytest's runner tears down what
+        is left of the session fixtures), the worker is done: a kill after this loses nothing."""
+        result = yield
         if self.role == "worker" and self.worker is not None:
             self.channel.send(
                 {
@@ -372,6 +376,7 @@ class ShoalPlugin:
                     "warnings": self._take_warnings(),
                 }
             )
+        return result
 
     def _send_collection(self, session):
         config = session.config

@@ -861,11 +861,13 @@ impl Dispatcher {
                     end.describe()
                 ));
             } else if worker.done && !pytest_end && worker.kill.is_none() && run.stop.is_none() {
-                run.results.add_session_error(format!(
-                    "worker '{}' ended after its session finished ({})",
+                // Its session, teardown included, was over (`worker_done`) and every report
+                // had arrived: nothing was lost, so the run's outcome stands.
+                eprintln!(
+                    "shoal: note: worker '{}' ended after its session finished ({}); nothing was lost",
                     worker.id(),
                     end.describe()
-                ));
+                );
             }
             // The others may now take the share this worker would have had.
             return run.scheduler.requeue(w, Vec::new());
