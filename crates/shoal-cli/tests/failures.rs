@@ -212,6 +212,137 @@ fn killing_the_collector_ends_the_run_and_accounts_for_every_test() {
     }
 }
 
+/// Every collected test started exactly once (each records itself as it starts).
+#[track_caller]
+fn assert_each_ran_once(project: &Project, collected: &[String], out: &Output) {
+    let records = project.take_records();
+    for nodeid in collected {
+        let runs = records
+            .iter()
+            .filter(|r| r["nodeid"] == nodeid.as_str())
+            .count();
+        assert_eq!(runs, 1, "{nodeid} ran {runs} times\n{}", out.context());
+    }
+}
+
+/// `os.closerange(3, 1024)` in a test closes its worker's socket: the worker dies after the
+/// test's body, before it can say the test is done. The test started, so it is never run again:
+/// it fails once, blamed for the crash (as xdist reports it), and every other test passes once.
+#[test]
+fn a_crash_after_a_test_before_its_report_fails_that_test_once() {
+    const CLOSER: &str = "test_closerange.py::test_closes_every_descriptor";
+    for start in ["fork", "spawn"] {
+        let project = Project::new("faults_closerange");
+        let collected = collected_ids(&project, &[]);
+        assert_eq!(collected.len(), 9);
+        let _ = project.take_records();
+        let (out, _) = run_within(
+            project.shoal(args(&["-n", "2", "-rA", "--start", start], &[])),
+            RUN_LIMIT,
+        );
+        assert_no_panic(&out);
+        out.assert_code(1);
+        assert_each_ran_once(&project, &collected, &out);
+        let events = events(&project, &out);
+        let finals = assert_one_final_outcome(&events, &collected, 0, &out);
+        assert_eq!(run_end(&events, &out)["not_run"], 0, "{}", out.context());
+        let message = crash_message(finals[CLOSER])
+            .unwrap_or_else(|| panic!("{CLOSER} is not blamed for the crash\n{}", out.context()));
+        assert!(message.contains(&format!("'{CLOSER}'")), "{message}");
+        assert_eq!(finals[CLOSER]["outcome"], "failed", "{}", out.context());
+        assert!(
+            summary_line(&out, "FAILED", CLOSER).is_some(),
+            "{}",
+            out.context()
+        );
+        assert_eq!(stat(&out, "failed"), 1, "{}", out.context());
+        assert_eq!(stat(&out, "passed"), 8, "{}", out.context());
+        assert!(
+            !out.stdout.contains("WORKER ERRORS"),
+            "the crash is the test's, not a worker error\n{}",
+            out.context()
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Reports larger than a frame
+// ------------------------------------------------------------------------------------------
+
+/// Tests printing 100 MiB and 34 MiB to captured stdout: more than a 64 MiB frame holds, over
+/// its phases. Both pass exactly once, as under pytest, and where their output is shown (`-rP`,
+/// JUnit's system-out) it is cut with a marker, keeping its beginning and its end.
+#[test]
+fn captured_output_larger_than_a_frame_is_cut_and_the_tests_pass_once() {
+    let project = Project::new("faults_large_output");
+    let collected = collected_ids(&project, &[]);
+    assert_eq!(collected.len(), 2);
+    let serial = project.pytest(["-p", "no:cacheprovider"]).run();
+    serial.assert_code(0);
+    let _ = project.take_records();
+    let junit = ["-o", "junit_logging=system-out", "--junitxml=junit.xml"];
+    let (out, _) = run_within(project.shoal(args(&["-n", "2", "-rP"], &junit)), RUN_LIMIT);
+    assert_no_panic(&out);
+    out.assert_code(0);
+    assert_eq!(out.stats(), serial.stats(), "{}", out.context());
+    assert_eq!(stat(&out, "passed"), 2, "{}", out.context());
+    assert_each_ran_once(&project, &collected, &out);
+    let events = events(&project, &out);
+    assert_one_final_outcome(&events, &collected, 0, &out);
+    let xml = faults::read(&project.path.join("junit.xml"));
+    for (name, mib) in [("100 MiB", 100), ("34 MiB", 34)] {
+        for shown in [out.stdout.as_str(), xml.as_str()] {
+            for line in [
+                format!("first line of {name}"),
+                format!("last line of {name}"),
+            ] {
+                assert!(
+                    shown.contains(&line),
+                    "{line:?} is not shown\n{}",
+                    out.context()
+                );
+            }
+        }
+        // What was cut: at least the output beyond a frame, at most all of it.
+        let cut = cut_bytes(&out.stdout, name);
+        assert!(
+            cut > (mib - 8) << 20 && cut < mib << 20,
+            "{name}: {cut} bytes cut\n{}",
+            out.context()
+        );
+        assert_eq!(
+            cut_bytes(&xml, name),
+            cut,
+            "JUnit's system-out is cut alike"
+        );
+    }
+    assert!(
+        out.stdout.len() < 32 << 20,
+        "{} bytes of output",
+        out.stdout.len()
+    );
+}
+
+/// The number in the first `[... N bytes cut ...]` marker after `first line of <name>`.
+fn cut_bytes(shown: &str, name: &str) -> usize {
+    let from = shown
+        .find(&format!("first line of {name}"))
+        .unwrap_or_else(|| panic!("no output of {name}"));
+    let rest = &shown[from..];
+    let at = rest
+        .find("[... ")
+        .unwrap_or_else(|| panic!("no cut marker after {name}'s output"));
+    let number = rest[at + 5..].split(' ').next().unwrap_or("");
+    assert!(
+        rest[at + 5 + number.len()..].starts_with(" bytes cut ...]"),
+        "a malformed marker: {:?}",
+        rest[at..].chars().take(40).collect::<String>()
+    );
+    number
+        .parse()
+        .unwrap_or_else(|_| panic!("a marker without a number: {number:?}"))
+}
+
 // ------------------------------------------------------------------------------------------
 // Workers dying after their last test
 // ------------------------------------------------------------------------------------------
@@ -230,8 +361,13 @@ fn session_exit(mode: &str, start: &str) -> (Project, Output) {
 
 #[test]
 fn a_worker_dying_in_sessionfinish_is_a_worker_error_not_a_test_failure() {
-    for start in ["fork", "spawn"] {
-        let (project, out) = session_exit("sessionfinish", start);
+    // Before or after shoal's own pytest_sessionfinish: the session did not finish either way.
+    for (mode, start) in [
+        ("sessionfinish", "fork"),
+        ("sessionfinish", "spawn"),
+        ("sessionfinish_last", "fork"),
+    ] {
+        let (project, out) = session_exit(mode, start);
         out.assert_code(1);
         assert_eq!(stat(&out, "passed"), 6, "{}", out.context());
         assert_eq!(stat(&out, "failed"), 0, "{}", out.context());
@@ -257,6 +393,25 @@ fn a_worker_dying_in_session_fixture_teardown_fails_no_passing_test() {
     assert_eq!(stat(&out, "passed"), 6, "{}", out.context());
     out.assert_stdout_contains("exit code 7");
     out.assert_code(1);
+}
+
+/// A worker killed once its session is over (SIGKILL in `pytest_unconfigure`, after
+/// `worker_done`) loses nothing: every test passed, so the run passes, with a note.
+#[test]
+fn a_worker_killed_after_its_session_finished_does_not_fail_the_run() {
+    for start in ["fork", "spawn"] {
+        let (_, out) = session_exit("killed", start);
+        out.assert_code(0);
+        assert_eq!(stat(&out, "passed"), 6, "{}", out.context());
+        assert_eq!(out.stats().len(), 1, "{}", out.context());
+        assert!(!out.stdout.contains("WORKER ERRORS"), "{}", out.context());
+        assert!(
+            out.stderr
+                .contains("ended after its session finished (signal 9); nothing was lost"),
+            "no note of the kill\n{}",
+            out.context()
+        );
+    }
 }
 
 #[test]

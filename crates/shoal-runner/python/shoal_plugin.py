@@ -30,6 +30,11 @@ import pytest
 PROTOCOL_VERSION = 2
 MAX_FRAME_LEN = 64 << 20
 _HEADER = struct.Struct(">I")
+# What a report carries at most, in bytes of UTF-8: each captured output or log section, and
+# each rendered report, crash message or JUnit text. Longer ones keep their beginning and
+# their end (see _cut), so a test's report stays far below MAX_FRAME_LEN whatever it prints.
+MAX_SECTION = 1 << 20
+MAX_TEXT = 4 << 20
 
 
 class Channel:
@@ -91,6 +96,21 @@ class Channel:
                 # The controller is gone: nothing left to do for it.
                 os._exit(3)
             self._buf += chunk
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text``, or when it is longer than ``limit`` bytes its first and last halves around a
+    ``[... N bytes cut ...]`` line."""
+    if len(text) * 4 <= limit:  # no character takes more than 4 bytes
+        return text
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    # A character split at either edge is dropped whole, and counted as cut.
+    head = data[: limit // 2].decode("utf-8", "ignore")
+    tail = data[-(limit // 2) :].decode("utf-8", "ignore")
+    kept = len(head.encode("utf-8", "surrogatepass")) + len(tail.encode("utf-8", "surrogatepass"))
+    return f"{head}\n[... {len(data) - kept} bytes cut ...]\n{tail}"
 
 
 def _render(config, rep, reports) -> str:
@@ -186,13 +206,13 @@ def _report(config, rep, reports) -> dict:
     if rep.sections:
         msg["sections"] = rep.sections
     if cat == "passed" and rep.when == "call" and _wants_passes(config):
-        msg["text"] = _render(config, rep, reports)  # for -rP's PASSES section
+        msg["text"] = _cut(_render(config, rep, reports), MAX_TEXT)  # for -rP's PASSES section
     elif rep.failed or (cat in ("failed", "error")):
-        msg["text"] = _render(config, rep, reports)
+        msg["text"] = _cut(_render(config, rep, reports), MAX_TEXT)
         try:
-            msg["message"] = (
-                rep.longrepr if isinstance(rep.longrepr, str) else rep.longrepr.reprcrash.message
-            )
+            longrepr = rep.longrepr
+            message = longrepr if isinstance(longrepr, str) else longrepr.reprcrash.message
+            msg["message"] = _cut(message, MAX_TEXT)
         except AttributeError:
             pass
     elif rep.skipped and isinstance(rep.longrepr, tuple):
@@ -364,7 +384,9 @@ class ShoalPlugin:
             reports = [_report(config, r, self._reports) for r in self._reports]
             self.channel.send({"type": "test_partial", "index": self._current, "reports": reports})
 
+    @pytest.hookimpl(tryfirst=True)  # before junitxml and others read the captured output
     def pytest_runtest_logreport(self, report):
+        report.sections = [(name, _cut(text, MAX_SECTION)) for name, text in report.sections]
         self._reports.append(report)
         if _phase is not None and report.when != "teardown":
             # After a passed setup comes the call; after the call or a failed setup, teardown.
@@ -373,7 +395,11 @@ class ShoalPlugin:
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
         self._warnings.append(_warning(self.config, warning_message, nodeid, location))
 
+    @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self, session):
+        """Once every other plugin has finished the session (pytest's runner tears down what
+        is left of the session fixtures), the worker is done: a kill after this loses nothing."""
+        result = yield
         if self.role == "worker" and self.worker is not None:
             self.channel.send(
                 {
@@ -383,6 +409,7 @@ class ShoalPlugin:
                     "warnings": self._take_warnings(),
                 }
             )
+        return result
 
     def _send_collection(self, session):
         config = session.config
@@ -614,9 +641,6 @@ class ShoalPlugin:
                 # controller, which stops the run; pytest then finishes the session as usual.
                 self._send_done(session, index, junit, exit=_session_exit(exc, nextitem is None))
                 raise
-            finally:
-                if _phase is not None:
-                    _phase.enter(index, _IDLE)
             if session.shouldfail or session.shouldstop:
                 # This worker alone reached --maxfail (or a plugin asked to stop): stop at
                 # once, as pytest does, rather than run what is queued until the controller
@@ -626,6 +650,10 @@ class ShoalPlugin:
             self._send_done(session, index, junit)
 
     def _send_done(self, session, index: int, junit, **extra) -> None:
+        """Sends the test's reports. Until they are sent the state file says "reporting", so a
+        crash meanwhile is blamed on this test, which must not run again."""
+        if _phase is not None:
+            _phase.enter(index, _REPORTING)
         reports = self._reports
         self.channel.send(
             {
@@ -638,6 +666,8 @@ class ShoalPlugin:
                 **extra,
             }
         )
+        if _phase is not None:
+            _phase.enter(index, _IDLE)
 
     def _take_warnings(self) -> list:
         taken, self._warnings = self._warnings, []
@@ -683,7 +713,10 @@ class _JunitDelta:
             return None
         import xml.etree.ElementTree as ET
 
-        cases = [ET.tostring(r.to_xml(), encoding="unicode") for r in self.logxml.node_reporters_ordered]
+        cases = [
+            ET.tostring(_cut_xml(r.to_xml()), encoding="unicode")
+            for r in self.logxml.node_reporters_ordered
+        ]
         self.logxml.node_reporters_ordered.clear()
         stats = {k: v - self.stats.get(k, 0) for k, v in self.logxml.stats.items()}
         return {
@@ -691,6 +724,17 @@ class _JunitDelta:
             "stats": {k: v for k, v in stats.items() if v},
             "double_failures": self.logxml.cnt_double_fail_tests - self.double,
         }
+
+
+def _cut_xml(element):
+    """A <testcase> whose texts (captured output, failure text and messages) are cut to
+    MAX_TEXT each, as a report's are."""
+    for node in element.iter():
+        if node.text:
+            node.text = _cut(node.text, MAX_TEXT)
+        for name, value in node.attrib.items():
+            node.attrib[name] = _cut(value, MAX_TEXT)
+    return element
 
 
 def _warning(config, warning_message, nodeid, location) -> dict:
@@ -846,7 +890,7 @@ def _open_private(path: str, flags: int) -> int:
 
 _stack_file = None
 _phase = None
-_IDLE, _SETUP, _CALL, _TEARDOWN = range(4)
+_IDLE, _SETUP, _CALL, _TEARDOWN, _REPORTING = range(5)
 
 
 class _PhaseFile:

@@ -328,7 +328,9 @@ impl Scheduler {
         if let Some(thief) = thief {
             let queue = &mut self.workers[thief];
             queue.awaiting_steal = false;
-            if !indices.is_empty() && !queue.lost && !queue.shut && !self.stopped {
+            // A thief that died and was replaced since it asked is a new process, not yet
+            // ready for tests (a `run` sent now would be lost): the pool keeps them meanwhile.
+            if !indices.is_empty() && queue.ready && !queue.lost && !queue.shut && !self.stopped {
                 queue.pending.extend(&indices);
                 commands.push(Command::Run {
                     worker: thief,
@@ -766,6 +768,48 @@ mod tests {
     fn each_runs_everything_everywhere() {
         let ran = simulate(Dist::Each, 3);
         assert!(ran.iter().all(|r| r == &vec![0, 1, 2, 3, 4]), "{ran:?}");
+    }
+
+    #[test]
+    fn tests_released_to_a_thief_replaced_meanwhile_wait_until_it_is_ready() {
+        let items: Vec<CollectedItem> =
+            (0..8).map(|n| item(&format!("a.py::t{n}"), None)).collect();
+        let mut s = Scheduler::new(
+            Dist::WorkSteal,
+            units(Dist::WorkSteal, &items),
+            2,
+            Constraints::default(),
+        );
+        s.worker_ready(0);
+        s.worker_ready(1);
+        let mine: Vec<usize> = s.pending(1).collect();
+        let commands: Vec<Command> = mine.iter().flat_map(|&t| s.test_done(1, t)).collect();
+        assert!(
+            commands
+                .iter()
+                .any(|c| matches!(c, Command::Steal { worker: 0, .. })),
+            "{commands:?}"
+        );
+        // The thief dies before the victim answers; a new process takes its slot.
+        let lost = s.worker_lost(1);
+        s.requeue(1, lost);
+        s.revive(1);
+        let released = vec![s.pending(0).last().unwrap()];
+        let commands = s.released(0, released.clone());
+        assert!(
+            !commands
+                .iter()
+                .any(|c| matches!(c, Command::Run { worker: 1, .. })),
+            "a run for a process that is not ready is lost: {commands:?}"
+        );
+        let commands = s.worker_ready(1);
+        assert!(
+            commands.contains(&Command::Run {
+                worker: 1,
+                indices: released
+            }),
+            "{commands:?}"
+        );
     }
 
     #[test]

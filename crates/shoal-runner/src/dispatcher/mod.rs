@@ -946,11 +946,13 @@ impl Dispatcher {
                     end.describe()
                 ));
             } else if worker.done && !pytest_end && worker.kill.is_none() && run.stop.is_none() {
-                run.results.add_session_error(format!(
-                    "worker '{}' ended after its session finished ({})",
+                // Its session, teardown included, was over (`worker_done`) and every report
+                // had arrived: nothing was lost, so the run's outcome stands.
+                eprintln!(
+                    "shoal: note: worker '{}' ended after its session finished ({}); nothing was lost",
                     worker.id(),
                     end.describe()
-                ));
+                );
             }
             // The others may now take the share this worker would have had.
             return run.scheduler.requeue(w, Vec::new());
@@ -962,14 +964,23 @@ impl Dispatcher {
             return run.scheduler.requeue(w, Vec::new());
         }
         let id = worker.id().to_owned();
-        let phase = worker
+        // A test that started is never run again (but for --retries): the crash is blamed on
+        // the test it started last and had not reported. Without a state file to tell, that
+        // is the first one it held.
+        let started = match worker
             .identity
             .state_file
             .as_deref()
             .and_then(worker::read_phase)
-            .filter(|(index, _)| *index == lost[0]);
-        if matches!(phase, Some((_, Phase::Idle))) {
-            // Between two tests: nothing to blame; everything it held runs elsewhere.
+        {
+            None => Some((0, Phase::Call)),
+            Some((_, Phase::Idle)) => None,
+            // Not among the lost: that test's report arrived.
+            Some((index, phase)) => lost.iter().position(|&i| i == index).map(|at| (at, phase)),
+        };
+        let Some((at, phase)) = started else {
+            // Between two tests: nothing to blame; none of what it held had started, so it
+            // all runs elsewhere.
             if worker.kill.is_none() {
                 run.results.add_session_error(format!(
                     "worker '{id}' crashed between tests ({})",
@@ -977,9 +988,8 @@ impl Dispatcher {
                 ));
             }
             return run.scheduler.requeue(w, lost);
-        }
-        let phase = phase.map_or(Phase::Call, |(_, p)| p);
-        let running = lost.remove(0);
+        };
+        let running = lost.remove(at);
         let nodeid = run.items[running].nodeid.clone();
         let message = match worker.kill.map(|k| k.reason) {
             Some(KillReason::Timeout { seconds, .. }) => format!(
@@ -990,12 +1000,12 @@ impl Dispatcher {
                 "Timeout: the run exceeded --run-timeout while '{nodeid}' ran on worker '{id}'"
             ),
             None => format!(
-                "worker '{id}' crashed while running '{nodeid}' ({}, during {})",
+                "worker '{id}' crashed while running '{nodeid}' ({}, {})",
                 end.describe(),
-                phase.name()
+                phase.describe()
             ),
         };
-        let mut report = crash_report(message, phase.name());
+        let mut report = crash_report(message, phase.when());
         if !worker.recent_output.is_empty() {
             // What the worker wrote outside pytest's capture since its last test, a fatal
             // error's stack among it.

@@ -51,15 +51,30 @@ pub enum Phase {
     Setup,
     Call,
     Teardown,
+    /// pytest is done with the test; the worker is sending its report.
+    Reporting,
 }
 
 impl Phase {
-    pub fn name(self) -> &'static str {
+    /// The pytest phase a crash in this one is reported in: after the test's teardown, the
+    /// crash fails the test, as pytest-xdist reports it.
+    pub fn when(self) -> &'static str {
         match self {
             Phase::Idle => "idle",
             Phase::Setup => "setup",
-            Phase::Call => "call",
+            Phase::Call | Phase::Reporting => "call",
             Phase::Teardown => "teardown",
+        }
+    }
+
+    /// Where the crash happened, for its message.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Phase::Reporting => "after its teardown, before its report was sent",
+            Phase::Idle => "between tests",
+            Phase::Setup => "during setup",
+            Phase::Call => "during call",
+            Phase::Teardown => "during teardown",
         }
     }
 }
@@ -73,6 +88,7 @@ pub fn read_phase(path: &str) -> Option<(usize, Phase)> {
         1 => Phase::Setup,
         2 => Phase::Call,
         3 => Phase::Teardown,
+        4 => Phase::Reporting,
         _ => return None,
     };
     Some((usize::try_from(index).ok()?, phase))
