@@ -72,6 +72,9 @@ pub enum RunError {
     ProtocolVersion { theirs: u32 },
     #[error("understand {who}: unexpected message {message}")]
     Unexpected { who: String, message: String },
+    /// A Python process sent something [`dispatcher`]'s validation refuses.
+    #[error("accept what {who} sent: {problem}")]
+    Invalid { who: String, problem: String },
     #[error("collect the tests: the collecting pytest process died ({status})")]
     CollectorDied { status: String },
     #[error(transparent)]

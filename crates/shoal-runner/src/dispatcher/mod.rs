@@ -9,6 +9,7 @@
 
 mod estimate;
 mod run_once;
+mod validate;
 mod worker;
 
 use std::{
@@ -25,6 +26,7 @@ use shoal_protocol::{
     PROTOCOL_VERSION,
 };
 
+pub use self::validate::{drive_bookkeeping, MAX_SECONDS};
 use self::{
     estimate::Estimate,
     run_once::RunOnceFixtures,
@@ -193,7 +195,7 @@ impl Dispatcher {
             .or(self.launch.options.timeout)
             .or(run.settings.timeout)
             .filter(|t| *t > 0.0)
-            .map(Duration::from_secs_f64)
+            .and_then(|t| Duration::try_from_secs_f64(t).ok())
     }
 
     /// Decides workers, schedule and reporters once the collection is known, and starts the
@@ -314,9 +316,17 @@ impl Dispatcher {
                 Vec::new()
             }
             Event::Message { conn, message } => match self.conns.get(&conn) {
-                Some(&w) => self.worker_message(w, message, run)?,
+                Some(&w) => {
+                    match validate::worker_message(&message, w, &run.scheduler, &run.run_once) {
+                        Ok(()) => self.worker_message(w, message, run)?,
+                        Err(what) => {
+                            self.protocol_violation(w, &what);
+                            Vec::new()
+                        }
+                    }
+                }
                 None => {
-                    self.collector_message(message);
+                    self.collector_message(message)?;
                     Vec::new()
                 }
             },
@@ -383,6 +393,7 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Handles a message that [`validate::worker_message`] accepted.
     fn worker_message(
         &mut self,
         w: usize,
@@ -395,17 +406,6 @@ impl Dispatcher {
                     self.check_collection(w, &run.items, &theirs)?;
                 }
                 run.scheduler.worker_ready(w)
-            }
-            FromPython::TestStart { index }
-            | FromPython::TestDone { index, .. }
-            | FromPython::TestPartial { index, .. }
-                if !run.scheduler.pending(w).any(|i| i == index) =>
-            {
-                self.protocol_violation(
-                    w,
-                    &format!("a report for test {index}, which it was not sent"),
-                );
-                Vec::new()
             }
             FromPython::TestStart { index } => {
                 self.workers[w].running = Some((index, Instant::now()));
@@ -447,7 +447,7 @@ impl Dispatcher {
                 Vec::new()
             }
             FromPython::FixtureReady { name, value } => {
-                let replies = run.run_once.ready(name, value);
+                let replies = run.run_once.ready(name, w, value);
                 self.send_replies(replies);
                 Vec::new()
             }
@@ -470,11 +470,8 @@ impl Dispatcher {
                 self.workers[w].done = true;
                 Vec::new()
             }
-            other => {
-                let what = format!("an unexpected message ({})", message_kind(&other));
-                self.protocol_violation(w, &what);
-                Vec::new()
-            }
+            // validate::worker_message refused every other kind.
+            _ => Vec::new(),
         })
     }
 
@@ -699,6 +696,12 @@ impl Dispatcher {
                         },
                     ..
                 } => {
+                    validate::collection(&items, &settings).map_err(|problem| {
+                        RunError::Invalid {
+                            who: "the collector".into(),
+                            problem,
+                        }
+                    })?;
                     return Ok(Ok(Collection {
                         collect_errors,
                         collect_junit: junit,
@@ -709,7 +712,7 @@ impl Dispatcher {
                         settings,
                         warnings,
                         workerinput,
-                    }))
+                    }));
                 }
                 Event::Message { message, .. } => {
                     return Err(RunError::Unexpected {
@@ -797,7 +800,13 @@ impl Dispatcher {
         Ok(())
     }
 
-    fn collector_message(&mut self, message: FromPython) {
+    /// Handles a message from the collector after its collection; one that
+    /// [`validate::collector_message`] refuses ends the run.
+    fn collector_message(&mut self, message: FromPython) -> Result<(), RunError> {
+        validate::collector_message(&message).map_err(|problem| RunError::Invalid {
+            who: "the collector".into(),
+            problem,
+        })?;
         match message {
             FromPython::WorkerExited {
                 worker,
@@ -820,6 +829,7 @@ impl Dispatcher {
             }
             other => eprintln!("shoal: ignored unexpected message from the collector: {other:?}"),
         }
+        Ok(())
     }
 
     fn worker_ended(&mut self, id: &str, pid: u32, end: WorkerEnd) {
@@ -1067,7 +1077,7 @@ impl Dispatcher {
         if run.results.not_run() > 0 && run.stop.is_none() {
             run.stop = Some(StopReason::NoWorkers);
         }
-        self.finish_collector();
+        self.finish_collector()?;
         let elapsed = self.started.elapsed();
         if let Some(junit) = &run.settings.junit {
             junit::write(junit, &run.results, elapsed)?;
@@ -1107,7 +1117,7 @@ impl Dispatcher {
     }
 
     /// Tells the collector the run is over and waits for it to finish pytest's session.
-    fn finish_collector(&mut self) {
+    fn finish_collector(&mut self) -> Result<(), RunError> {
         if let Some((_, peer)) = self.collector.as_mut() {
             let _ = peer.send(&ToPython::Stop);
         }
@@ -1117,7 +1127,7 @@ impl Dispatcher {
                     process: Process::Collector,
                     status,
                 }) => self.collector_exit = Some(status),
-                Ok(Event::Message { message, .. }) => self.collector_message(message),
+                Ok(Event::Message { message, .. }) => self.collector_message(message)?,
                 Ok(Event::Signal(signals::SIGINT | signals::SIGTERM)) => {
                     if let Some(pid) = self.collector_pid {
                         signals::to_group(pid, signals::SIGKILL);
@@ -1127,6 +1137,7 @@ impl Dispatcher {
                 Err(_) => break,
             }
         }
+        Ok(())
     }
 
     /// Writes one JSON event; the first failure is reported and ends the event log.

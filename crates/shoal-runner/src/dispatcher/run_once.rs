@@ -4,7 +4,7 @@
 //! Pure bookkeeping, like the scheduler: the dispatcher reports what workers said and sends
 //! the messages this module answers with.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use shoal_protocol::ToPython;
 
@@ -15,6 +15,7 @@ enum State {
         waiters: Vec<usize>,
     },
     Ready {
+        owner: usize,
         value: serde_json::Value,
     },
     Failed {
@@ -30,6 +31,8 @@ pub struct RunOnceFixtures {
     fixtures: HashMap<String, State>,
     /// Owners waiting to tear a fixture down: (fixture, worker).
     releases: Vec<(String, usize)>,
+    /// Fixtures whose owner reached their teardown.
+    let_go: HashSet<String>,
 }
 
 impl RunOnceFixtures {
@@ -48,7 +51,7 @@ impl RunOnceFixtures {
                 waiters.push(w);
                 return Vec::new();
             }
-            Some(State::Ready { value }) => ToPython::FixtureValue {
+            Some(State::Ready { value, .. }) => ToPython::FixtureValue {
                 name,
                 value: value.clone(),
             },
@@ -60,8 +63,9 @@ impl RunOnceFixtures {
         vec![(w, reply)]
     }
 
-    pub fn ready(&mut self, name: String, value: serde_json::Value) -> Replies {
-        self.settle(name, State::Ready { value })
+    /// The setup by `owner` produced `value`.
+    pub fn ready(&mut self, name: String, owner: usize, value: serde_json::Value) -> Replies {
+        self.settle(name, State::Ready { owner, value })
     }
 
     pub fn failed(&mut self, name: String, text: String) -> Replies {
@@ -70,6 +74,7 @@ impl RunOnceFixtures {
 
     /// The owner reached the fixture's teardown and waits to be released.
     pub fn owner_done(&mut self, name: String, owner: usize) {
+        self.let_go.insert(name.clone());
         self.releases.push((name, owner));
     }
 
@@ -110,13 +115,33 @@ impl RunOnceFixtures {
         replies
     }
 
+    /// The worker setting `name` up, while it does.
+    pub fn setting_up(&self, name: &str) -> Option<usize> {
+        match self.fixtures.get(name) {
+            Some(State::SettingUp { owner, .. }) => Some(*owner),
+            _ => None,
+        }
+    }
+
+    /// Whether `w` is setting `name` up or waiting for its value.
+    pub fn waits(&self, name: &str, w: usize) -> bool {
+        matches!(self.fixtures.get(name),
+            Some(State::SettingUp { owner, waiters }) if *owner == w || waiters.contains(&w))
+    }
+
+    /// Whether `w` set `name` up and has not yet asked to tear it down.
+    pub fn owned_and_held(&self, name: &str, w: usize) -> bool {
+        matches!(self.fixtures.get(name), Some(State::Ready { owner, .. }) if *owner == w)
+            && !self.let_go.contains(name)
+    }
+
     fn settle(&mut self, name: String, outcome: State) -> Replies {
         let waiters = match self.fixtures.insert(name.clone(), outcome) {
             Some(State::SettingUp { waiters, .. }) => waiters,
             _ => Vec::new(),
         };
         let reply = match &self.fixtures[&name] {
-            State::Ready { value } => ToPython::FixtureValue {
+            State::Ready { value, .. } => ToPython::FixtureValue {
                 name,
                 value: value.clone(),
             },
@@ -143,7 +168,7 @@ mod tests {
         );
         assert!(f.request("db".into(), 1).is_empty(), "waits while set up");
         let value = serde_json::json!({"url": "x"});
-        let replies = f.ready("db".into(), value.clone());
+        let replies = f.ready("db".into(), 0, value.clone());
         let expected = ToPython::FixtureValue {
             name: "db".into(),
             value,
