@@ -451,8 +451,8 @@ impl Dispatcher {
                 self.send_replies(replies);
                 Vec::new()
             }
-            FromPython::FixtureFailed { name, text } => {
-                let replies = run.run_once.failed(name, text);
+            FromPython::FixtureFailed { name, text, kind } => {
+                let replies = run.run_once.failed(name, text, kind);
                 self.send_replies(replies);
                 Vec::new()
             }

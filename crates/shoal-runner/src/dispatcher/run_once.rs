@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use shoal_protocol::ToPython;
+use shoal_protocol::{SetupFailure, ToPython};
 
 enum State {
     /// `owner` is running the setup; `waiters` get the value when it is ready.
@@ -20,6 +20,7 @@ enum State {
     },
     Failed {
         text: String,
+        kind: SetupFailure,
     },
 }
 
@@ -55,9 +56,10 @@ impl RunOnceFixtures {
                 name,
                 value: value.clone(),
             },
-            Some(State::Failed { text }) => ToPython::FixtureError {
+            Some(State::Failed { text, kind }) => ToPython::FixtureError {
                 name,
                 text: text.clone(),
+                kind: *kind,
             },
         };
         vec![(w, reply)]
@@ -68,8 +70,8 @@ impl RunOnceFixtures {
         self.settle(name, State::Ready { owner, value })
     }
 
-    pub fn failed(&mut self, name: String, text: String) -> Replies {
-        self.settle(name, State::Failed { text })
+    pub fn failed(&mut self, name: String, text: String, kind: SetupFailure) -> Replies {
+        self.settle(name, State::Failed { text, kind })
     }
 
     /// The owner reached the fixture's teardown and waits to be released.
@@ -101,7 +103,7 @@ impl RunOnceFixtures {
                 "worker '{}' died while setting up run-once fixture '{name}'",
                 id(owner)
             );
-            replies.extend(self.failed(name, text));
+            replies.extend(self.failed(name, text, SetupFailure::Error));
         }
         let (due, waiting): (Vec<_>, Vec<_>) = self
             .releases
@@ -145,9 +147,10 @@ impl RunOnceFixtures {
                 name,
                 value: value.clone(),
             },
-            State::Failed { text } => ToPython::FixtureError {
+            State::Failed { text, kind } => ToPython::FixtureError {
                 name,
                 text: text.clone(),
+                kind: *kind,
             },
             State::SettingUp { .. } => return Vec::new(),
         };

@@ -199,7 +199,9 @@ pub fn drive_bookkeeping(
             FromPython::Released { indices } => check(scheduler.released(w, indices)),
             FromPython::FixtureRequest { name } => drop(run_once.request(name, w)),
             FromPython::FixtureReady { name, value } => drop(run_once.ready(name, w, value)),
-            FromPython::FixtureFailed { name, text } => drop(run_once.failed(name, text)),
+            FromPython::FixtureFailed { name, text, kind } => {
+                drop(run_once.failed(name, text, kind))
+            }
             FromPython::FixtureDone { name } => run_once.owner_done(name, w),
             FromPython::WorkerDone { .. } => {
                 let lost = scheduler.worker_lost(w);
@@ -274,6 +276,7 @@ mod tests {
                     17 => FromPython::FixtureFailed {
                         name,
                         text: "x".into(),
+                        kind: shoal_protocol::SetupFailure::Skip,
                     },
                     18 => FromPython::FixtureDone { name },
                     _ => FromPython::WorkerDone {
