@@ -249,6 +249,9 @@ pub struct JunitSettings {
     /// `--junitprefix`, prepended to class names.
     #[serde(default)]
     pub prefix: Option<String>,
+    /// The `<testsuites>` element's `name` (pytest writes one since 8.4).
+    #[serde(default)]
+    pub suites_name: Option<String>,
 }
 
 /// The `<testcase>` elements pytest's junitxml built for one test, and its counter changes.

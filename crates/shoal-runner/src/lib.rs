@@ -54,6 +54,14 @@ pub enum RunError {
     Python(#[from] python::PythonError),
     #[error("import pytest with {python}: install pytest there, or choose another interpreter with --python")]
     PytestMissing { python: PathBuf },
+    #[error(
+        "run pytest with {python}: shoal needs Python {}.{} or newer and pytest {}.{} or newer",
+        python::MIN_PYTHON.0,
+        python::MIN_PYTHON.1,
+        python::MIN_PYTEST.0,
+        python::MIN_PYTEST.1
+    )]
+    VersionsUnsupported { python: PathBuf },
     #[error("start {python}")]
     Spawn {
         python: PathBuf,
@@ -88,7 +96,10 @@ pub enum RunError {
 impl RunError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Python(_) | Self::PytestMissing { .. } | Self::Options(_) => ExitCode::UsageError,
+            Self::Python(_)
+            | Self::PytestMissing { .. }
+            | Self::VersionsUnsupported { .. }
+            | Self::Options(_) => ExitCode::UsageError,
             _ => ExitCode::InternalError,
         }
     }

@@ -36,7 +36,7 @@ use crate::{
     connection::{self, ConnId, Event, Peer, Process},
     durations::DurationStore,
     options::{Dist, RunOptions, StartMethod},
-    python::{Interpreter, PYTEST_MISSING_EXIT},
+    python::{Interpreter, PYTEST_MISSING_EXIT, VERSIONS_UNSUPPORTED_EXIT},
     reporter::{cache, events::EventLog, junit, StopReason, Terminal},
     results::{crash_report, Results, TestRecord},
     scheduler::{self, Command, Scheduler},
@@ -748,6 +748,9 @@ impl Dispatcher {
                 Event::Exited { status, .. } => {
                     return match status.code() {
                         Some(PYTEST_MISSING_EXIT) => Err(RunError::PytestMissing {
+                            python: self.launch.interpreter.path.clone(),
+                        }),
+                        Some(VERSIONS_UNSUPPORTED_EXIT) => Err(RunError::VersionsUnsupported {
                             python: self.launch.interpreter.path.clone(),
                         }),
                         Some(code) => Ok(Err(ExitCode::from_pytest(code))),
