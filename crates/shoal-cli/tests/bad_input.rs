@@ -45,7 +45,9 @@ fn a_release_of_tests_never_sent_stops_the_worker_not_the_controller() {
                 "--report-json=events.jsonl",
             ])
             .env("BAD_FRAMES_RELEASE", "[999, 3]")
-            .env("BAD_FRAMES_HOLD", "1"),
+            .env("BAD_FRAMES_HOLD", "1")
+            // gw0 must not finish its share before gw1 holds its own: no steal then.
+            .rendezvous(),
         RUN_LIMIT,
     );
     assert_no_panic(&out);
