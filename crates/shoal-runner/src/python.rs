@@ -22,7 +22,7 @@ pub const PYTEST_MISSING_EXIT: i32 = 86;
 /// The exit status the version check uses when Python or pytest is older than shoal supports.
 pub const VERSIONS_UNSUPPORTED_EXIT: i32 = 87;
 
-/// The oldest Python and pytest the plugin works with (README: Requirements;
+/// The oldest Python and pytest the plugin works with (stated in the README;
 /// `requirements-oldest.txt` pins that pytest for the tests).
 pub const MIN_PYTHON: (u32, u32) = (3, 9);
 pub const MIN_PYTEST: (u32, u32) = (8, 0);
