@@ -63,11 +63,11 @@ pub struct Cli {
     /// Fail a test that runs longer than SECONDS: its worker dumps every thread's stack and is
     /// stopped with all its child processes, then replaced. Also ini `timeout` and
     /// `@pytest.mark.timeout(seconds)`.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
     pub timeout: Option<f64>,
 
     /// Stop the whole run after SECONDS, reporting running tests as timed out.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
     pub run_timeout: Option<f64>,
 
     /// Run a failing test up to N more times (on another worker where there is one); one that
@@ -127,6 +127,15 @@ fn split(argv: &[String], command: &Command) -> (Vec<String>, Vec<String>) {
 }
 
 /// Parses shoal's command line; the error is clap's, ready to print.
+/// A number of seconds the clock can count to.
+fn seconds(text: &str) -> Result<f64, String> {
+    let max = shoal_runner::dispatcher::MAX_SECONDS;
+    text.parse()
+        .ok()
+        .filter(|s| (0.0..=max).contains(s))
+        .ok_or_else(|| format!("expected a number of seconds from 0 to {max:e}"))
+}
+
 pub fn parse(argv: Vec<String>) -> Result<RunOptions, clap::Error> {
     let mut command = Cli::command();
     command.build(); // adds --help and --version, which are shoal's, not pytest's

@@ -255,6 +255,41 @@ fn python_without_pytest_exits_4_with_one_line() {
     assert!(out.stdout.trim().is_empty(), "{}", out.context());
 }
 
+/// The version check reads the `pytest.__version__` of the pytest that `import pytest` finds,
+/// as the plugin would use it: a package of that name first on `PYTHONPATH` stands in for an
+/// old install (creating a venv with pytest 6 would need the network in every run).
+#[test]
+fn a_pytest_older_than_supported_exits_4_naming_both_versions() {
+    let project = Project::empty();
+    project.write("test_x.py", "def test_x():\n    pass\n");
+    project.write("old/pytest/__init__.py", "__version__ = \"6.2.5\"\n");
+    let old = project.path.join("old");
+    let out = project.shoal(["-n", "2"]).env("PYTHONPATH", &old).run();
+    out.assert_code(4);
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "what was found, what is needed\n{}",
+        out.context()
+    );
+    assert!(
+        lines[0].starts_with("shoal: ") && lines[0].ends_with(" and pytest 6.2.5"),
+        "{}",
+        out.context()
+    );
+    assert!(
+        lines[1].ends_with("shoal needs Python 3.9 or newer and pytest 8.0 or newer"),
+        "{}",
+        out.context()
+    );
+    assert!(out.stdout.trim().is_empty(), "{}", out.context());
+}
+
 #[test]
 fn missing_python_exits_4() {
     let project = Project::new("passing");

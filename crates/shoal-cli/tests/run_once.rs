@@ -63,9 +63,82 @@ fn a_failing_run_once_setup_errors_every_test_that_needs_it() {
     let run = project.shoal(["-n", "2", "-q", "-k", "broken"]).run();
     run.assert_code(1);
     assert_eq!(run.stats().get("error"), Some(&4), "{}", run.context());
+    // Each of the four errors shows the setup's own error, not a later one of pytest's.
+    let shown = run
+        .stdout
+        .matches("RuntimeError: the service cannot start")
+        .count();
+    assert!(shown >= 4, "{shown} errors show it\n{}", run.context());
+}
+
+/// Runs `-k <selection>` under shoal -n 2 with both workers meeting before any run-once setup
+/// (so that one sets the fixture up and the other is told how it went), and under pytest.
+fn on_two_workers(selection: &str) -> (common::Output, common::Output) {
+    let project = Project::new("run_once_fixture");
+    let args = ["-p", "no:cacheprovider", "-q", "-rsx", "-k", selection];
+    let shoal = project
+        .shoal(["-n", "2"].iter().chain(&args))
+        .rendezvous()
+        .run();
+    let workers: std::collections::BTreeSet<String> = project
+        .take_records()
+        .iter()
+        .filter(|r| r["nodeid"] == "session start")
+        .map(|r| r["worker"].to_string())
+        .collect();
+    assert_eq!(
+        workers.len(),
+        2,
+        "both workers must take part\n{}",
+        shoal.context()
+    );
+    let pytest = project.pytest(["-p", "no:xdist"].iter().chain(&args)).run();
+    (shoal, pytest)
+}
+
+#[test]
+fn a_run_once_value_that_is_not_json_errors_on_every_worker() {
+    let (shoal, _) = on_two_workers("unshareable");
+    shoal.assert_code(1);
+    assert_eq!(shoal.stats().get("error"), Some(&4), "{}", shoal.context());
+    assert!(!shoal.stats().contains_key("passed"), "{}", shoal.context());
+    let message = "run-once fixture 'unshareable' returned a value of type 'object', which \
+                   shoal cannot pass to other workers: it must be JSON-serializable";
+    let failures = shoal.stdout.matches(message).count();
     assert!(
-        run.all_output().contains("the service cannot start"),
+        failures >= 4,
+        "every error names the fixture and the type ({failures} do)\n{}",
+        shoal.context()
+    );
+}
+
+#[test]
+fn a_skip_in_a_run_once_setup_skips_its_tests_on_every_worker_as_pytest_does() {
+    let (shoal, pytest) = on_two_workers("skipped_service");
+    pytest.assert_code(0);
+    shoal.assert_code(0);
+    assert_eq!(shoal.stats(), pytest.stats(), "{}", shoal.context());
+    let reasons = |out: &common::Output| -> Vec<String> {
+        out.stdout
+            .lines()
+            .filter(|l| l.starts_with("SKIPPED"))
+            .map(|l| l.rsplit(": ").next().unwrap_or("").to_owned())
+            .collect()
+    };
+    assert_eq!(reasons(&shoal), reasons(&pytest), "{}", shoal.context());
+    assert_eq!(reasons(&shoal), vec!["no service on this machine"]);
+}
+
+#[test]
+fn an_xfail_in_a_run_once_setup_xfails_its_tests_on_every_worker_as_pytest_does() {
+    let (shoal, pytest) = on_two_workers("xfail_service");
+    pytest.assert_code(0);
+    shoal.assert_code(0);
+    assert_eq!(shoal.stats(), pytest.stats(), "{}", shoal.context());
+    assert_eq!(
+        shoal.stats().get("xfailed"),
+        Some(&4),
         "{}",
-        run.context()
+        shoal.context()
     );
 }

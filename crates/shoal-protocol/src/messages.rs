@@ -103,8 +103,14 @@ pub enum FromPython {
         name: String,
         value: serde_json::Value,
     },
-    /// The run-once setup raised: pytest's rendering of the error.
-    FixtureFailed { name: String, text: String },
+    /// The run-once setup did not produce a value: it raised (`text` is the traceback), its
+    /// value is not JSON, or it skipped or xfailed (`text` is the reason).
+    FixtureFailed {
+        name: String,
+        text: String,
+        #[serde(default)]
+        kind: SetupFailure,
+    },
     /// The owner of a run-once fixture reached its teardown and waits for `fixture_release`.
     FixtureDone { name: String },
     /// A worker's session finished; `workeroutput` is `config.workeroutput`.
@@ -141,8 +147,14 @@ pub enum ToPython {
         name: String,
         value: serde_json::Value,
     },
-    /// To a worker: the run-once fixture's setup failed elsewhere; fail with this text.
-    FixtureError { name: String, text: String },
+    /// To a worker: the run-once fixture's setup failed elsewhere; fail (or skip, or xfail)
+    /// the same way, with this text.
+    FixtureError {
+        name: String,
+        text: String,
+        #[serde(default)]
+        kind: SetupFailure,
+    },
     /// To the fixture's owner: every other worker is done; run the teardown.
     FixtureRelease { name: String },
 }
@@ -159,6 +171,19 @@ pub struct SessionExit {
     /// session down: like pytest's session teardown, after every test (the others go on).
     #[serde(default)]
     pub last_test: bool,
+}
+
+/// How a run-once fixture's setup failed, so that every worker's tests end the same way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetupFailure {
+    /// It raised, or its value cannot be shared: the tests using it error.
+    #[default]
+    Error,
+    /// `pytest.skip` in its setup: the tests using it are skipped.
+    Skip,
+    /// `pytest.xfail` in its setup: the tests using it xfail.
+    Xfail,
 }
 
 /// A file or module that failed to collect.
@@ -254,6 +279,9 @@ pub struct JunitSettings {
     /// `--junitprefix`, prepended to class names.
     #[serde(default)]
     pub prefix: Option<String>,
+    /// The `<testsuites>` element's `name` (pytest writes one since 8.4).
+    #[serde(default)]
+    pub suites_name: Option<String>,
 }
 
 /// The `<testcase>` elements pytest's junitxml built for one test, and its counter changes.

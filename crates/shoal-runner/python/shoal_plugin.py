@@ -36,6 +36,10 @@ _HEADER = struct.Struct(">I")
 MAX_SECTION = 1 << 20
 MAX_TEXT = 4 << 20
 
+# pytest 9 shows a failure given as plain text (a strict xpass) with that text in the short
+# summary; older ones show no message for it.
+_TEXT_IS_MESSAGE = pytest.version_tuple >= (9,)
+
 
 class Channel:
     """Length-prefixed JSON frames over the controller's Unix socket."""
@@ -211,7 +215,8 @@ def _report(config, rep, reports) -> dict:
         msg["text"] = _cut(_render(config, rep, reports), MAX_TEXT)
         try:
             longrepr = rep.longrepr
-            message = longrepr if isinstance(longrepr, str) else longrepr.reprcrash.message
+            text_is_message = isinstance(longrepr, str) and _TEXT_IS_MESSAGE
+            message = longrepr if text_is_message else longrepr.reprcrash.message
             msg["message"] = _cut(message, MAX_TEXT)
         except AttributeError:
             pass
@@ -336,18 +341,22 @@ class ShoalPlugin:
             fixturedef.cached_result = (reply["value"], fixturedef.cache_key(request), None)
             return reply["value"]
         if reply["type"] == "fixture_error":
-            raise RunOnceSetupError(f"run-once fixture {name!r} failed on another worker:\n{reply['text']}")
+            _fail_setup(fixturedef, request, _setup_failure(name, reply))
         from _pytest.fixtures import pytest_fixture_setup as set_up
 
         try:
             value = set_up(fixturedef, request)
-            json.dumps(value)
         except BaseException as exc:
-            import traceback
-
-            text = "".join(traceback.format_exception(exc))
-            self.channel.send({"type": "fixture_failed", "name": name, "text": text})
+            self.channel.send({"type": "fixture_failed", "name": name, **_setup_outcome(exc)})
             raise
+        problem = _json_problem(value)
+        if problem is not None:
+            error = RunOnceSetupError(
+                f"run-once fixture {name!r} returned a value of type {type(value).__name__!r}, "
+                f"which shoal cannot pass to other workers: it must be JSON-serializable ({problem})"
+            )
+            self.channel.send({"type": "fixture_failed", "name": name, **_setup_outcome(error)})
+            _fail_setup(fixturedef, request, error)
         self.channel.send({"type": "fixture_ready", "name": name, "value": value})
         fixturedef.addfinalizer(lambda: self._await_release(name))
         return value
@@ -483,8 +492,9 @@ class ShoalPlugin:
                     "junit": {
                         "path": logxml.logfile,
                         "suite_name": logxml.suite_name,
-                        "timestamp": logxml.suite_start.as_utc().astimezone().isoformat(),
+                        "timestamp": _junit_timestamp(logxml),
                         "prefix": logxml.prefix,
+                        "suites_name": "pytest tests" if pytest.version_tuple >= (8, 4) else None,
                     }
                     if logxml is not None
                     else None,
@@ -681,6 +691,17 @@ def _session_exit(exc, last_test: bool) -> dict:
     message = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
     returncode = exc.returncode if isinstance(exc.returncode, int) else None
     return {"message": message, "returncode": returncode, "last_test": last_test}
+
+
+def _junit_timestamp(logxml) -> str:
+    """When the session started, ISO 8601 with the local offset, as junitxml writes it
+    (pytest 8.4 keeps an Instant, older ones a float)."""
+    start = getattr(logxml, "suite_start", None)
+    if start is not None:
+        return start.as_utc().astimezone().isoformat()
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(logxml.suite_start_time, timezone.utc).astimezone().isoformat()
 
 
 def _logxml(config):
@@ -1128,6 +1149,46 @@ class RunOnceSetupError(Exception):
     """A run-once fixture's setup failed on the worker that ran it."""
 
 
+def _setup_outcome(exc: BaseException) -> dict:
+    """How a run-once setup failed, for the other workers: a skip or an xfail with its reason
+    (their tests then skip or xfail too), anything else as its traceback (they error)."""
+    if isinstance(exc, pytest.skip.Exception):
+        return {"kind": "skip", "text": exc.msg or ""}
+    if isinstance(exc, pytest.xfail.Exception):
+        return {"kind": "xfail", "text": exc.msg or ""}
+    import traceback
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"kind": "error", "text": text}
+
+
+def _setup_failure(name: str, reply: dict) -> BaseException:
+    """The exception a worker raises for a run-once setup that failed on another worker."""
+    if reply.get("kind") == "skip":
+        return pytest.skip.Exception(reply["text"])
+    if reply.get("kind") == "xfail":
+        return pytest.xfail.Exception(reply["text"])
+    return RunOnceSetupError(f"run-once fixture {name!r} failed on another worker:\n{reply['text']}")
+
+
+def _fail_setup(fixturedef, request, exc: BaseException) -> None:
+    """Fails the fixture's setup with ``exc`` through pytest's own setup hook, standing in for
+    the fixture function: pytest then caches the failure (in a form that differs between its
+    versions) and reports it, so every later use in this worker ends the same way, and a skip
+    is shown at the test's location."""
+    from _pytest.fixtures import pytest_fixture_setup as set_up
+
+    def raise_it():
+        raise exc
+
+    func, argnames = fixturedef.func, fixturedef.argnames
+    fixturedef.func, fixturedef.argnames = raise_it, ()
+    try:
+        set_up(fixturedef, request)
+    finally:
+        fixturedef.func, fixturedef.argnames = func, argnames
+
+
 def _run_once_names(config) -> set:
     """Session fixtures to set up once per run: ``shoal_run_once = [...]`` in any conftest
     (plain pytest ignores it, so they stay ordinary session fixtures there) and the ini
@@ -1164,6 +1225,15 @@ def _group_name(mark) -> str | None:
     if mark.args:
         return str(mark.args[0])
     return str(mark.kwargs.get("name", "default"))
+
+
+def _json_problem(value) -> str | None:
+    """Why ``value`` cannot be sent as JSON, or None."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
 
 
 def _jsonable(value):

@@ -83,6 +83,14 @@ pub enum RunError {
     Python(#[from] python::PythonError),
     #[error("import pytest with {python}: install pytest there, or choose another interpreter with --python")]
     PytestMissing { python: PathBuf },
+    #[error(
+        "run pytest with {python}: shoal needs Python {}.{} or newer and pytest {}.{} or newer",
+        python::MIN_PYTHON.0,
+        python::MIN_PYTHON.1,
+        python::MIN_PYTEST.0,
+        python::MIN_PYTEST.1
+    )]
+    VersionsUnsupported { python: PathBuf },
     #[error("start {python}{}", spawn_hint(source))]
     Spawn {
         python: PathBuf,
@@ -101,6 +109,9 @@ pub enum RunError {
     ProtocolVersion { theirs: u32 },
     #[error("understand {who}: unexpected message {message}")]
     Unexpected { who: String, message: String },
+    /// A Python process sent something [`dispatcher`]'s validation refuses.
+    #[error("accept what {who} sent: {problem}")]
+    Invalid { who: String, problem: String },
     #[error("collect the tests: the collecting pytest process ended: {status}")]
     CollectorDied { status: String },
     #[error("start shoal's plugin with {python}: it ended ({status}) without speaking shoal's protocol; --python must name a Python 3 interpreter with pytest installed")]
@@ -125,6 +136,7 @@ impl RunError {
             | Self::PytestMissing { .. }
             | Self::NotPython { .. }
             | Self::NoTerminal { .. }
+            | Self::VersionsUnsupported { .. }
             | Self::Options(_) => ExitCode::UsageError,
             // The interpreter itself cannot be executed: the user's choice of it is at fault.
             Self::Spawn { source, .. }

@@ -22,6 +22,36 @@ pub const PYTEST_MISSING_EXIT: i32 = 86;
 /// The exit status the bootstrap uses when it refuses the plugin file (see [`BOOTSTRAP`]).
 pub const PLUGIN_UNTRUSTED_EXIT: i32 = 87;
 
+/// The exit status the version check uses when Python or pytest is older than shoal supports.
+pub const VERSIONS_UNSUPPORTED_EXIT: i32 = 88;
+
+/// The oldest Python and pytest the plugin works with (stated in the README;
+/// `requirements-oldest.txt` pins that pytest for the tests).
+pub const MIN_PYTHON: (u32, u32) = (3, 9);
+pub const MIN_PYTEST: (u32, u32) = (8, 0);
+
+/// Runs before the bootstrap: below [`MIN_PYTHON`] or [`MIN_PYTEST`] it says which versions it
+/// found and exits with [`VERSIONS_UNSUPPORTED_EXIT`]. Kept to syntax any Python 3 reads; with
+/// no pytest at all it leaves the bootstrap to say so.
+fn version_check() -> String {
+    let ((py_major, py_minor), (pt_major, pt_minor)) = (MIN_PYTHON, MIN_PYTEST);
+    format!(
+        "\
+import re, sys
+try:
+    import pytest
+except ImportError:
+    pytest = None
+found = getattr(pytest, '__version__', '0')
+if sys.version_info[:2] < ({py_major}, {py_minor}) or pytest is not None and \\
+        tuple(int(n) for n in re.findall(r'\\d+', found)[:2]) < ({pt_major}, {pt_minor}):
+    sys.stderr.write('shoal: %s has Python %s and pytest %s\\n'
+                     % (sys.executable, sys.version.split()[0], found if pytest else 'none'))
+    sys.exit({VERSIONS_UNSUPPORTED_EXIT})
+"
+    )
+}
+
 /// Loads the plugin from the file named in `argv[1]` and hands it the rest of the arguments.
 ///
 /// The file runs as the user, so it is read only if nobody else can have written it: it must
@@ -177,7 +207,7 @@ impl Interpreter {
         let mut command = Command::new(&self.path);
         command
             .arg("-c")
-            .arg(BOOTSTRAP)
+            .arg(version_check() + BOOTSTRAP)
             .arg(plugin)
             .arg(socket)
             .arg(role)

@@ -297,6 +297,16 @@ impl Scheduler {
         self.workers[worker].pending.iter().copied()
     }
 
+    /// Whether `worker` said it is ready (since its slot was last revived).
+    pub fn is_ready(&self, worker: usize) -> bool {
+        self.workers[worker].ready
+    }
+
+    /// Whether `worker` was asked to give tests back and has not answered.
+    pub fn steal_pending(&self, worker: usize) -> bool {
+        self.workers[worker].stolen_by.is_some()
+    }
+
     pub fn worker_ready(&mut self, worker: usize) -> Vec<Command> {
         self.workers[worker].ready = true;
         if self.stopped {

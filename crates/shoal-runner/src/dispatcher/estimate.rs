@@ -43,7 +43,9 @@ impl Estimate {
     }
 
     pub fn left(&self) -> Option<Duration> {
+        // The store is a file anyone may edit: a negative or huge history shows no estimate.
         self.known
-            .then(|| Duration::from_secs_f64(self.remaining / self.workers as f64))
+            .then(|| Duration::try_from_secs_f64(self.remaining / self.workers as f64).ok())
+            .flatten()
     }
 }

@@ -9,6 +9,7 @@
 
 mod estimate;
 mod run_once;
+mod validate;
 mod worker;
 
 use std::{
@@ -26,6 +27,7 @@ use shoal_protocol::{
     WorkerIdentity, PROTOCOL_VERSION,
 };
 
+pub use self::validate::{drive_bookkeeping, MAX_SECONDS};
 use self::{
     estimate::Estimate,
     run_once::RunOnceFixtures,
@@ -35,7 +37,7 @@ use crate::{
     connection::{self, ConnId, Event, Peer, Process},
     durations::DurationStore,
     options::{Dist, RunOptions, StartMethod},
-    python::{Interpreter, PLUGIN_UNTRUSTED_EXIT, PYTEST_MISSING_EXIT},
+    python::{Interpreter, PLUGIN_UNTRUSTED_EXIT, PYTEST_MISSING_EXIT, VERSIONS_UNSUPPORTED_EXIT},
     reporter::{cache, events::EventLog, junit, StopReason, Terminal},
     results::{crash_report, Results, TestRecord},
     scheduler::{self, Command, Scheduler},
@@ -208,7 +210,7 @@ impl Dispatcher {
             .or(self.launch.options.timeout)
             .or(run.settings.timeout)
             .filter(|t| *t > 0.0)
-            .map(Duration::from_secs_f64)
+            .and_then(|t| Duration::try_from_secs_f64(t).ok())
     }
 
     /// Decides workers, schedule and reporters once the collection is known, and starts the
@@ -330,9 +332,17 @@ impl Dispatcher {
                 Vec::new()
             }
             Event::Message { conn, message } => match self.conns.get(&conn) {
-                Some(&w) => self.worker_message(w, message, run)?,
+                Some(&w) => {
+                    match validate::worker_message(&message, w, &run.scheduler, &run.run_once) {
+                        Ok(()) => self.worker_message(w, message, run)?,
+                        Err(what) => {
+                            self.protocol_violation(w, &what);
+                            Vec::new()
+                        }
+                    }
+                }
                 None => {
-                    self.collector_message(message);
+                    self.collector_message(message)?;
                     Vec::new()
                 }
             },
@@ -404,6 +414,7 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Handles a message that [`validate::worker_message`] accepted.
     fn worker_message(
         &mut self,
         w: usize,
@@ -416,17 +427,6 @@ impl Dispatcher {
                     self.check_collection(w, &run.items, &theirs)?;
                 }
                 run.scheduler.worker_ready(w)
-            }
-            FromPython::TestStart { index }
-            | FromPython::TestDone { index, .. }
-            | FromPython::TestPartial { index, .. }
-                if !run.scheduler.pending(w).any(|i| i == index) =>
-            {
-                self.protocol_violation(
-                    w,
-                    &format!("a report for test {index}, which it was not sent"),
-                );
-                Vec::new()
             }
             FromPython::TestStart { index } => {
                 self.workers[w].running = Some((index, Instant::now()));
@@ -477,12 +477,12 @@ impl Dispatcher {
                 Vec::new()
             }
             FromPython::FixtureReady { name, value } => {
-                let replies = run.run_once.ready(name, value);
+                let replies = run.run_once.ready(name, w, value);
                 self.send_replies(replies);
                 Vec::new()
             }
-            FromPython::FixtureFailed { name, text } => {
-                let replies = run.run_once.failed(name, text);
+            FromPython::FixtureFailed { name, text, kind } => {
+                let replies = run.run_once.failed(name, text, kind);
                 self.send_replies(replies);
                 Vec::new()
             }
@@ -500,11 +500,8 @@ impl Dispatcher {
                 self.workers[w].done = true;
                 Vec::new()
             }
-            other => {
-                let what = format!("an unexpected message ({})", message_kind(&other));
-                self.protocol_violation(w, &what);
-                Vec::new()
-            }
+            // validate::worker_message refused every other kind.
+            _ => Vec::new(),
         })
     }
 
@@ -729,6 +726,12 @@ impl Dispatcher {
                         },
                     ..
                 } => {
+                    validate::collection(&items, &settings).map_err(|problem| {
+                        RunError::Invalid {
+                            who: "the collector".into(),
+                            problem,
+                        }
+                    })?;
                     return Ok(Ok(Collection {
                         collect_errors,
                         collect_junit: junit,
@@ -739,7 +742,7 @@ impl Dispatcher {
                         settings,
                         warnings,
                         workerinput,
-                    }))
+                    }));
                 }
                 Event::Message { message, .. } => {
                     return Err(RunError::Unexpected {
@@ -798,6 +801,9 @@ impl Dispatcher {
                 Err(RunError::PytestMissing { python: python() })
             }
             Some(PLUGIN_UNTRUSTED_EXIT) if !said_hello => Err(RunError::PluginUntrusted),
+            Some(VERSIONS_UNSUPPORTED_EXIT) if !said_hello => {
+                Err(RunError::VersionsUnsupported { python: python() })
+            }
             Some(code) if said_hello => {
                 let code = ExitCode::from_pytest(code);
                 if matches!(code, ExitCode::Other(_)) {
@@ -875,7 +881,13 @@ impl Dispatcher {
         Ok(())
     }
 
-    fn collector_message(&mut self, message: FromPython) {
+    /// Handles a message from the collector after its collection; one that
+    /// [`validate::collector_message`] refuses ends the run.
+    fn collector_message(&mut self, message: FromPython) -> Result<(), RunError> {
+        validate::collector_message(&message).map_err(|problem| RunError::Invalid {
+            who: "the collector".into(),
+            problem,
+        })?;
         match message {
             FromPython::WorkerExited {
                 worker,
@@ -901,6 +913,7 @@ impl Dispatcher {
             }
             other => eprintln!("shoal: ignored unexpected message from the collector: {other:?}"),
         }
+        Ok(())
     }
 
     fn worker_ended(&mut self, id: &str, pid: u32, end: WorkerEnd) {
@@ -1166,7 +1179,7 @@ impl Dispatcher {
         if run.results.not_run() > 0 && run.stop.is_none() {
             run.stop = Some(StopReason::NoWorkers);
         }
-        self.finish_collector();
+        self.finish_collector()?;
         run.results
             .add_session_warnings(std::mem::take(&mut self.collector_warnings));
         let elapsed = self.started.elapsed();
@@ -1251,7 +1264,7 @@ impl Dispatcher {
         if terminal && !settings.trace {
             return Ok(None);
         }
-        self.finish_collector();
+        self.finish_collector()?;
         if !terminal {
             return Err(RunError::NoTerminal { option });
         }
@@ -1300,7 +1313,7 @@ impl Dispatcher {
     }
 
     /// Tells the collector the run is over and waits for it to finish pytest's session.
-    fn finish_collector(&mut self) {
+    fn finish_collector(&mut self) -> Result<(), RunError> {
         if let Some((_, peer)) = self.collector.as_mut() {
             let _ = peer.send(&ToPython::Stop);
         }
@@ -1310,12 +1323,13 @@ impl Dispatcher {
                     process: Process::Collector,
                     status,
                 }) => self.collector_exit = Some(status),
-                Ok(Event::Message { message, .. }) => self.collector_message(message),
+                Ok(Event::Message { message, .. }) => self.collector_message(message)?,
                 Ok(Event::Signal(signals::SIGINT | signals::SIGTERM)) => self.kill_collector(),
                 Ok(_) => {}
                 Err(_) => break,
             }
         }
+        Ok(())
     }
 
     /// Kills the collector's process group. Its death by a signal is then shoal's doing, not

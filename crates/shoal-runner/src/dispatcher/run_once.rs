@@ -4,9 +4,9 @@
 //! Pure bookkeeping, like the scheduler: the dispatcher reports what workers said and sends
 //! the messages this module answers with.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use shoal_protocol::ToPython;
+use shoal_protocol::{SetupFailure, ToPython};
 
 enum State {
     /// `owner` is running the setup; `waiters` get the value when it is ready.
@@ -15,10 +15,12 @@ enum State {
         waiters: Vec<usize>,
     },
     Ready {
+        owner: usize,
         value: serde_json::Value,
     },
     Failed {
         text: String,
+        kind: SetupFailure,
     },
 }
 
@@ -30,6 +32,8 @@ pub struct RunOnceFixtures {
     fixtures: HashMap<String, State>,
     /// Owners waiting to tear a fixture down: (fixture, worker).
     releases: Vec<(String, usize)>,
+    /// Fixtures whose owner reached their teardown.
+    let_go: HashSet<String>,
 }
 
 impl RunOnceFixtures {
@@ -48,28 +52,31 @@ impl RunOnceFixtures {
                 waiters.push(w);
                 return Vec::new();
             }
-            Some(State::Ready { value }) => ToPython::FixtureValue {
+            Some(State::Ready { value, .. }) => ToPython::FixtureValue {
                 name,
                 value: value.clone(),
             },
-            Some(State::Failed { text }) => ToPython::FixtureError {
+            Some(State::Failed { text, kind }) => ToPython::FixtureError {
                 name,
                 text: text.clone(),
+                kind: *kind,
             },
         };
         vec![(w, reply)]
     }
 
-    pub fn ready(&mut self, name: String, value: serde_json::Value) -> Replies {
-        self.settle(name, State::Ready { value })
+    /// The setup by `owner` produced `value`.
+    pub fn ready(&mut self, name: String, owner: usize, value: serde_json::Value) -> Replies {
+        self.settle(name, State::Ready { owner, value })
     }
 
-    pub fn failed(&mut self, name: String, text: String) -> Replies {
-        self.settle(name, State::Failed { text })
+    pub fn failed(&mut self, name: String, text: String, kind: SetupFailure) -> Replies {
+        self.settle(name, State::Failed { text, kind })
     }
 
     /// The owner reached the fixture's teardown and waits to be released.
     pub fn owner_done(&mut self, name: String, owner: usize) {
+        self.let_go.insert(name.clone());
         self.releases.push((name, owner));
     }
 
@@ -96,7 +103,7 @@ impl RunOnceFixtures {
                 "worker '{}' died while setting up run-once fixture '{name}'",
                 id(owner)
             );
-            replies.extend(self.failed(name, text));
+            replies.extend(self.failed(name, text, SetupFailure::Error));
         }
         let (due, waiting): (Vec<_>, Vec<_>) = self
             .releases
@@ -110,19 +117,40 @@ impl RunOnceFixtures {
         replies
     }
 
+    /// The worker setting `name` up, while it does.
+    pub fn setting_up(&self, name: &str) -> Option<usize> {
+        match self.fixtures.get(name) {
+            Some(State::SettingUp { owner, .. }) => Some(*owner),
+            _ => None,
+        }
+    }
+
+    /// Whether `w` is setting `name` up or waiting for its value.
+    pub fn waits(&self, name: &str, w: usize) -> bool {
+        matches!(self.fixtures.get(name),
+            Some(State::SettingUp { owner, waiters }) if *owner == w || waiters.contains(&w))
+    }
+
+    /// Whether `w` set `name` up and has not yet asked to tear it down.
+    pub fn owned_and_held(&self, name: &str, w: usize) -> bool {
+        matches!(self.fixtures.get(name), Some(State::Ready { owner, .. }) if *owner == w)
+            && !self.let_go.contains(name)
+    }
+
     fn settle(&mut self, name: String, outcome: State) -> Replies {
         let waiters = match self.fixtures.insert(name.clone(), outcome) {
             Some(State::SettingUp { waiters, .. }) => waiters,
             _ => Vec::new(),
         };
         let reply = match &self.fixtures[&name] {
-            State::Ready { value } => ToPython::FixtureValue {
+            State::Ready { value, .. } => ToPython::FixtureValue {
                 name,
                 value: value.clone(),
             },
-            State::Failed { text } => ToPython::FixtureError {
+            State::Failed { text, kind } => ToPython::FixtureError {
                 name,
                 text: text.clone(),
+                kind: *kind,
             },
             State::SettingUp { .. } => return Vec::new(),
         };
@@ -143,7 +171,7 @@ mod tests {
         );
         assert!(f.request("db".into(), 1).is_empty(), "waits while set up");
         let value = serde_json::json!({"url": "x"});
-        let replies = f.ready("db".into(), value.clone());
+        let replies = f.ready("db".into(), 0, value.clone());
         let expected = ToPython::FixtureValue {
             name: "db".into(),
             value,

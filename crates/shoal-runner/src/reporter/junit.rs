@@ -85,8 +85,12 @@ pub fn write(
     if !properties.is_empty() {
         properties = format!("<properties>{properties}</properties>");
     }
+    let suites = match &settings.suites_name {
+        Some(name) => format!("<testsuites name=\"{}\">", escape(name)),
+        None => "<testsuites>".to_owned(),
+    };
     let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"utf-8\"?><testsuites name=\"pytest tests\"><testsuite name=\"{}\" errors=\"{}\" failures=\"{}\" skipped=\"{}\" tests=\"{tests}\" time=\"{:.3}\" timestamp=\"{}\" hostname=\"{}\">{properties}{cases}</testsuite></testsuites>",
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>{suites}<testsuite name=\"{}\" errors=\"{}\" failures=\"{}\" skipped=\"{}\" tests=\"{tests}\" time=\"{:.3}\" timestamp=\"{}\" hostname=\"{}\">{properties}{cases}</testsuite></testsuites>",
         escape(&settings.suite_name),
         count("error"),
         count("failure"),
