@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAX_FRAME_LEN = 64 << 20
 _HEADER = struct.Struct(">I")
 # What a report carries at most, in bytes of UTF-8: each captured output or log section, and
