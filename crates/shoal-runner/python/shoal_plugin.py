@@ -99,6 +99,11 @@ def _render(config, rep, reports) -> str:
     if config.getoption("tbstyle", "auto") == "line":
         out.line(_crashline(rep))
         return out._file.getvalue()
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput:
+        # xdist's report.toterminal starts each section with the worker that ran the test.
+        version = "%s.%s.%s" % sys.version_info[:3]
+        out.line(f"[{workerinput['workerid']}] {sys.platform} -- Python {version} {sys.executable}")
     rep.toterminal(out)
     showcapture = config.getoption("showcapture", "all")
     if showcapture != "no":
@@ -183,9 +188,11 @@ def _report(config, rep, reports) -> dict:
     }
     if hasattr(rep, "wasxfail"):
         msg["wasxfail"] = str(rep.wasxfail)
+    if reports and rep.head_line != reports[0].head_line:
+        msg["headline"] = rep.head_line  # a subtest's: `test_sub [check] (i='1')`
     if rep.sections:
         msg["sections"] = rep.sections
-    if cat == "passed" and rep.when == "call" and _wants_passes(config):
+    if cat == "passed" and rep.when == "call" and rep.sections and _wants_passes(config):
         msg["text"] = _render(config, rep, reports)  # for -rP's PASSES section
     elif rep.failed or (cat in ("failed", "error")):
         msg["text"] = _render(config, rep, reports)
@@ -614,6 +621,10 @@ class ShoalPlugin:
                 # controller, which stops the run; pytest then finishes the session as usual.
                 self._send_done(session, index, junit, exit=_session_exit(exc, nextitem is None))
                 raise
+            except KeyboardInterrupt as exc:
+                # Raised by the test (or Ctrl-C): pytest stops the session, exit status 2.
+                self._send_done(session, index, junit, exit=_interrupt_exit(exc))
+                raise
             finally:
                 if _phase is not None:
                     _phase.enter(index, _IDLE)
@@ -651,6 +662,13 @@ def _session_exit(exc, last_test: bool) -> dict:
     message = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
     returncode = exc.returncode if isinstance(exc.returncode, int) else None
     return {"message": message, "returncode": returncode, "last_test": last_test}
+
+
+def _interrupt_exit(exc) -> dict:
+    """A ``KeyboardInterrupt`` for the controller, with the location pytest prints for it."""
+    crash = pytest.ExceptionInfo.from_exception(exc).getrepr(funcargs=True).reprcrash
+    location = f"{crash.path}:{crash.lineno}: {crash.message}" if crash else None
+    return {"message": "KeyboardInterrupt", "returncode": 2, "last_test": False, "location": location}
 
 
 def _logxml(config):
