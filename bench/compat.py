@@ -28,6 +28,15 @@ differs from serial there too ("also under xdist") or not ("shoal only").
 Every command's output and XML go to bench/results/compat-<timestamp>/ (--results-dir), with
 the copy of the shoal binary that ran (a concurrent cargo build cannot swap it mid-run).
 
+With --xdist-acceptance, instead: pytest-xdist 3.8's own acceptance tests
+(SUITES_DIR/src/pytest_xdist-3.8.0/testing/acceptance_test.py), every distributed pytester run
+routed through shoal by ../shared/suites/xdist_acceptance.py, with --junitxml; each test's
+outcome is compared with bench/xdist_acceptance_expected.txt, the tests expected to fail and
+why. A test that fails but is not listed, or is listed but is missing, is a difference; a
+listed test that passes is reported as fixed (a difference too with --strict, so the list stays
+honest). --acceptance-k EXPR runs the subset pytest's -k selects; --ci-subset the subset
+scripts/test runs (ACCEPTANCE_CI_SUBSET).
+
 Exit status: 0 if every mode of every suite matched serial pytest, 1 if something differed
 (or a run timed out or wrote no XML), 2 on usage errors.
 """
@@ -48,7 +57,9 @@ from suites import read_suites
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-SHARED_SUITES = REPO_ROOT.parent / "shared" / "suites"
+# ../shared/suites next to the checkout; $SHOAL_SHARED_SUITES where the checkout is elsewhere
+# (a git worktree).
+SHARED_SUITES = Path(os.environ.get("SHOAL_SHARED_SUITES", REPO_ROOT.parent / "shared" / "suites"))
 
 # mode name -> shoal arguments (before the common pytest arguments).
 SHOAL_MODES = {
@@ -101,6 +112,17 @@ def parse_args(argv):
     p.add_argument("--check-xdist", action="store_true",
                    help="where a shoal mode differs, also run pytest -n 2 (pytest-xdist) and "
                         "say which differing node ids differ there too")
+    p.add_argument("--xdist-acceptance", action="store_true",
+                   help="run pytest-xdist's acceptance tests through shoal and compare them "
+                        "with bench/xdist_acceptance_expected.txt (see above)")
+    p.add_argument("--acceptance-k", default=None, metavar="EXPR",
+                   help="with --xdist-acceptance: only the tests pytest's -k EXPR selects")
+    p.add_argument("--ci-subset", action="store_true",
+                   help="with --xdist-acceptance: only the tests scripts/test runs "
+                        "(ACCEPTANCE_CI_SUBSET)")
+    p.add_argument("--strict", action="store_true",
+                   help="with --xdist-acceptance: an expected failure that passes is a "
+                        "difference too")
     p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results",
                    help="logs and XML go to RESULTS_DIR/compat-<timestamp>/ (default "
                         "bench/results)")
@@ -326,8 +348,94 @@ def check_suite(args, env, out_dir, suite, cwd):
     return rendered, bad
 
 
+XDIST_SDIST = "pytest_xdist-3.8.0"
+ACCEPTANCE_FILE = "testing/acceptance_test.py"
+ACCEPTANCE_EXPECTED = BENCH_DIR / "xdist_acceptance_expected.txt"
+# The acceptance tests scripts/test runs (about a minute on two cores): startup and crash
+# lines, -x, failures, the schedulers, and the known differences around them.
+ACCEPTANCE_CI_SUBSET = (
+    "test_n1_pass or test_n1_fail or test_n1_skip or test_exitfirst_waits_for_workers_to_finish"
+    " or test_dist_tests_with_crash or test_output_verbosity or test_fail_platinfo"
+    " or test_crashing_item or test_max_worker_restart_die or test_disable_restart"
+    " or test_keyboardinterrupt_hooks_issue79 or test_dist_with_collectonly"
+    " or test_worker_id_fixture or test_maxfail_causes_early_termination"
+    " or TestLoadScope and test_by_class or TestFileScope and test_by_module"
+)
+
+
+def read_expected(path):
+    """node id -> why it is expected to fail, from lines `NODEID  # reason` (blank lines and
+    lines starting with # are comments)."""
+    expected = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        nodeid, sep, reason = line.partition(" # ")
+        if not sep or not reason.strip():
+            raise SystemExit(f"{path}:{number}: expected `NODEID  # reason`, got {line!r}")
+        expected[nodeid.strip()] = reason.strip()
+    return expected
+
+
+def run_acceptance(args, out_dir):
+    """Runs xdist's acceptance tests through shoal; returns the exit status of main()."""
+    cwd = args.suites_dir / "src" / XDIST_SDIST
+    plugin = SHARED_SUITES / "xdist_acceptance.py"
+    if not (cwd / ACCEPTANCE_FILE).is_file() or not plugin.is_file():
+        log(f"ERROR: need {cwd / ACCEPTANCE_FILE} and {plugin}: run ../shared/suites/setup.sh")
+        return 2
+    expected = read_expected(ACCEPTANCE_EXPECTED)
+    env = environment(args)
+    env["SHOAL_BIN"] = str(args.shoal)
+    env["PYTHONPATH"] = str(SHARED_SUITES)
+    xml = out_dir / "xdist_acceptance.xml"
+    # A private basetemp: pytester's default under /tmp/pytest-of-USER is pruned by any other
+    # pytester run on the machine, which then fails these tests at random.
+    cmd = [str(args.python), "-m", "pytest", ACCEPTANCE_FILE, "-p", "xdist_acceptance",
+           "--runpytest=subprocess", "-p", "no:randomly", "-p", "no:cacheprovider", "-q",
+           f"--basetemp={out_dir / 'basetemp'}", f"--junitxml={xml}"]
+    if args.ci_subset:
+        args.acceptance_k = ACCEPTANCE_CI_SUBSET
+    if args.acceptance_k:
+        cmd += ["-k", args.acceptance_k]
+    log_path = out_dir / "xdist_acceptance.log"
+    log(f"== xdist acceptance: {' '.join(cmd)}")
+    code, wall = run(cmd, cwd, env, args.timeout, log_path)
+    log(f"   exit {code}, {wall:.1f}s")
+    if code is None or not xml.is_file():
+        log(f"ERROR: {'timed out' if code is None else 'no JUnit XML'} (see {log_path})")
+        return 1
+    outcomes = read_junit(xml, cwd)
+    failing = {n for n, o in outcomes.items() if "failed" in o or "error" in o}
+    selected = set(outcomes)
+    unexpected = sorted(failing - set(expected))
+    fixed = sorted(n for n in set(expected) & selected if n not in failing)
+    missing = sorted(set(expected) - selected) if not args.acceptance_k else []
+    print()
+    print(f"xdist acceptance through shoal: {counts(outcomes)} ({len(outcomes)} tests, "
+          f"{wall:.0f}s); {len(failing & set(expected))} expected failures")
+    for nodeid in unexpected:
+        print(f"  UNEXPECTED {outcomes[nodeid]}: {nodeid}")
+    for nodeid in fixed:
+        print(f"  FIXED (remove it from {ACCEPTANCE_EXPECTED.name}): {nodeid}")
+    for nodeid in missing:
+        print(f"  MISSING (listed but not run): {nodeid}")
+    bad = unexpected or missing or (args.strict and fixed)
+    print("as expected" if not bad else f"DIFFERENCES FOUND (see {log_path})")
+    return 1 if bad else 0
+
+
 def main(argv):
     args = parse_args(argv)
+    if args.xdist_acceptance:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out_dir = (args.results_dir / f"acceptance-{stamp}").resolve()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        snapshot = out_dir / "shoal"
+        shutil.copy2(args.shoal, snapshot)
+        args.shoal = snapshot
+        return run_acceptance(args, out_dir)
     suites = load_suites(args)
     if not suites:
         log("no suites selected")

@@ -46,6 +46,16 @@ fn section_block(stdout: &str, title: &str) -> Option<String> {
     Some(lines[start..end].join("\n"))
 }
 
+/// A section block without the `[gw0] linux -- Python 3.11.7 /path/python` line that shoal
+/// puts first, as pytest-xdist does, for comparison with serial pytest's.
+fn without_worker_line(block: &str) -> String {
+    block
+        .lines()
+        .filter(|l| !(l.starts_with("[gw") && l.contains("] linux -- Python ")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Removes ANSI escape sequences (CSI `ESC [ ... final`, and two-byte `ESC x`).
 fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -421,6 +431,7 @@ fn failure_output_end_shows_failures_like_pytest() {
         .unwrap_or_else(|| panic!("{}", serial.context()));
     let actual = section_block(&out.stdout, "test_first_fails")
         .unwrap_or_else(|| panic!("no failure section\n{}", out.context()));
+    let actual = without_worker_line(&actual);
     assert_eq!(actual, expected, "{}", out.context());
 }
 
@@ -690,6 +701,7 @@ fn captured_output_of_a_failure_is_shown_like_pytest() {
     }
     let actual = section_block(&out.stdout, "test_output_fail")
         .unwrap_or_else(|| panic!("no section for test_output_fail\n{}", out.context()));
+    let actual = without_worker_line(&actual);
     assert_eq!(actual, expected, "{}", out.context());
     // The captured text appears in that section only: nothing leaked to the terminal.
     assert_eq!(
@@ -1000,6 +1012,7 @@ fn passes_section_with_ra_matches_pytest() {
         });
         let actual = section_block(&out.stdout, title)
             .unwrap_or_else(|| panic!("no PASSES entry for {title}\n{}", out.context()));
+        let actual = without_worker_line(&actual);
         assert_eq!(actual, expected, "{}", out.context());
     }
     assert!(
@@ -1009,4 +1022,304 @@ fn passes_section_with_ra_matches_pytest() {
         "{}",
         out.context()
     );
+}
+
+// ============================================================================================
+// pytest-xdist's words, where shoal prints an equivalent
+// ============================================================================================
+
+/// pytest-xdist on the same project: `python -m pytest -n 2 -p xdist`.
+fn xdist(project: &Project, args: &[&str]) -> Output {
+    let mut all = vec!["-n", "2", "-p", "xdist", "-p", "no:cacheprovider"];
+    all.extend_from_slice(args);
+    project.pytest(all).run()
+}
+
+fn shoal_n2(project: &Project, args: &[&str]) -> Output {
+    let mut all = vec!["-n", "2", "-p", "no:cacheprovider"];
+    all.extend_from_slice(args);
+    project.shoal(all).run()
+}
+
+/// The lines xdist prints while bringing its workers up and about crashed workers, in order,
+/// with worker ids as `gw?` (which worker crashes first is a race) and shoal's ` (fork)`
+/// cut from `created:` under `-v`.
+fn xdist_lines(output: &Output) -> Vec<String> {
+    const STARTS: [&str; 6] = [
+        "created: ",
+        "bringing up nodes...",
+        "scheduling tests via ",
+        "replacing crashed worker ",
+        "maximum crashed workers reached: ",
+        "worker gw",
+    ];
+    output
+        .stdout
+        .lines()
+        .filter(|l| STARTS.iter().any(|s| l.starts_with(s)) || l.contains(" workers ["))
+        .map(|l| without_worker_ids(l.strip_suffix(" (fork)").unwrap_or(l)))
+        .collect()
+}
+
+/// `gw0`, `gw12` -> `gw?`.
+fn without_worker_ids(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(at) = rest.find("gw") {
+        out.push_str(&rest[..at + 2]);
+        rest = rest[at + 2..].trim_start_matches(|c: char| c.is_ascii_digit());
+        out.push('?');
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn startup_lines_are_xdists_at_every_verbosity() {
+    let project = Project::new("xdist_words");
+    for args in [
+        &["test_words.py"][..],
+        &["test_words.py", "-q"],
+        &["test_words.py", "-v"],
+    ] {
+        let expected = xdist(&project, args);
+        let out = shoal_n2(&project, args);
+        let lines = xdist_lines(&expected);
+        assert!(
+            !lines.is_empty(),
+            "xdist printed none\n{}",
+            expected.context()
+        );
+        assert_eq!(xdist_lines(&out), lines, "{args:?}\n{}", out.context());
+    }
+}
+
+/// `-v` names xdist's scheduler class for each `--dist`.
+#[test]
+fn verbose_names_xdists_scheduler() {
+    let project = Project::new("xdist_words");
+    for dist in [
+        "load",
+        "loadscope",
+        "loadfile",
+        "loadgroup",
+        "worksteal",
+        "each",
+    ] {
+        let out = shoal_n2(
+            &project,
+            &["test_words.py::test_pass", "-v", "--dist", dist],
+        );
+        out.assert_code(0);
+        let expected = xdist(
+            &project,
+            &["test_words.py::test_pass", "-v", "--dist", dist],
+        );
+        let scheduling = |o: &Output| {
+            o.stdout
+                .lines()
+                .find(|l| l.starts_with("scheduling tests via "))
+                .map(str::to_owned)
+        };
+        assert!(scheduling(&expected).is_some(), "{}", expected.context());
+        assert_eq!(scheduling(&out), scheduling(&expected), "{}", out.context());
+    }
+}
+
+/// xdist's lines as crashed workers are replaced, and when the limit stops that. After the
+/// limit xdist shuts down while shoal's live workers finish the run, so there the lines are
+/// fixed text rather than xdist's (whose second worker may crash too, or not).
+#[test]
+fn crashed_worker_lines_are_xdists() {
+    let project = Project::new("xdist_words");
+    let summary = |o: &Output| {
+        o.stdout
+            .lines()
+            .find(|l| l.starts_with('=') && l.contains(" xdist: "))
+            .map(|l| without_worker_ids(l.trim_matches('=').trim()))
+    };
+    for args in [&["crash"][..], &["crash", "--max-worker-restart", "1"]] {
+        let expected = xdist(&project, args);
+        let out = shoal_n2(&project, args);
+        out.assert_code(1);
+        let lines = xdist_lines(&expected);
+        assert!(
+            lines.iter().any(|l| l.contains("crash")),
+            "xdist said nothing of the crash\n{}",
+            expected.context()
+        );
+        assert_eq!(xdist_lines(&out), lines, "{args:?}\n{}", out.context());
+        // xdist repeats the limit in the summary.
+        assert_eq!(summary(&out), summary(&expected), "{}", out.context());
+    }
+    let out = shoal_n2(&project, &["crash", "--max-worker-restart", "0"]);
+    out.assert_code(1);
+    let disabled = "worker gw? crashed and worker restarting disabled";
+    assert_eq!(
+        xdist_lines(&out),
+        ["created: 2/2 workers", "2 workers [10 items]", disabled],
+        "{}",
+        out.context()
+    );
+    assert_eq!(
+        summary(&out),
+        Some(format!("xdist: {disabled}")),
+        "{}",
+        out.context()
+    );
+}
+
+#[test]
+fn failure_sections_name_the_worker_like_xdist() {
+    let project = Project::new("xdist_words");
+    let expected = xdist(&project, &["test_words.py"]);
+    let out = shoal_n2(&project, &["test_words.py"]);
+    out.assert_code(1);
+    let block = |o: &Output| {
+        section_block(&o.stdout, "test_fail")
+            .map(|b| without_worker_ids(&b))
+            .unwrap_or_else(|| panic!("no section for test_fail\n{}", o.context()))
+    };
+    let want = block(&expected);
+    assert!(
+        want.lines().nth(1).is_some_and(|l| l.starts_with("[gw?] ")),
+        "{want}"
+    );
+    assert_eq!(block(&out), want, "{}", out.context());
+}
+
+/// Section titles of FAILURES and PASSES, in order.
+fn section_titles(output: &Output) -> Vec<String> {
+    output
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("_ ") || l.starts_with("__"))
+        .map(|l| l.trim_matches('_').trim().to_owned())
+        .collect()
+}
+
+/// pytest's `subtests` fixture and unittest's `subTest`: each failing subtest has its own
+/// section, titled with its label (as serial pytest does; xdist shows its keyword values as
+/// strings after sending them between processes: `(i='1')`).
+#[test]
+fn subtest_sections_keep_their_labels_like_pytest() {
+    let project = Project::new("xdist_words");
+    let serial = project
+        .pytest(["-p", "no:xdist", "-p", "no:cacheprovider", "test_words.py"])
+        .run();
+    let out = shoal_n2(&project, &["test_words.py"]);
+    out.assert_code(1);
+    let mut want = section_titles(&serial);
+    assert!(
+        want.iter().any(|t| t == "test_subtests [check] (i=1)"),
+        "{}",
+        serial.context()
+    );
+    let mut got = section_titles(&out);
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "{}", out.context());
+}
+
+/// `-rA`: pytest prints the PASSES section after the warnings summary.
+#[test]
+fn passes_section_follows_the_warnings_summary_like_pytest() {
+    let project = Project::new("xdist_words");
+    let headers = |o: &Output| -> Vec<String> {
+        o.stdout
+            .lines()
+            .filter(|l| l.starts_with("===") && parse_stats(l).is_none())
+            .map(|l| l.trim_matches('=').trim().to_owned())
+            .collect()
+    };
+    let serial = project
+        .pytest([
+            "-p",
+            "no:xdist",
+            "-p",
+            "no:cacheprovider",
+            "-rA",
+            "test_words.py",
+        ])
+        .run();
+    let out = shoal_n2(&project, &["-rA", "test_words.py"]);
+    let want = headers(&serial);
+    assert!(want.contains(&"PASSES".to_owned()), "{}", serial.context());
+    assert_eq!(headers(&out)[1..], want[1..], "{}", out.context());
+}
+
+/// `-vv`: each test's node id on a line of its own as it starts, before its result line, as
+/// pytest-xdist shows it.
+#[test]
+fn very_verbose_shows_each_node_id_before_its_result_like_xdist() {
+    let project = Project::new("xdist_words");
+    let starts = |o: &Output| -> Vec<String> {
+        let lines: Vec<&str> = o.stdout.lines().collect();
+        let mut starts: Vec<String> = Vec::new();
+        for (at, line) in lines.iter().enumerate() {
+            let Some((_, _, _, nodeid)) = verbose_line(line) else {
+                continue;
+            };
+            let started = format!("{nodeid} ");
+            let before = lines[..at].iter().position(|l| *l == started);
+            assert!(before.is_some(), "{nodeid}: no start line\n{}", o.stdout);
+            starts.push(nodeid);
+        }
+        starts.sort();
+        starts.dedup();
+        starts
+    };
+    let expected = xdist(
+        &project,
+        &[
+            "-vv",
+            "test_words.py::test_pass",
+            "test_words.py::test_param",
+        ],
+    );
+    let out = shoal_n2(
+        &project,
+        &[
+            "-vv",
+            "test_words.py::test_pass",
+            "test_words.py::test_param",
+        ],
+    );
+    out.assert_code(0);
+    let want = starts(&expected);
+    assert_eq!(want.len(), 3, "{}", expected.context());
+    assert_eq!(starts(&out), want, "{}", out.context());
+}
+
+/// A `KeyboardInterrupt` raised inside a test stops the run with exit status 2 and pytest's
+/// lines: the `!!! KeyboardInterrupt !!!` separator, where it was raised, the hint.
+#[test]
+fn keyboard_interrupt_in_a_test_stops_the_run_like_pytest() {
+    let project = Project::new("xdist_words");
+    let after_separator = |o: &Output| -> Vec<String> {
+        let lines: Vec<&str> = o.stdout.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| {
+                l.starts_with("!!!") && l.trim_matches('!').trim().starts_with("KeyboardInterrupt")
+            })
+            .unwrap_or_else(|| panic!("no KeyboardInterrupt line\n{}", o.context()));
+        lines[at + 1..at + 3]
+            .iter()
+            .map(|l| l.to_string())
+            .collect()
+    };
+    let serial = project
+        .pytest(["-p", "no:xdist", "-p", "no:cacheprovider", "interrupt"])
+        .run();
+    serial.assert_code(2);
+    let want = after_separator(&serial);
+    assert!(
+        want[0].ends_with("test_interrupt.py:9: KeyboardInterrupt"),
+        "{}",
+        serial.context()
+    );
+    let out = shoal_n2(&project, &["interrupt"]);
+    out.assert_code(2);
+    assert_eq!(after_separator(&out), want, "{}", out.context());
 }

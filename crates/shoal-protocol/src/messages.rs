@@ -171,6 +171,10 @@ pub struct SessionExit {
     /// session down: like pytest's session teardown, after every test (the others go on).
     #[serde(default)]
     pub last_test: bool,
+    /// For a `KeyboardInterrupt` a test raised: where (`path:line: KeyboardInterrupt`), which
+    /// pytest prints under the separator.
+    #[serde(default)]
+    pub location: Option<String>,
 }
 
 /// How a run-once fixture's setup failed, so that every worker's tests end the same way.
@@ -349,6 +353,10 @@ pub struct PhaseReport {
     /// For failures: the crash message the short summary shows.
     #[serde(default)]
     pub message: Option<String>,
+    /// The report's own section title where it differs from its test's (a subtest's
+    /// `test_sub [check] (i='1')`).
+    #[serde(default)]
+    pub headline: Option<String>,
     /// For skips: (path, line, reason), line `None` where pytest folds per file.
     #[serde(default)]
     pub skip: Option<(String, Option<u32>, String)>,

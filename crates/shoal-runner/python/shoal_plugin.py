@@ -123,6 +123,11 @@ def _render(config, rep, reports) -> str:
     if config.getoption("tbstyle", "auto") == "line":
         out.line(_crashline(rep))
         return out._file.getvalue()
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput:
+        # xdist's report.toterminal starts each section with the worker that ran the test.
+        version = "%s.%s.%s" % sys.version_info[:3]
+        out.line(f"[{workerinput['workerid']}] {sys.platform} -- Python {version} {sys.executable}")
     rep.toterminal(out)
     showcapture = config.getoption("showcapture", "all")
     if showcapture != "no":
@@ -207,9 +212,11 @@ def _report(config, rep, reports) -> dict:
     }
     if hasattr(rep, "wasxfail"):
         msg["wasxfail"] = str(rep.wasxfail)
+    if reports and rep.head_line != reports[0].head_line:
+        msg["headline"] = rep.head_line  # a subtest's: `test_sub [check] (i='1')`
     if rep.sections:
         msg["sections"] = rep.sections
-    if cat == "passed" and rep.when == "call" and _wants_passes(config):
+    if cat == "passed" and rep.when == "call" and rep.sections and _wants_passes(config):
         msg["text"] = _cut(_render(config, rep, reports), MAX_TEXT)  # for -rP's PASSES section
     elif rep.failed or (cat in ("failed", "error")):
         msg["text"] = _cut(_render(config, rep, reports), MAX_TEXT)
@@ -651,6 +658,10 @@ class ShoalPlugin:
                 # controller, which stops the run; pytest then finishes the session as usual.
                 self._send_done(session, index, junit, exit=_session_exit(exc, nextitem is None))
                 raise
+            except KeyboardInterrupt as exc:
+                # Raised by the test (or Ctrl-C): pytest stops the session, exit status 2.
+                self._send_done(session, index, junit, exit=_interrupt_exit(exc))
+                raise
             if session.shouldfail or session.shouldstop:
                 # This worker alone reached --maxfail (or a plugin asked to stop): stop at
                 # once, as pytest does, rather than run what is queued until the controller
@@ -702,6 +713,13 @@ def _junit_timestamp(logxml) -> str:
     from datetime import datetime, timezone
 
     return datetime.fromtimestamp(logxml.suite_start_time, timezone.utc).astimezone().isoformat()
+
+
+def _interrupt_exit(exc) -> dict:
+    """A ``KeyboardInterrupt`` for the controller, with the location pytest prints for it."""
+    crash = pytest.ExceptionInfo.from_exception(exc).getrepr(funcargs=True).reprcrash
+    location = f"{crash.path}:{crash.lineno}: {crash.message}" if crash else None
+    return {"message": "KeyboardInterrupt", "returncode": 2, "last_test": False, "location": location}
 
 
 def _logxml(config):

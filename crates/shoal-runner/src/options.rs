@@ -35,6 +35,20 @@ pub enum Dist {
 }
 
 impl Dist {
+    /// The name of pytest-xdist's scheduler class for this mode, which xdist prints with `-v`
+    /// (`scheduling tests via LoadScheduling`); `None` for `no`, which xdist does not distribute.
+    pub fn xdist_scheduler(self) -> Option<&'static str> {
+        match self {
+            Dist::Load => Some("LoadScheduling"),
+            Dist::LoadScope => Some("LoadScopeScheduling"),
+            Dist::LoadFile => Some("LoadFileScheduling"),
+            Dist::LoadGroup => Some("LoadGroupScheduling"),
+            Dist::WorkSteal => Some("WorkStealingScheduling"),
+            Dist::Each => Some("EachScheduling"),
+            Dist::No => None,
+        }
+    }
+
     const NAMES: [(&'static str, Dist); 7] = [
         ("load", Dist::Load),
         ("loadscope", Dist::LoadScope),

@@ -196,6 +196,7 @@ pub fn crash_report(message: String, when: &str) -> PhaseReport {
         wasxfail: None,
         text: Some(format!("{message}\n")),
         message: Some(message),
+        headline: None,
         skip: None,
         sections: Vec::new(),
     }

@@ -96,6 +96,10 @@ struct Run {
     stop: Option<StopReason>,
     /// Crashed workers that may still be replaced.
     restarts_left: usize,
+    /// `--max-worker-restart`, for the line that says it was reached.
+    max_restarts: usize,
+    /// Workers that crashed so far.
+    crashes: usize,
     /// Per test: the attempts that failed and will be retried or reported with the last one.
     failed_attempts: HashMap<usize, Vec<TestRecord>>,
     run_deadline: Option<Instant>,
@@ -263,7 +267,13 @@ impl Dispatcher {
             events_on_stdout,
         );
         let ids: Vec<String> = (0..count).map(|n| format!("gw{n}")).collect();
-        terminal.start(&ids, total, &start_label, live_view(events_on_stdout));
+        terminal.start(
+            &ids,
+            total,
+            &start_label,
+            resolved.dist.xdist_scheduler(),
+            live_view(events_on_stdout),
+        );
         if let Some(target) = &options.report_json {
             self.events_log = Some(EventLog::open(target)?);
         }
@@ -288,7 +298,8 @@ impl Dispatcher {
                 mainargv: options.mainargv.clone(),
                 distributed: requested > 0,
                 basetemp: collection.basetemp.clone(),
-                report_starts: timeouts,
+                // `-vv` shows each test's node id as it starts.
+                report_starts: timeouts || settings.verbose > 1,
                 workerinput: collection.workerinput.clone(),
             };
             self.workers.push(Worker::new(identity));
@@ -310,6 +321,8 @@ impl Dispatcher {
             failures: 0,
             stop: None,
             restarts_left: max_restarts,
+            max_restarts,
+            crashes: 0,
             failed_attempts: HashMap::new(),
             run_deadline: options
                 .run_timeout
@@ -430,6 +443,7 @@ impl Dispatcher {
             }
             FromPython::TestStart { index } => {
                 self.workers[w].running = Some((index, Instant::now()));
+                run.terminal.test_started(&run.items[index].nodeid);
                 Vec::new()
             }
             FromPython::TestPartial { index, reports } => {
@@ -581,8 +595,13 @@ impl Dispatcher {
         let now = Instant::now();
         for w in 0..self.workers.len() {
             self.workers[w].advance_kill(now);
+            let accounted = self.workers[w].accounted;
             let commands = self.account_lost(w, run);
             self.send(commands);
+            let worker = &self.workers[w];
+            if !accounted && worker.accounted && !worker.done && run.stop.is_none() {
+                Self::tell_crash(worker.id(), run);
+            }
         }
         while let Some(w) = run.scheduler.needs_worker() {
             let worker = &self.workers[w];
@@ -1060,6 +1079,21 @@ impl Dispatcher {
         let mut commands = run.scheduler.requeue(w, lost);
         commands.extend(self.finish_test(record, w, run));
         commands
+    }
+
+    /// pytest-xdist's line for a crashed worker: it is replaced, or the restart limit is
+    /// reached (said once; shoal's live workers still finish the run).
+    fn tell_crash(id: &str, run: &mut Run) {
+        run.crashes += 1;
+        if run.crashes <= run.max_restarts {
+            run.terminal
+                .worker_line(&format!("replacing crashed worker {id}"));
+        } else if run.crashes == run.max_restarts + 1 {
+            run.terminal.restart_limit(match run.max_restarts {
+                0 => format!("worker {id} crashed and worker restarting disabled"),
+                n => format!("maximum crashed workers reached: {n}"),
+            });
+        }
     }
 
     fn start_worker(&mut self, w: usize, start: StartMethod) -> Result<(), RunError> {

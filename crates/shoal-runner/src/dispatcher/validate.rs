@@ -259,6 +259,7 @@ mod tests {
                             message: None,
                             skip: None,
                             sections: Vec::new(),
+                            headline: None,
                         }],
                         warnings: Vec::new(),
                         junit: None,

@@ -97,6 +97,8 @@ pub struct Terminal {
     done: usize,
     /// Per worker: output after its last newline.
     partial_output: HashMap<String, Vec<u8>>,
+    /// Why workers stopped being replaced, for xdist's `xdist: ...` summary line.
+    restart_limit: Option<String>,
 }
 
 impl Terminal {
@@ -116,6 +118,7 @@ impl Terminal {
             total: 0,
             done: 0,
             partial_output: HashMap::new(),
+            restart_limit: None,
         }
     }
 
@@ -165,26 +168,68 @@ impl Terminal {
         }
     }
 
-    /// `2 workers [120 items]`, as pytest-xdist prints it; in a terminal, the live view.
-    pub fn start(&mut self, workers: &[String], total: usize, start_method: &str, live: bool) {
+    /// The lines pytest-xdist prints while it brings its workers up (`created: 2/2 workers`,
+    /// `2 workers [120 items]`; `bringing up nodes...` twice with `-q`), and with `-v` the
+    /// scheduler it uses; in a terminal, the live view follows.
+    pub fn start(
+        &mut self,
+        workers: &[String],
+        total: usize,
+        start_method: &str,
+        scheduler: Option<&str>,
+        live: bool,
+    ) {
         let workers = workers.len();
         self.total = total;
-        if self.settings.verbose > 0 {
-            self.line(&format!(
-                "created: {workers}/{workers} workers ({start_method})"
-            ));
-        }
+        let plural = if workers == 1 { "worker" } else { "workers" };
         if self.settings.verbose >= 0 {
-            let plural = if workers == 1 { "worker" } else { "workers" };
+            // The start method is shoal's own: xdist's line, with it added under `-v`.
+            let method = match self.settings.verbose {
+                0 => String::new(),
+                _ => format!(" ({start_method})"),
+            };
+            self.line(&format!("created: {workers}/{workers} {plural}{method}"));
             let items = if total == 1 { "item" } else { "items" };
             self.line(&format!("{workers} {plural} [{total} {items}]"));
-            let _ = writeln!(self.out);
+        } else {
+            self.line("bringing up nodes...");
+            self.line("bringing up nodes...");
+        }
+        self.line("");
+        if let Some(scheduler) = scheduler.filter(|_| self.settings.verbose > 0) {
+            self.line(&format!("scheduling tests via {scheduler}"));
+            self.line("");
         }
         let _ = self.out.flush();
         if live && self.settings.verbose >= -1 {
             let ids: Vec<String> = (0..workers).map(|n| format!("gw{n}")).collect();
             self.live = Some(Live::new(total, &ids, self.to_stderr));
         }
+    }
+
+    /// A test started (`-vv`): its node id on a line of its own, as pytest-xdist shows it
+    /// before the result.
+    pub fn test_started(&mut self, nodeid: &str) {
+        if self.settings.verbose > 1 && self.live.is_none() {
+            self.line(&format!("{nodeid} "));
+            let _ = self.out.flush();
+        }
+    }
+
+    /// A line of pytest-xdist's about its workers (`replacing crashed worker gw0`), after an
+    /// empty line, as xdist's `report_line` prints it.
+    pub fn worker_line(&mut self, text: &str) {
+        if self.settings.verbose >= 0 {
+            self.line("");
+            self.line(text);
+            let _ = self.out.flush();
+        }
+    }
+
+    /// Crashed workers are no longer replaced: `text` says why, now and in the summary.
+    pub fn restart_limit(&mut self, text: String) {
+        self.worker_line(&text);
+        self.restart_limit = Some(text);
     }
 
     /// Which test each worker runs now (live view only).
@@ -314,9 +359,6 @@ impl Terminal {
             self.sections(results, "error", "ERRORS");
             self.sections(results, "failed", "FAILURES");
         }
-        if self.settings.tbstyle != "no" && self.settings.reportchars.contains('P') {
-            self.passes(results);
-        }
         if !results.session_errors().is_empty() {
             let header = self.sep('=', "WORKER ERRORS");
             self.line(&header);
@@ -328,12 +370,24 @@ impl Terminal {
         if self.settings.reportchars.contains('w') {
             self.warnings_summary(results);
         }
+        // pytest prints the passes after the warnings summary.
+        if self.settings.tbstyle != "no" && self.settings.reportchars.contains('P') {
+            self.passes(results);
+        }
         self.durations(results);
         if let Some(junit) = &self.settings.junit {
             if self.settings.verbose >= 0 {
                 let line = self.sep('-', &format!("generated xml file: {}", junit.path));
                 self.line(&line);
             }
+        }
+        if let Some(why) = self
+            .restart_limit
+            .clone()
+            .filter(|_| self.settings.verbose >= 0)
+        {
+            let line = self.sep('=', &format!("xdist: {why}"));
+            self.line(&line);
         }
         if !plugin_summary.is_empty() {
             self.line(plugin_summary.strip_suffix('\n').unwrap_or(plugin_summary));
@@ -373,6 +427,16 @@ impl Terminal {
         let color = (!matches!(stop, StopReason::Exit(_))).then_some(Color::Red);
         let line = self.paint(&line, color, false);
         self.line(&line);
+        if let StopReason::Exit(SessionExit {
+            location: Some(location),
+            ..
+        }) = stop
+        {
+            self.line(location);
+            let hint = "(to show a full traceback on KeyboardInterrupt use --full-trace)";
+            let hint = self.paint(hint, Some(Color::Yellow), false);
+            self.line(&hint);
+        }
     }
 
     fn sections(&mut self, results: &Results, category: &str, title: &str) {
@@ -431,8 +495,7 @@ impl Terminal {
             let Some(text) = report.text.as_deref().filter(|t| !t.is_empty()) else {
                 continue;
             };
-            let headline = record.headline.as_deref().unwrap_or("test session");
-            let sep = self.sep('_', headline);
+            let sep = self.sep('_', headline_of(record, report));
             let sep = self.paint(&sep, Some(Color::Green), true);
             self.line(&sep);
             self.line(text.strip_suffix('\n').unwrap_or(text));
@@ -451,7 +514,7 @@ impl Terminal {
 
     fn section(&mut self, record: &TestRecord, report: &PhaseReport, category: &str) {
         if self.settings.tbstyle != "line" {
-            let headline = record.headline.as_deref().unwrap_or("test session");
+            let headline = headline_of(record, report);
             let headline = if report.when == "collect" {
                 format!("ERROR collecting {headline}")
             } else if category == "error" {
@@ -691,6 +754,15 @@ impl Terminal {
 }
 
 /// pytest's `collapsed_location_report`: up to nine locations, else counts per file.
+/// A report's section title: its own (a subtest's), else its test's.
+fn headline_of<'a>(record: &'a TestRecord, report: &'a PhaseReport) -> &'a str {
+    report
+        .headline
+        .as_deref()
+        .or(record.headline.as_deref())
+        .unwrap_or("test session")
+}
+
 fn collapse_locations(locations: &[&str]) -> String {
     if locations.len() < 10 {
         return locations.join("\n");
