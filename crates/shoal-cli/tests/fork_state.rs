@@ -112,10 +112,17 @@ fn configure_asking_nothing_still_forks() {
 /// Runs `tests/fixtures/fork_state` with `$FORK_STATE=kind` under shoal `-n 2 -v` and under
 /// shoal `-n 0`, checks both pass as under pytest-xdist, and returns the `created:` line.
 fn run_fork_state(kind: &str) -> String {
+    run_fork_state_frozen(kind, false)
+}
+
+/// [`run_fork_state`], the suite freezing its objects after collecting when `freeze`.
+fn run_fork_state_frozen(kind: &str, freeze: bool) -> String {
     let project = Project::new("fork_state");
+    let freeze = if freeze { "1" } else { "" };
     let out = project
         .shoal(["-n", "2", "-v", "-p", "no:cacheprovider"])
         .env("FORK_STATE", kind)
+        .env("FORK_STATE_FREEZE", freeze)
         .run();
     out.assert_code(0);
     assert_eq!(out.stats().get("passed"), Some(&4), "{}", out.context());
@@ -123,6 +130,7 @@ fn run_fork_state(kind: &str) -> String {
     let out = project
         .shoal(["-n", "0", "-p", "no:cacheprovider"])
         .env("FORK_STATE", kind)
+        .env("FORK_STATE_FREEZE", freeze)
         .run();
     out.assert_code(0);
     assert_eq!(out.stats().get("passed"), Some(&4), "{}", out.context());
@@ -138,6 +146,12 @@ fn module_level_filelock_makes_shoal_spawn_and_names_it() {
             && line.contains("filelock"),
         "{line:?}"
     );
+}
+
+#[test]
+fn filelock_is_found_among_objects_the_suite_froze() {
+    let line = run_fork_state_frozen("filelock", true);
+    assert!(line.contains("test_state.FILE_LOCK"), "{line:?}");
 }
 
 #[test]

@@ -1142,37 +1142,44 @@ def _sqlite_is_open(connection) -> bool:
     return True
 
 
-# Objects that must not be shared by forked processes, by (module, class, still live?). Only
-# modules the suite already imported are looked at. A thread pool's threads, and the threads
-# of a ProcessPoolExecutor, are caught as live threads.
+# Objects that must not be shared by forked processes: (module, class, still live?, holds a
+# socket while live). Only modules already imported are looked at, and the kinds that hold a
+# socket only when one was opened since start-up, which spares most suites the scan. A thread
+# pool's threads, and a ProcessPoolExecutor's, are caught as live threads.
 _FORK_HOSTILE = (
     # filelock 4 refuses a lock made before a fork, whether it was acquired or not.
-    ("filelock", "BaseFileLock", lambda lock: True),
+    ("filelock", "BaseFileLock", lambda lock: True, False),
     # SQLite: "do not carry an open database connection across a fork()".
-    ("sqlite3", "Connection", _sqlite_is_open),
-    ("psycopg", "BaseConnection", lambda conn: not conn.closed),
-    ("psycopg2.extensions", "connection", lambda conn: not conn.closed),
-    ("sqlalchemy.engine", "Engine", lambda engine: engine.pool.checkedin() > 0),
-    ("grpc._channel", "Channel", lambda channel: True),
-    ("asyncio", "AbstractEventLoop", lambda loop: not loop.is_closed()),
-    ("socket", "socket", lambda sock: sock.fileno() not in {fd for fd, _ in _sockets_at_start}),
+    ("sqlite3", "Connection", _sqlite_is_open, False),
+    ("grpc._channel", "Channel", lambda channel: True, False),
+    ("psycopg", "BaseConnection", lambda conn: not conn.closed, True),
+    ("psycopg2.extensions", "connection", lambda conn: not conn.closed, True),
+    ("sqlalchemy.engine", "Engine", lambda engine: engine.pool.checkedin() > 0, True),
+    ("asyncio", "AbstractEventLoop", lambda loop: not loop.is_closed(), True),
+    ("socket", "socket", lambda sock: sock.fileno() not in {fd for fd, _ in _sockets_at_start}, True),
 )
 
 
 def _fork_hostile_reason() -> str | None:
     """Names the first object made while collecting that forked workers must not share (see
-    ``_FORK_HOSTILE``), else an open socket opened since start-up, else ``None``."""
+    ``_FORK_HOSTILE``), else a socket opened since start-up, else ``None``."""
     import gc
 
-    kinds = []
-    for module, name, live in _FORK_HOSTILE:
-        cls = getattr(sys.modules.get(module), name, None)
-        if isinstance(cls, type):
-            kinds.append((cls, live))
     new_sockets = _socket_fds() - _sockets_at_start
+    kinds = []
+    for module, name, live, holds_socket in _FORK_HOSTILE:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and (new_sockets or not holds_socket):
+            kinds.append((cls, live))
     if kinds:
         # One pass in C over every object's type; a second, in Python, only when one is hostile.
+        # Objects a suite froze (gc.freeze(), as packaging's conftest does after collecting)
+        # are out of get_objects' sight: thaw them for the scan, and freeze again.
+        frozen = gc.get_freeze_count()
+        gc.unfreeze()
         objects = gc.get_objects()
+        if frozen:
+            gc.freeze()
         classes = tuple(cls for cls, _ in kinds)
         present = {t for t in set(map(type, objects)) if issubclass(t, classes)}
         found = [obj for obj in objects if type(obj) in present] if present else []
