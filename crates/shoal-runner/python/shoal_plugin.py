@@ -1094,9 +1094,11 @@ def _watch_config(config) -> None:
     def __getattr__(self, name):
         if name in ("workerinput", "workeroutput"):
             _IdentityWatch.note(f"asks for config.{name}", sys._getframe(1))
-        raise AttributeError(f"{base.__name__!r} object has no attribute {name!r}", name=name, obj=self)
+        message = f"{base.__name__!r} object has no attribute {name!r}"
+        raise AttributeError(message, name=name, obj=self)
 
-    config.__class__ = type(base.__name__, (base,), {"__getattr__": __getattr__, "_shoal_base": base})
+    watched = {"__getattr__": __getattr__, "_shoal_base": base}
+    config.__class__ = type(base.__name__, (base,), watched)
 
 
 def _unwatch_config(config) -> None:
@@ -1132,6 +1134,7 @@ def _socket_fds() -> set:
 
 
 _sockets_at_start: set = set()  # shoal's channel and whatever the controller's parent left open
+_UNSHARED = "must not be shared by forked workers"
 
 
 def _sqlite_is_open(connection) -> bool:
@@ -1156,7 +1159,7 @@ _FORK_HOSTILE = (
     ("psycopg2.extensions", "connection", lambda conn: not conn.closed, True),
     ("sqlalchemy.engine", "Engine", lambda engine: engine.pool.checkedin() > 0, True),
     ("asyncio", "AbstractEventLoop", lambda loop: not loop.is_closed(), True),
-    ("socket", "socket", lambda sock: sock.fileno() not in {fd for fd, _ in _sockets_at_start}, True),
+    ("socket", "socket", lambda sock: sock.fileno() not in dict(_sockets_at_start), True),
 )
 
 
@@ -1187,10 +1190,10 @@ def _fork_hostile_reason() -> str | None:
         for cls, live in kinds:  # in _FORK_HOSTILE's order: a loop before its sockets
             for obj in found:
                 if isinstance(obj, cls) and _is_live(live, obj):
-                    return f"{_describe(obj)} made while collecting must not be shared by forked workers"
+                    return f"{_describe(obj)} made while collecting {_UNSHARED}"
     if new_sockets:
         fd, inode = min(new_sockets)
-        return f"a socket opened while collecting (fd {fd}, {inode}) must not be shared by forked workers"
+        return f"a socket opened while collecting (fd {fd}, {inode}) {_UNSHARED}"
     return None
 
 
