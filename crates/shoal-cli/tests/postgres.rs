@@ -780,3 +780,36 @@ fn two_tests_on_two_workers_run_at_the_same_time() {
     );
     out.assert_stdout_contains(&format!("assert {} == {COUNTING_ROWS}", 2 * COUNTING_ROWS));
 }
+
+// ---------------------------------------------------------------------------------------------
+// A connection made while collecting: forked workers must not share it.
+
+#[test]
+fn module_level_connection_makes_shoal_spawn_and_passes() {
+    let pg = PgServer::start();
+    let project = Project::new("fork_state");
+    for workers in ["2", "0"] {
+        let out = project
+            .shoal(["-n", workers, "-v", "-p", "no:cacheprovider"])
+            .env("FORK_STATE", "postgres")
+            .env("DATABASE_URL", pg.url("postgres"))
+            .run();
+        out.assert_code(0);
+        assert_eq!(
+            out.stats(),
+            BTreeMap::from([("passed".to_owned(), 4)]),
+            "every test passes, as under pytest-xdist\n{}",
+            out.context()
+        );
+        let created = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("created: "))
+            .unwrap_or_default();
+        assert!(
+            created.contains("(spawn: test_state.CONN (a psycopg.Connection)"),
+            "-v names the connection and its module: {created:?}\n{}",
+            out.context()
+        );
+    }
+}

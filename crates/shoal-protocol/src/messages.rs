@@ -30,10 +30,13 @@ pub enum FromPython {
         items: Vec<CollectedItem>,
         /// Why forking is not safe here; `None` when it is.
         fork_unsafe: Option<String>,
-        /// Importing the suite read `PYTEST_XDIST_*`: workers must import it themselves, with
-        /// their identity set, so distributed runs spawn them.
+        /// Where the suite's own code first asked which worker it runs in (`PYTEST_XDIST_*`,
+        /// `config.workerinput`, xdist's helpers) while the collector imported, configured or
+        /// collected it, e.g. `conftest.py:12 asks for config.workerinput`; `None` when it
+        /// did not. A fork would hand every worker the collector's answer, so distributed
+        /// runs spawn workers that ask for themselves.
         #[serde(default)]
-        identity_at_import: bool,
+        identity_read: Option<String>,
         /// The run's base temporary directory; workers use `<basetemp>/popen-<id>`.
         basetemp: Option<String>,
         settings: Box<PytestSettings>,

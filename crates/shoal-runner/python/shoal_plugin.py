@@ -303,6 +303,8 @@ class ShoalPlugin:
         )
         if self.worker is not None:
             _take_identity(config, self.worker)
+        elif self.role == "collector":
+            _watch_config(config)
 
     @pytest.hookimpl(tryfirst=True)  # before the terminal prints its header
     def pytest_sessionstart(self, session):
@@ -324,6 +326,7 @@ class ShoalPlugin:
                 return None  # pytest's own loop reports it; the controller reads the exit code
             self._send_collection(session)
             os.environ.__class__ = _EnvironWatch.__mro__[1]  # collection is over
+            _unwatch_config(config)
             self._warnings.clear()  # sent with the collection; forks must not send them again
             if self._serve_forks(session):
                 return True  # the parent: the run is over
@@ -475,7 +478,7 @@ class ShoalPlugin:
                 "type": "collected",
                 "items": items,
                 "fork_unsafe": unsafe,
-                "identity_at_import": _EnvironWatch.read_worker_identity,
+                "identity_read": _IdentityWatch.first,
                 "basetemp": str(tmp.getbasetemp()) if tmp else None,
                 "settings": {
                     "numprocesses": config.option.numprocesses,
@@ -1115,12 +1118,41 @@ def _silence_terminal(config) -> None:
         logxml.logfile = os.devnull
 
 
-class _EnvironWatch(type(os.environ)):
-    """``os.environ`` while the collector imports the suite: notes whether anything read the
-    ``PYTEST_XDIST_*`` variables. Code that does so at import time expects to run in each
-    worker with its own identity, which a fork of the collector cannot give it."""
+class _IdentityWatch:
+    """Where the suite's own code first asked which worker it runs in while the collector
+    imported, configured and collected it, before any worker existed: a fork of the collector
+    would hand every worker the collector's answer (see ``_EnvironWatch``, ``_watch_config``)."""
 
-    read_worker_identity = False
+    first: str | None = None
+    # Frames that only pass the question on: os.environ's and xdist's own helpers
+    # (``xdist.is_xdist_worker`` asks ``hasattr(config, "workerinput")`` for its caller).
+    _relays = (
+        "os.py",
+        "_collections_abc.py",
+        "<frozen os>",
+        "<frozen _collections_abc>",
+        f"{os.sep}xdist{os.sep}__init__.py",
+        f"{os.sep}xdist{os.sep}plugin.py",
+    )
+
+    @classmethod
+    def note(cls, what: str, frame) -> None:
+        while frame is not None and frame.f_code.co_filename.endswith(cls._relays):
+            frame = frame.f_back
+        if cls.first is not None or frame is None:
+            return
+        filename = frame.f_code.co_filename
+        # The suite's own code counts; installed plugins (pytest-cov and pytest-randomly read
+        # workerinput, and shoal hands it to them) and shoal itself do not.
+        if "site-packages" in filename or filename == __file__:
+            return
+        shown = os.path.relpath(filename) if filename.startswith(os.getcwd() + os.sep) else filename
+        cls.first = f"{shown}:{frame.f_lineno} {what}"
+
+
+class _EnvironWatch(type(os.environ)):
+    """``os.environ`` while the collector imports, configures and collects the suite: notes
+    reads of the ``PYTEST_XDIST_*`` variables (``[]``, ``in``, ``get``, ``os.getenv``)."""
 
     def __getitem__(self, key):
         self._note(key)
@@ -1132,16 +1164,28 @@ class _EnvironWatch(type(os.environ)):
 
     @staticmethod
     def _note(key) -> None:
-        if not (isinstance(key, str) and key.startswith("PYTEST_XDIST_")):
-            return
-        # The suite's own code counts; installed plugins' reads at start-up do not.
-        frame = sys._getframe(2)
-        while frame is not None and frame.f_code.co_filename.endswith(
-            ("os.py", "_collections_abc.py", "<frozen os>")
-        ):
-            frame = frame.f_back
-        if frame is not None and "site-packages" not in frame.f_code.co_filename:
-            _EnvironWatch.read_worker_identity = True
+        if isinstance(key, str) and key.startswith("PYTEST_XDIST_"):
+            _IdentityWatch.note(f"reads {key}", sys._getframe(2))
+
+
+def _watch_config(config) -> None:
+    """Makes ``config`` note the suite asking for ``workerinput`` or ``workeroutput``, which
+    only xdist's workers have (``hasattr``, ``getattr`` with a default, ``try``): until
+    ``_unwatch_config``, missing attributes of those names go through ``__getattr__``."""
+    base = type(config)
+
+    def __getattr__(self, name):
+        if name in ("workerinput", "workeroutput"):
+            _IdentityWatch.note(f"asks for config.{name}", sys._getframe(1))
+        message = f"{base.__name__!r} object has no attribute {name!r}"
+        raise AttributeError(message, name=name, obj=self)
+
+    watched = {"__getattr__": __getattr__, "_shoal_base": base}
+    config.__class__ = type(base.__name__, (base,), watched)
+
+
+def _unwatch_config(config) -> None:
+    config.__class__ = getattr(type(config), "_shoal_base", type(config))
 
 
 def _fork_unsafe_reason() -> str | None:
@@ -1152,7 +1196,105 @@ def _fork_unsafe_reason() -> str | None:
     if threading.active_count() > 1:
         names = ", ".join(t.name for t in threading.enumerate() if t is not threading.current_thread())
         return f"threads are alive in the collecting process ({names})"
+    return _fork_hostile_reason()
+
+
+def _socket_fds() -> set:
+    """The open socket descriptors of this process, as (fd, inode) pairs (Linux only)."""
+    found = set()
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return found
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue  # the listing's own descriptor
+        if target.startswith("socket:"):
+            found.add((int(name), target))
+    return found
+
+
+_sockets_at_start: set = set()  # shoal's channel and whatever the controller's parent left open
+_UNSHARED = "must not be shared by forked workers"
+
+
+def _sqlite_is_open(connection) -> bool:
+    try:
+        connection.total_changes
+    except Exception:  # sqlite3.ProgrammingError: closed
+        return False
+    return True
+
+
+# Objects that must not be shared by forked processes: (module, class, still live?, holds a
+# socket while live). Only modules already imported are looked at, and the kinds that hold a
+# socket only when one was opened since start-up, which spares most suites the scan. A thread
+# pool's threads, and a ProcessPoolExecutor's, are caught as live threads.
+_FORK_HOSTILE = (
+    # filelock 4 refuses a lock made before a fork, whether it was acquired or not.
+    ("filelock", "BaseFileLock", lambda lock: True, False),
+    # SQLite: "do not carry an open database connection across a fork()".
+    ("sqlite3", "Connection", _sqlite_is_open, False),
+    ("grpc._channel", "Channel", lambda channel: True, False),
+    ("psycopg", "BaseConnection", lambda conn: not conn.closed, True),
+    ("psycopg2.extensions", "connection", lambda conn: not conn.closed, True),
+    ("sqlalchemy.engine", "Engine", lambda engine: engine.pool.checkedin() > 0, True),
+    ("asyncio", "AbstractEventLoop", lambda loop: not loop.is_closed(), True),
+    ("socket", "socket", lambda sock: sock.fileno() not in dict(_sockets_at_start), True),
+)
+
+
+def _fork_hostile_reason() -> str | None:
+    """Names the first object made while collecting that forked workers must not share (see
+    ``_FORK_HOSTILE``), else a socket opened since start-up, else ``None``."""
+    import gc
+
+    new_sockets = _socket_fds() - _sockets_at_start
+    kinds = []
+    for module, name, live, holds_socket in _FORK_HOSTILE:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and (new_sockets or not holds_socket):
+            kinds.append((cls, live))
+    if kinds:
+        # One pass in C over every object's type; a second, in Python, only when one is hostile.
+        # Objects a suite froze (gc.freeze(), as packaging's conftest does after collecting)
+        # are out of get_objects' sight: thaw them for the scan, and freeze again.
+        frozen = gc.get_freeze_count()
+        gc.unfreeze()
+        objects = gc.get_objects()
+        if frozen:
+            gc.freeze()
+        classes = tuple(cls for cls, _ in kinds)
+        present = {t for t in set(map(type, objects)) if issubclass(t, classes)}
+        found = [obj for obj in objects if type(obj) in present] if present else []
+        del objects
+        for cls, live in kinds:  # in _FORK_HOSTILE's order: a loop before its sockets
+            for obj in found:
+                if isinstance(obj, cls) and _is_live(live, obj):
+                    return f"{_describe(obj)} made while collecting {_UNSHARED}"
+    if new_sockets:
+        fd, inode = min(new_sockets)
+        return f"a socket opened while collecting (fd {fd}, {inode}) {_UNSHARED}"
     return None
+
+
+def _is_live(live, obj) -> bool:
+    try:
+        return bool(live(obj))
+    except Exception:
+        return True  # cannot tell: assume the worst
+
+
+def _describe(obj) -> str:
+    """``module.NAME (a package.Class)`` for a module-level global, else ``a package.Class``."""
+    kind = f"a {type(obj).__module__}.{type(obj).__qualname__}"
+    for name, module in list(sys.modules.items()):
+        for attr, value in list(getattr(module, "__dict__", {}).items()):
+            if value is obj:
+                return f"{name}.{attr} ({kind})"
+    return kind
 
 
 def _scope_of(nodeid: str) -> str:
@@ -1297,6 +1439,8 @@ def main(argv: list[str]) -> int:
     if role == "worker":
         _line_buffered()
     channel = Channel(path)
+    if role == "collector":
+        _sockets_at_start.update(_socket_fds())
     channel.send({"type": "hello", **_hello(role, identity)})
     plugin = ShoalPlugin(channel, role, identity)
     try:

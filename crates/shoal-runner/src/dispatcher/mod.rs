@@ -72,7 +72,7 @@ impl Launch {
 struct Collection {
     items: Vec<CollectedItem>,
     fork_unsafe: Option<String>,
-    identity_at_import: bool,
+    identity_read: Option<String>,
     basetemp: Option<String>,
     settings: Box<PytestSettings>,
     warnings: Vec<Warning>,
@@ -228,10 +228,8 @@ impl Dispatcher {
         let requested = resolved.workers.resolve(resolved.maxprocesses);
         let count = scheduler::useful_workers(resolved.dist, units.len(), requested);
         let mut fork_unsafe = collection.fork_unsafe.clone();
-        if collection.identity_at_import && requested > 0 {
-            fork_unsafe.get_or_insert_with(|| {
-                "PYTEST_XDIST_WORKER is read while importing the suite".to_owned()
-            });
+        if let Some(place) = collection.identity_read.as_ref().filter(|_| requested > 0) {
+            fork_unsafe.get_or_insert_with(|| format!("{place} before the workers exist"));
         }
         let start = match (options.start, &fork_unsafe) {
             (Some(StartMethod::Spawn), _) | (_, Some(_)) => StartMethod::Spawn,
@@ -735,7 +733,7 @@ impl Dispatcher {
                         FromPython::Collected {
                             items,
                             fork_unsafe,
-                            identity_at_import,
+                            identity_read,
                             basetemp,
                             settings,
                             warnings,
@@ -756,7 +754,7 @@ impl Dispatcher {
                         collect_junit: junit,
                         items,
                         fork_unsafe,
-                        identity_at_import,
+                        identity_read,
                         basetemp,
                         settings,
                         warnings,
