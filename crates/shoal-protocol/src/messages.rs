@@ -128,6 +128,12 @@ pub enum ToPython {
     Fork { identity: WorkerIdentity },
     /// To the collector: every worker is done; finish the session and exit.
     Stop,
+    /// To the collector: a worker finished its session; `workeroutput` is its
+    /// `config.workeroutput`, for xdist's `pytest_testnodedown` on the controlling side.
+    NodeDown {
+        worker: String,
+        workeroutput: serde_json::Value,
+    },
     /// To a worker: append these collection indices to its queue.
     Run { indices: Vec<usize> },
     /// To a worker: no more tests will come; with `discard`, drop those not started.

@@ -232,6 +232,17 @@ class ShoalPlugin:
         self._current = None  # the collection index of the test running in this worker
         self._forward_summary = False
 
+    def pytest_addhooks(self, pluginmanager):
+        """xdist's hooks, whose own registration ``-p no:xdist`` skips: a conftest that
+        implements them must load as it does under xdist. shoal's own copy of the specs,
+        even with xdist installed: importing ``xdist`` here, before pytest's assertion
+        rewriting has seen its modules, makes pytest warn that it cannot rewrite them."""
+        pluginmanager.add_hookspecs(_XdistHookSpecs)
+        if not pluginmanager.is_blocked(_XDIST_STAND_IN):
+            # Plugins ask ``hasplugin("xdist.plugin")`` before implementing xdist's hooks
+            # (syrupy's pytest_testnodedown): shoal calls them, so it answers for xdist.
+            pluginmanager.register(_XdistStandIn(), _XDIST_STAND_IN)
+
     # -- options: the xdist flags a project's addopts may hold -------------------------------
 
     def pytest_addoption(self, parser):
@@ -258,6 +269,8 @@ class ShoalPlugin:
     @pytest.hookimpl(tryfirst=True)  # plugins read workerinput in their own pytest_configure
     def pytest_configure(self, config):
         self.config = config
+        self._dist_given = config.option.dist
+        config.option.dist = self._dist_given or ("load" if self._distributed(config) else "no")
         config.addinivalue_line(
             "markers", "xdist_group(name): run tests of the same group on one worker"
         )
@@ -276,6 +289,17 @@ class ShoalPlugin:
     def pytest_sessionstart(self, session):
         if self.worker is not None:
             _quiet_worker(session.config, self.worker)
+
+    def _distributed(self, config) -> bool:
+        """Whether this run has xdist workers (not ``-n 0``): plugins read xdist's
+        ``config.option.dist`` ("no" without workers; pytest-benchmark disables itself
+        otherwise)."""
+        if self.worker is not None:
+            return bool(self.worker.get("distributed"))
+        if self.role != "collector":
+            return False
+        numprocesses = os.environ.get("SHOAL_NUMPROCESSES") or config.option.numprocesses
+        return str(numprocesses or "auto").strip() != "0"
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -378,7 +402,7 @@ class ShoalPlugin:
             self.channel.send(
                 {
                     "type": "worker_done",
-                    "workeroutput": _jsonable(getattr(session.config, "workeroutput", {})),
+                    "workeroutput": _wire_value(getattr(session.config, "workeroutput", {})),
                     "junit_properties": getattr(_logxml(session.config), "global_properties", []),
                     "warnings": self._take_warnings(),
                 }
@@ -395,12 +419,11 @@ class ShoalPlugin:
         serial_marker = config.getini("shoal_serial_marker")
         items = []
         for item in session.items:
-            group = item.get_closest_marker("xdist_group")
             entry = {
                 "nodeid": item.nodeid,
                 "file": item.nodeid.split("::", 1)[0],
                 "scope": _scope_of(item.nodeid),
-                "group": _group_name(group),
+                "group": _group_name(item),
             }
             shown = _cwd_relative(config, item.nodeid)
             if shown != item.nodeid:
@@ -436,7 +459,7 @@ class ShoalPlugin:
                 "basetemp": str(tmp.getbasetemp()) if tmp else None,
                 "settings": {
                     "numprocesses": config.option.numprocesses,
-                    "dist": config.option.dist,
+                    "dist": self._dist_given,
                     "maxprocesses": config.option.maxprocesses,
                     "verbose": verbose,
                     "reportchars": _reportopt(config),
@@ -522,6 +545,8 @@ class ShoalPlugin:
             msg = self.channel.recv()
             if msg["type"] == "stop":
                 stopping = True
+            elif msg["type"] == "node_down":
+                self._node_down(session.config, msg)
             elif msg["type"] == "fork":
                 sys.stdout.flush()
                 sys.stderr.flush()
@@ -562,6 +587,12 @@ class ShoalPlugin:
             reporter.stats = {}  # the controller reports tests and warnings itself
         self._forward_summary = True
         return True
+
+    def _node_down(self, config, msg: dict) -> None:
+        """A worker finished its session (or died): ``pytest_testnodedown`` on the controlling
+        side, with what the worker put in ``config.workeroutput``, as xdist calls it."""
+        node = _Node(config, msg["worker"], _from_wire(msg.get("workeroutput")))
+        config.hook.pytest_testnodedown(node=node, error=msg.get("error"))
 
     def _send_exit(self, worker: str, pid: int, status: int) -> None:
         msg = {"type": "worker_exited", "worker": worker, "pid": pid}
@@ -1114,20 +1145,124 @@ def _mark_value(mark, name: str):
     return mark.args[0] if mark.args else mark.kwargs.get(name)
 
 
-def _group_name(mark) -> str | None:
-    if mark is None:
-        return None
-    if mark.args:
-        return str(mark.args[0])
-    return str(mark.kwargs.get("name", "default"))
+def _group_name(item) -> str | None:
+    """The item's ``xdist_group``: with several marks, their sorted names joined by ``_``
+    (one group, as xdist 3.7+ makes it)."""
+    names = {str(_mark_value(mark, "name") or "default") for mark in item.iter_markers("xdist_group")}
+    return "_".join(sorted(names)) or None
 
 
-def _jsonable(value):
+_BYTES_KEY = "__shoal_bytes__"
+
+
+def _wire_value(value):
+    """``config.workeroutput`` as JSON: bytes (syrupy's compressed report; execnet carries
+    them for xdist) become base64 objects; anything else not JSON is left out (``None``)."""
+    import base64
+
+    def encode(obj):
+        if isinstance(obj, (bytes, bytearray)):
+            return {_BYTES_KEY: base64.b64encode(obj).decode("ascii")}
+        raise TypeError(type(obj).__name__)
+
     try:
-        json.dumps(value)
-        return value
+        return json.loads(json.dumps(value, default=encode))
     except (TypeError, ValueError):
         return None
+
+
+def _from_wire(value):
+    """The inverse of _wire_value."""
+    import base64
+
+    if isinstance(value, dict):
+        if set(value) == {_BYTES_KEY}:
+            return base64.b64decode(value[_BYTES_KEY])
+        return {key: _from_wire(v) for key, v in value.items()}
+    if isinstance(value, list):
+        return [_from_wire(v) for v in value]
+    return value
+
+
+class _Gateway:
+    """What plugins read of an xdist node's execnet gateway: its id (``gw0``)."""
+
+    def __init__(self, id: str) -> None:
+        self.id = id
+
+
+class _Node:
+    """A worker as the controlling side's xdist hooks see it (xdist's WorkerController):
+    ``gateway.id``, ``workerid``, ``config``, ``workerinput`` and, once it is down,
+    ``workeroutput``."""
+
+    def __init__(self, config, workerid: str, workeroutput=None, workerinput=None) -> None:
+        self.config = config
+        self.gateway = _Gateway(workerid)
+        self.workerid = workerid
+        self.workerinput = workerinput if workerinput is not None else {"workerid": workerid}
+        self.shutting_down = workeroutput is not None
+        if workeroutput is not None:
+            self.workeroutput = workeroutput
+
+
+_XDIST_STAND_IN = "xdist.plugin"
+
+
+class _XdistStandIn:
+    """Registered as ``xdist.plugin``: xdist's hooks work in shoal's processes."""
+
+
+class _XdistHookSpecs:
+    """pytest-xdist's hook specifications: the names and arguments of ``xdist.newhooks``."""
+
+    @pytest.hookspec()
+    def pytest_xdist_setupnodes(self, config, specs):
+        """Before any worker starts."""
+
+    @pytest.hookspec()
+    def pytest_xdist_newgateway(self, gateway):
+        """A worker's gateway was made (never called by shoal: no execnet)."""
+
+    @pytest.hookspec()
+    def pytest_xdist_rsyncstart(self, source, gateways):
+        """Before rsync (never called: shoal has no rsync)."""
+
+    @pytest.hookspec()
+    def pytest_xdist_rsyncfinish(self, source, gateways):
+        """After rsync (never called: shoal has no rsync)."""
+
+    @pytest.hookspec(firstresult=True)
+    def pytest_xdist_getremotemodule(self):
+        """The module a remote worker runs (never called by shoal)."""
+
+    @pytest.hookspec()
+    def pytest_configure_node(self, node):
+        """Before a worker starts: a plugin may add to ``node.workerinput``."""
+
+    @pytest.hookspec()
+    def pytest_testnodeready(self, node):
+        """A worker is ready for tests."""
+
+    @pytest.hookspec()
+    def pytest_testnodedown(self, node, error):
+        """A worker is done; ``node.workeroutput`` holds its ``config.workeroutput``."""
+
+    @pytest.hookspec()
+    def pytest_xdist_node_collection_finished(self, node, ids):
+        """A worker finished collecting."""
+
+    @pytest.hookspec(firstresult=True)
+    def pytest_xdist_make_scheduler(self, config, log):
+        """A scheduler object (shoal's controller schedules; not called)."""
+
+    @pytest.hookspec(firstresult=True)
+    def pytest_xdist_auto_num_workers(self, config):
+        """The number of workers ``-n auto`` starts."""
+
+    @pytest.hookspec(firstresult=True)
+    def pytest_handlecrashitem(self, crashitem, report, sched):
+        """A worker crashed while running ``crashitem``."""
 
 
 def _hello(role: str, worker: dict | None) -> dict:

@@ -491,13 +491,14 @@ impl Dispatcher {
                 Vec::new()
             }
             FromPython::WorkerDone {
+                workeroutput,
                 junit_properties,
                 warnings,
-                ..
             } => {
                 run.results.add_junit_properties(junit_properties);
                 run.results.add_session_warnings(warnings);
                 self.workers[w].done = true;
+                self.node_down(w, workeroutput);
                 Vec::new()
             }
             other => {
@@ -700,6 +701,10 @@ impl Dispatcher {
             .command(Role::Collector, None, &options.pytest_args);
         if options.start == Some(StartMethod::Spawn) {
             command.env("SHOAL_START", "spawn");
+        }
+        if let Some(workers) = options.workers {
+            // `-n` from shoal's command line: the collector shows plugins xdist's `--dist`.
+            command.env("SHOAL_NUMPROCESSES", workers.to_string());
         }
         if options.report_json.as_deref() == Some("-") {
             command.stdout(std::io::stderr()); // stdout carries the JSON events
@@ -1286,6 +1291,19 @@ impl Dispatcher {
                     _ => {}
                 },
             }
+        }
+    }
+
+    /// Hands a finished worker's `config.workeroutput` to the collector, which calls xdist's
+    /// `pytest_testnodedown` with it (plugins such as syrupy merge their workers' results
+    /// there). A collector already gone has no one to tell.
+    fn node_down(&mut self, w: usize, workeroutput: serde_json::Value) {
+        if let Some((_, peer)) = self.collector.as_mut() {
+            let worker = self.workers[w].identity.workerid.clone();
+            let _ = peer.send(&ToPython::NodeDown {
+                worker,
+                workeroutput,
+            });
         }
     }
 
