@@ -22,26 +22,52 @@ fn plugin_pytest<'p>(project: &'p Project, args: &[&str]) -> Run<'p> {
     project.program(plugins_python(), all)
 }
 
+/// The lines the fixture's controlling-side hooks wrote, each kind sorted by worker.
+fn hook_events(project: &Project) -> Vec<String> {
+    let text = fs::read_to_string(project.path.join("events.txt")).unwrap_or_default();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    // setupnodes, then every ready, then every down; workers in any order within each.
+    lines.sort_by_key(|l| {
+        let kind = ["setupnodes", "ready", "down"]
+            .iter()
+            .position(|k| l.starts_with(k));
+        (kind, l.clone())
+    });
+    lines
+}
+
 #[test]
-fn a_conftest_implementing_xdist_hooks_loads_and_sees_each_workers_output() {
+fn a_conftest_implementing_xdist_hooks_loads_and_its_hooks_are_called() {
     for workers in ["2", "0"] {
         let project = Project::new("xdist_hooks");
         let out = project.shoal(["-n", workers, "-q"]).run();
         out.assert_code(0);
         assert_eq!(out.stats().get("passed"), Some(&4), "{}", out.context());
-        let down = fs::read_to_string(project.path.join("nodes_down.txt")).unwrap_or_default();
-        let mut lines: Vec<&str> = down.lines().collect();
-        lines.sort_unstable();
-        if workers == "2" {
-            // Each worker's own pid came back through workeroutput.
-            assert_eq!(lines.len(), 2, "-n 2: {down:?}\n{}", out.context());
-            assert!(
-                lines[0].starts_with("gw0 ") && lines[1].starts_with("gw1 "),
-                "{down:?}"
-            );
-            assert!(lines.iter().all(|l| !l.ends_with(" None")), "{down:?}");
+        if workers == "0" {
+            continue; // plain pytest: no nodes
         }
+        let events = hook_events(&project);
+        assert_eq!(events.len(), 5, "{events:?}\n{}", out.context());
+        assert_eq!(events[..3], ["setupnodes", "ready gw0", "ready gw1"]);
+        // Each worker's own pid came back through workeroutput.
+        assert!(events[3].starts_with("down gw0 ") && events[4].starts_with("down gw1 "));
+        assert!(events.iter().all(|l| !l.ends_with(" None")), "{events:?}");
     }
+}
+
+#[test]
+fn pytest_xdist_auto_num_workers_decides_n_auto() {
+    let project = Project::new("xdist_hooks");
+    let out = project
+        .shoal(["-n", "auto", "-q"])
+        .env("AUTO_WORKERS", "3")
+        .run();
+    out.assert_code(0);
+    let downs = hook_events(&project)
+        .iter()
+        .filter(|l| l.starts_with("down "))
+        .count();
+    assert_eq!(downs, 3, "{}", out.context());
 }
 
 fn snapshot_files(project: &Project) -> Vec<String> {

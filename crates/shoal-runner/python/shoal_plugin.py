@@ -252,6 +252,19 @@ class ShoalPlugin:
         group.addoption("--maxprocesses", dest="maxprocesses", type=int, default=None)
         group.addoption("--dist", dest="dist", default=None)
         group.addoption("--max-worker-restart", dest="maxworkerrestart", default=None)
+        # The rest of xdist's flags, so addopts written for xdist parse (see _xdist_flags).
+        group._addoption("-d", action="store_true", dest="distload", default=False)
+        group.addoption("--tx", dest="tx", action="append", default=[], metavar="xspec")
+        group.addoption("--px", dest="px", action="append", default=[], metavar="xspec")
+        group.addoption("--loadscope-reorder", dest="loadscopereorder", action="store_true", default=True)
+        group.addoption("--no-loadscope-reorder", dest="loadscopereorder", action="store_false")
+        group.addoption("--maxschedchunk", dest="maxschedchunk", type=int, default=None)
+        group.addoption("--testrunuid", dest="testrunuid", default=None)
+        group.addoption("--rsyncdir", dest="rsyncdir", action="append", default=[])
+        group.addoption("--rsyncignore", dest="rsyncignore", action="append", default=[])
+        group._addoption("-f", "--looponfail", dest="looponfail", action="store_true", default=False)
+        for name in ("rsyncdirs", "rsyncignore", "looponfailroots"):
+            parser.addini(name, "pytest-xdist's; shoal has no rsync or looponfail", type="paths")
         # The name pytest-timeout users already have; shoal's controller enforces it.
         parser.addini("timeout", "per-test timeout in seconds, enforced by shoal", default=None)
         parser.addini(
@@ -269,6 +282,7 @@ class ShoalPlugin:
     @pytest.hookimpl(tryfirst=True)  # plugins read workerinput in their own pytest_configure
     def pytest_configure(self, config):
         self.config = config
+        _xdist_flags(config)
         self._dist_given = config.option.dist
         config.option.dist = self._dist_given or ("load" if self._distributed(config) else "no")
         config.addinivalue_line(
@@ -486,6 +500,9 @@ class ShoalPlugin:
                     else None,
                     "usepdb": bool(getattr(config.option, "usepdb", False)),
                     "trace": bool(getattr(config.option, "trace", False)),
+                    "auto_num_workers": _auto_num_workers(config),
+                    "loadscope_reorder": config.option.loadscopereorder,
+                    "testrunuid": config.option.testrunuid,
                 },
                 "warnings": _warning_reports(config, stats.get("warnings", [])),
                 "workerinput": _plugin_workerinput(config),
@@ -520,6 +537,7 @@ class ShoalPlugin:
         old_handler = signal.signal(signal.SIGCHLD, lambda *_: None)
         children: dict[int, str] = {}
         stopping = False
+        session.config.hook.pytest_xdist_setupnodes(config=session.config, specs=[])
         while not stopping or children:
             if stopping:
                 select.select([wake_r], [], [])
@@ -548,6 +566,8 @@ class ShoalPlugin:
             elif msg["type"] == "node_down":
                 self._node_down(session.config, msg)
             elif msg["type"] == "fork":
+                identity = msg["identity"]
+                node = _configured_node(session.config, identity)
                 sys.stdout.flush()
                 sys.stderr.flush()
                 pid = os.fork()
@@ -561,15 +581,16 @@ class ShoalPlugin:
                     _send_output_to_controller(session.config, self.channel.path, msg["identity"])
                     self.channel = Channel(self.channel.path)
                     self.role = "worker"
-                    self.worker = msg["identity"]
+                    self.worker = {**identity, "workerinput": node.workerinput}
                     _take_identity(session.config, self.worker)
                     _quiet_worker(session.config, self.worker)
                     _measure_coverage_as_worker(session.config)
                     self.channel.send({"type": "hello", **_hello("worker", self.worker)})
                     self.channel.send({"type": "ready", "collection": None})
                     return False
-                children[pid] = msg["identity"]["workerid"]
-                self.channel.send({"type": "forked", "worker": msg["identity"]["workerid"], "pid": pid})
+                children[pid] = identity["workerid"]
+                self.channel.send({"type": "forked", "worker": identity["workerid"], "pid": pid})
+                session.config.hook.pytest_testnodeready(node=node)
         signal.set_wakeup_fd(old_wakeup)
         signal.signal(signal.SIGCHLD, old_handler)
         os.close(wake_r)
@@ -1184,21 +1205,74 @@ def _from_wire(value):
     return value
 
 
+def _xdist_flags(config) -> None:
+    """xdist's flags beyond ``-n``/``--dist``: ``-d`` is ``--dist load``; ``--tx N*popen``
+    adds ``N`` workers (``-n`` wins when given); remote gateways, rsync and looponfail are
+    refused with one line (exit 4)."""
+    option = config.option
+    if option.looponfail:
+        raise pytest.UsageError("shoal does not support -f/--looponfail (pytest-xdist's looponfail)")
+    if option.rsyncdir or option.rsyncignore:
+        raise pytest.UsageError("shoal does not support --rsyncdir/--rsyncignore: it runs workers locally")
+    popen = 0
+    for spec in option.tx:
+        count, star, kind = spec.partition("*")
+        if not star:
+            count, kind = "1", count
+        if kind.split("//")[0] != "popen" or not count.isdigit():
+            raise pytest.UsageError(f"shoal runs local workers only: --tx {spec} is not N*popen")
+        popen += int(count)
+    if option.tx and option.numprocesses is None:
+        option.numprocesses = str(popen)
+    if option.distload and option.dist is None:
+        option.dist = "load"
+
+
+def _auto_num_workers(config) -> int | None:
+    """A plugin's answer to ``-n auto`` (xdist's ``pytest_xdist_auto_num_workers``)."""
+    count = config.hook.pytest_xdist_auto_num_workers(config=config)
+    return count if isinstance(count, int) and count > 0 else None
+
+
+def _configured_node(config, identity: dict):
+    """The node of a worker about to be forked, after plugins' ``pytest_configure_node``
+    added to its ``workerinput`` (the forked worker takes that as its own)."""
+    keys = ("workerid", "workercount", "testrunuid", "mainargv")
+    workerinput = {**{key: identity[key] for key in keys}, **identity.get("workerinput", {})}
+    node = _Node(config, identity["workerid"], workerinput=workerinput)
+    config.hook.pytest_configure_node(node=node)
+    return node
+
+
 class _Gateway:
-    """What plugins read of an xdist node's execnet gateway: its id (``gw0``)."""
+    """What plugins read of an xdist node's execnet gateway: its id (``gw0``) and, from
+    ``_rinfo()``, the interpreter it runs (pytest-cov names workers by it)."""
 
     def __init__(self, id: str) -> None:
         self.id = id
 
+    def _rinfo(self):
+        import types
+
+        return types.SimpleNamespace(
+            executable=sys.executable,
+            version_info=sys.version_info,
+            platform=sys.platform,
+            cwd=os.getcwd(),
+        )
+
 
 class _Node:
     """A worker as the controlling side's xdist hooks see it (xdist's WorkerController):
-    ``gateway.id``, ``workerid``, ``config``, ``workerinput`` and, once it is down,
-    ``workeroutput``."""
+    ``gateway.id``, ``workerid``, ``config``, ``workerinput``, ``nodemanager.roots`` (rsync
+    roots: none) and, once it is down, ``workeroutput``."""
 
     def __init__(self, config, workerid: str, workeroutput=None, workerinput=None) -> None:
+        import types
+
         self.config = config
         self.gateway = _Gateway(workerid)
+        self.nodemanager = types.SimpleNamespace(roots=[])
         self.workerid = workerid
         self.workerinput = workerinput if workerinput is not None else {"workerid": workerid}
         self.shutting_down = workeroutput is not None
@@ -1286,13 +1360,17 @@ def _pytest_main(args: list[str], plugins: list) -> int:
     return pytest.main(args, plugins=plugins)  # older pytest: its usage line says pytest
 
 
+# pytest-xdist's plugins, where installed: shoal is the controller, and defines their options.
+_NO_XDIST = ["-p", "no:xdist", "-p", "no:xdist.looponfail"]
+
+
 def main(argv: list[str]) -> int:
     """Entry point: ``argv`` is ``[socket, role, identity-json, *pytest-args]`` (for the
     ``debug`` role, identity-json is the node ids to run, or ``null``)."""
     path, role, identity = argv[0], argv[1], json.loads(argv[2])
     if role == "debug":
         plugins = [ShoalPlugin(None, role, None), _Foreground(identity), sys.modules[__name__]]
-        return int(_pytest_main(["-p", "no:xdist", *argv[3:]], plugins))
+        return int(_pytest_main([*_NO_XDIST, *argv[3:]], plugins))
     if role == "worker":
         _start_worker_under_keeper()
     if role == "collector":
@@ -1304,7 +1382,7 @@ def main(argv: list[str]) -> int:
     plugin = ShoalPlugin(channel, role, identity)
     try:
         # This module carries the fixtures; the plugin object carries the hooks and state.
-        code = _pytest_main(["-p", "no:xdist", *argv[3:]], [plugin, sys.modules[__name__]])
+        code = _pytest_main([*_NO_XDIST, *argv[3:]], [plugin, sys.modules[__name__]])
     except KeyboardInterrupt:
         code = pytest.ExitCode.INTERRUPTED
     except Exception:

@@ -218,8 +218,10 @@ impl Dispatcher {
         let settings = collection.settings;
         let resolved = options.resolve(&settings)?;
         self.color = settings.color;
-        let units = scheduler::units(resolved.dist, &collection.items);
-        let requested = resolved.workers.resolve(resolved.maxprocesses);
+        let units = scheduler::units(resolved.dist, &collection.items, settings.loadscope_reorder);
+        let requested = resolved
+            .workers
+            .resolve(resolved.maxprocesses, settings.auto_num_workers);
         let count = scheduler::useful_workers(resolved.dist, units.len(), requested);
         let mut fork_unsafe = collection.fork_unsafe.clone();
         if collection.identity_at_import && requested > 0 {
@@ -265,7 +267,10 @@ impl Dispatcher {
         if let Some(target) = &options.report_json {
             self.events_log = Some(EventLog::open(target)?);
         }
-        let testrunuid = uuid::Uuid::new_v4().simple().to_string();
+        let testrunuid = settings
+            .testrunuid
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         self.log_event(|log| log.run_start(count, total, &testrunuid));
         let timeouts = options.timeout.is_some()
             || settings.timeout.is_some()
