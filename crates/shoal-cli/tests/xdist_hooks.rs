@@ -134,3 +134,17 @@ fn pytest_benchmark_runs_under_n0_as_under_plain_pytest() {
         out.context()
     );
 }
+
+#[test]
+fn pytest_benchmark_warns_once_that_it_is_disabled_under_n2() {
+    let project = Project::new("plugin_benchmark");
+    for start in ["fork", "spawn"] {
+        let out = plugin_shoal(&project, &["-n", "2", "-q", "--start", start]).run();
+        out.assert_code(0);
+        let warnings = out
+            .all_output()
+            .matches("Benchmarks are automatically disabled because xdist plugin is active")
+            .count();
+        assert_eq!(warnings, 1, "--start {start}\n{}", out.context());
+    }
+}

@@ -629,6 +629,7 @@ class ShoalPlugin:
         pytest decides which fixtures to tear down from ``nextitem``; a test is only run once
         its successor is known, or once the controller has said no more will come.
         """
+        _one_benchmark_warning(session.config)
         items = session.items
         queue: collections.deque[int] = collections.deque()
         finishing = False
@@ -946,6 +947,16 @@ def _xdist_compat_shims() -> None:
     rerunfailures = sys.modules.get("pytest_rerunfailures")
     if rerunfailures is not None and hasattr(rerunfailures, "works_with_current_xdist"):
         rerunfailures.works_with_current_xdist = lambda: True
+
+
+def _one_benchmark_warning(config) -> None:
+    """pytest-benchmark warns "disabled because xdist plugin is active" from the process that
+    noted a benchmark test while collecting: under xdist gw0 alone, under shoal the collector,
+    whose note forked workers inherit (and spawned gw0 makes again). The collector's is the
+    one printed, so a worker forgets its own."""
+    benchmarks = getattr(config, "_benchmarksession", None)
+    if benchmarks is not None and hasattr(benchmarks, "xdist_benchmark_found"):
+        benchmarks.xdist_benchmark_found = False
 
 
 def _quiet_worker(config, worker: dict) -> None:
