@@ -137,6 +137,12 @@ pub enum ToPython {
     Fork { identity: WorkerIdentity },
     /// To the collector: every worker is done; finish the session and exit.
     Stop,
+    /// To the collector: a worker finished its session; `workeroutput` is its
+    /// `config.workeroutput`, for xdist's `pytest_testnodedown` on the controlling side.
+    NodeDown {
+        worker: String,
+        workeroutput: serde_json::Value,
+    },
     /// To a worker: append these collection indices to its queue.
     Run { indices: Vec<usize> },
     /// To a worker: no more tests will come; with `discard`, drop those not started.
@@ -273,6 +279,21 @@ pub struct PytestSettings {
     /// `--trace`: the controller runs the selection under pdb, on its terminal.
     #[serde(default)]
     pub trace: bool,
+    /// What a plugin's `pytest_xdist_auto_num_workers` returned: the worker count of
+    /// `-n auto` / `-n logical`.
+    #[serde(default)]
+    pub auto_num_workers: Option<usize>,
+    /// `--loadscope-reorder` (the default) or `--no-loadscope-reorder`: whether loadscope,
+    /// loadfile and loadgroup hand out the largest units first.
+    #[serde(default = "default_true")]
+    pub loadscope_reorder: bool,
+    /// `--testrunuid`: the run's uid (`testrun_uid`, `PYTEST_XDIST_TESTRUNUID`).
+    #[serde(default)]
+    pub testrunuid: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// What the run's JUnit file needs from pytest's configuration.

@@ -264,6 +264,17 @@ class ShoalPlugin:
         self._current = None  # the collection index of the test running in this worker
         self._forward_summary = False
 
+    def pytest_addhooks(self, pluginmanager):
+        """xdist's hooks, whose own registration ``-p no:xdist`` skips: a conftest that
+        implements them must load as it does under xdist. shoal's own copy of the specs,
+        even with xdist installed: importing ``xdist`` here, before pytest's assertion
+        rewriting has seen its modules, makes pytest warn that it cannot rewrite them."""
+        pluginmanager.add_hookspecs(_XdistHookSpecs)
+        if not pluginmanager.is_blocked(_XDIST_STAND_IN):
+            # Plugins ask ``hasplugin("xdist.plugin")`` before implementing xdist's hooks
+            # (syrupy's pytest_testnodedown): shoal calls them, so it answers for xdist.
+            pluginmanager.register(_XdistStandIn(), _XDIST_STAND_IN)
+
     # -- options: the xdist flags a project's addopts may hold -------------------------------
 
     def pytest_addoption(self, parser):
@@ -273,6 +284,19 @@ class ShoalPlugin:
         group.addoption("--maxprocesses", dest="maxprocesses", type=int, default=None)
         group.addoption("--dist", dest="dist", default=None)
         group.addoption("--max-worker-restart", dest="maxworkerrestart", default=None)
+        # The rest of xdist's flags, so addopts written for xdist parse (see _xdist_flags).
+        group._addoption("-d", action="store_true", dest="distload", default=False)
+        group.addoption("--tx", dest="tx", action="append", default=[], metavar="xspec")
+        group.addoption("--px", dest="px", action="append", default=[], metavar="xspec")
+        group.addoption("--loadscope-reorder", dest="loadscopereorder", action="store_true", default=True)
+        group.addoption("--no-loadscope-reorder", dest="loadscopereorder", action="store_false")
+        group.addoption("--maxschedchunk", dest="maxschedchunk", type=int, default=None)
+        group.addoption("--testrunuid", dest="testrunuid", default=None)
+        group.addoption("--rsyncdir", dest="rsyncdir", action="append", default=[])
+        group.addoption("--rsyncignore", dest="rsyncignore", action="append", default=[])
+        group._addoption("-f", "--looponfail", dest="looponfail", action="store_true", default=False)
+        for name in ("rsyncdirs", "rsyncignore", "looponfailroots"):
+            parser.addini(name, "pytest-xdist's; shoal has no rsync or looponfail", type="paths")
         # The name pytest-timeout users already have; shoal's controller enforces it.
         parser.addini("timeout", "per-test timeout in seconds, enforced by shoal", default=None)
         parser.addini(
@@ -290,6 +314,9 @@ class ShoalPlugin:
     @pytest.hookimpl(tryfirst=True)  # plugins read workerinput in their own pytest_configure
     def pytest_configure(self, config):
         self.config = config
+        _xdist_flags(config)
+        self._dist_given = config.option.dist
+        config.option.dist = self._dist_given or ("load" if self._distributed(config) else "no")
         config.addinivalue_line(
             "markers", "xdist_group(name): run tests of the same group on one worker"
         )
@@ -310,6 +337,17 @@ class ShoalPlugin:
     def pytest_sessionstart(self, session):
         if self.worker is not None:
             _quiet_worker(session.config, self.worker)
+
+    def _distributed(self, config) -> bool:
+        """Whether this run has xdist workers (not ``-n 0``): plugins read xdist's
+        ``config.option.dist`` ("no" without workers; pytest-benchmark disables itself
+        otherwise)."""
+        if self.worker is not None:
+            return bool(self.worker.get("distributed"))
+        if self.role != "collector":
+            return False
+        numprocesses = os.environ.get("SHOAL_NUMPROCESSES") or config.option.numprocesses
+        return str(numprocesses or "auto").strip() != "0"
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -423,7 +461,7 @@ class ShoalPlugin:
             self.channel.send(
                 {
                     "type": "worker_done",
-                    "workeroutput": _jsonable(getattr(session.config, "workeroutput", {})),
+                    "workeroutput": _wire_value(getattr(session.config, "workeroutput", {})),
                     "junit_properties": getattr(_logxml(session.config), "global_properties", []),
                     "warnings": self._take_warnings(),
                 }
@@ -441,12 +479,11 @@ class ShoalPlugin:
         serial_marker = config.getini("shoal_serial_marker")
         items = []
         for item in session.items:
-            group = item.get_closest_marker("xdist_group")
             entry = {
                 "nodeid": item.nodeid,
                 "file": item.nodeid.split("::", 1)[0],
                 "scope": _scope_of(item.nodeid),
-                "group": _group_name(group),
+                "group": _group_name(item),
             }
             shown = _cwd_relative(config, item.nodeid)
             if shown != item.nodeid:
@@ -482,7 +519,7 @@ class ShoalPlugin:
                 "basetemp": str(tmp.getbasetemp()) if tmp else None,
                 "settings": {
                     "numprocesses": config.option.numprocesses,
-                    "dist": config.option.dist,
+                    "dist": self._dist_given,
                     "maxprocesses": config.option.maxprocesses,
                     "verbose": verbose,
                     "reportchars": _reportopt(config),
@@ -510,6 +547,9 @@ class ShoalPlugin:
                     else None,
                     "usepdb": bool(getattr(config.option, "usepdb", False)),
                     "trace": bool(getattr(config.option, "trace", False)),
+                    "auto_num_workers": _auto_num_workers(config),
+                    "loadscope_reorder": config.option.loadscopereorder,
+                    "testrunuid": config.option.testrunuid,
                 },
                 "warnings": _warning_reports(config, stats.get("warnings", [])),
                 "workerinput": _plugin_workerinput(config),
@@ -544,6 +584,7 @@ class ShoalPlugin:
         old_handler = signal.signal(signal.SIGCHLD, lambda *_: None)
         children: dict[int, str] = {}
         stopping = False
+        session.config.hook.pytest_xdist_setupnodes(config=session.config, specs=[])
         while not stopping or children:
             if stopping:
                 select.select([wake_r], [], [])
@@ -569,7 +610,11 @@ class ShoalPlugin:
             msg = self.channel.recv()
             if msg["type"] == "stop":
                 stopping = True
+            elif msg["type"] == "node_down":
+                self._node_down(session.config, msg)
             elif msg["type"] == "fork":
+                identity = msg["identity"]
+                node = _configured_node(session.config, identity)
                 sys.stdout.flush()
                 sys.stderr.flush()
                 pid = os.fork()
@@ -583,15 +628,16 @@ class ShoalPlugin:
                     _send_output_to_controller(session.config, self.channel.path, msg["identity"])
                     self.channel = Channel(self.channel.path)
                     self.role = "worker"
-                    self.worker = msg["identity"]
+                    self.worker = {**identity, "workerinput": node.workerinput}
                     _take_identity(session.config, self.worker)
                     _quiet_worker(session.config, self.worker)
                     _measure_coverage_as_worker(session.config)
                     self.channel.send({"type": "hello", **_hello("worker", self.worker)})
                     self.channel.send({"type": "ready", "collection": None})
                     return False
-                children[pid] = msg["identity"]["workerid"]
-                self.channel.send({"type": "forked", "worker": msg["identity"]["workerid"], "pid": pid})
+                children[pid] = identity["workerid"]
+                self.channel.send({"type": "forked", "worker": identity["workerid"], "pid": pid})
+                session.config.hook.pytest_testnodeready(node=node)
         signal.set_wakeup_fd(old_wakeup)
         signal.signal(signal.SIGCHLD, old_handler)
         os.close(wake_r)
@@ -610,6 +656,12 @@ class ShoalPlugin:
         self._forward_summary = True
         return True
 
+    def _node_down(self, config, msg: dict) -> None:
+        """A worker finished its session (or died): ``pytest_testnodedown`` on the controlling
+        side, with what the worker put in ``config.workeroutput``, as xdist calls it."""
+        node = _Node(config, msg["worker"], _from_wire(msg.get("workeroutput")))
+        config.hook.pytest_testnodedown(node=node, error=msg.get("error"))
+
     def _send_exit(self, worker: str, pid: int, status: int) -> None:
         msg = {"type": "worker_exited", "worker": worker, "pid": pid}
         if os.WIFSIGNALED(status):
@@ -624,6 +676,7 @@ class ShoalPlugin:
         pytest decides which fixtures to tear down from ``nextitem``; a test is only run once
         its successor is known, or once the controller has said no more will come.
         """
+        _one_benchmark_warning(session.config)
         items = session.items
         queue: collections.deque[int] = collections.deque()
         finishing = False
@@ -980,6 +1033,16 @@ def _xdist_compat_shims() -> None:
     rerunfailures = sys.modules.get("pytest_rerunfailures")
     if rerunfailures is not None and hasattr(rerunfailures, "works_with_current_xdist"):
         rerunfailures.works_with_current_xdist = lambda: True
+
+
+def _one_benchmark_warning(config) -> None:
+    """pytest-benchmark warns "disabled because xdist plugin is active" from the process that
+    noted a benchmark test while collecting: under xdist gw0 alone, under shoal the collector,
+    whose note forked workers inherit (and spawned gw0 makes again). The collector's is the
+    one printed, so a worker forgets its own."""
+    benchmarks = getattr(config, "_benchmarksession", None)
+    if benchmarks is not None and hasattr(benchmarks, "xdist_benchmark_found"):
+        benchmarks.xdist_benchmark_found = False
 
 
 def _quiet_worker(config, worker: dict) -> None:
@@ -1379,12 +1442,11 @@ def _mark_value(mark, name: str):
     return mark.args[0] if mark.args else mark.kwargs.get(name)
 
 
-def _group_name(mark) -> str | None:
-    if mark is None:
-        return None
-    if mark.args:
-        return str(mark.args[0])
-    return str(mark.kwargs.get("name", "default"))
+def _group_name(item) -> str | None:
+    """The item's ``xdist_group``: with several marks, their sorted names joined by ``_``
+    (one group, as xdist 3.7+ makes it)."""
+    names = {str(_mark_value(mark, "name") or "default") for mark in item.iter_markers("xdist_group")}
+    return "_".join(sorted(names)) or None
 
 
 def _json_problem(value) -> str | None:
@@ -1396,12 +1458,170 @@ def _json_problem(value) -> str | None:
     return None
 
 
-def _jsonable(value):
+_BYTES_KEY = "__shoal_bytes__"
+
+
+def _wire_value(value):
+    """``config.workeroutput`` as JSON: bytes (syrupy's compressed report; execnet carries
+    them for xdist) become base64 objects; anything else not JSON is left out (``None``)."""
+    import base64
+
+    def encode(obj):
+        if isinstance(obj, (bytes, bytearray)):
+            return {_BYTES_KEY: base64.b64encode(obj).decode("ascii")}
+        raise TypeError(type(obj).__name__)
+
     try:
-        json.dumps(value)
-        return value
+        return json.loads(json.dumps(value, default=encode))
     except (TypeError, ValueError):
         return None
+
+
+def _from_wire(value):
+    """The inverse of _wire_value."""
+    import base64
+
+    if isinstance(value, dict):
+        if set(value) == {_BYTES_KEY}:
+            return base64.b64decode(value[_BYTES_KEY])
+        return {key: _from_wire(v) for key, v in value.items()}
+    if isinstance(value, list):
+        return [_from_wire(v) for v in value]
+    return value
+
+
+def _xdist_flags(config) -> None:
+    """xdist's flags beyond ``-n``/``--dist``: ``-d`` is ``--dist load``; ``--tx N*popen``
+    adds ``N`` workers (``-n`` wins when given); remote gateways, rsync and looponfail are
+    refused with one line (exit 4)."""
+    option = config.option
+    if option.looponfail:
+        raise pytest.UsageError("shoal does not support -f/--looponfail (pytest-xdist's looponfail)")
+    if option.rsyncdir or option.rsyncignore:
+        raise pytest.UsageError("shoal does not support --rsyncdir/--rsyncignore: it runs workers locally")
+    popen = 0
+    for spec in option.tx:
+        count, star, kind = spec.partition("*")
+        if not star:
+            count, kind = "1", count
+        if kind.split("//")[0] != "popen" or not count.isdigit():
+            raise pytest.UsageError(f"shoal runs local workers only: --tx {spec} is not N*popen")
+        popen += int(count)
+    if option.tx and option.numprocesses is None:
+        option.numprocesses = str(popen)
+    if option.distload and option.dist is None:
+        option.dist = "load"
+
+
+def _auto_num_workers(config) -> int | None:
+    """A plugin's answer to ``-n auto`` (xdist's ``pytest_xdist_auto_num_workers``)."""
+    count = config.hook.pytest_xdist_auto_num_workers(config=config)
+    return count if isinstance(count, int) and count > 0 else None
+
+
+def _configured_node(config, identity: dict):
+    """The node of a worker about to be forked, after plugins' ``pytest_configure_node``
+    added to its ``workerinput`` (the forked worker takes that as its own)."""
+    keys = ("workerid", "workercount", "testrunuid", "mainargv")
+    workerinput = {**{key: identity[key] for key in keys}, **identity.get("workerinput", {})}
+    node = _Node(config, identity["workerid"], workerinput=workerinput)
+    config.hook.pytest_configure_node(node=node)
+    return node
+
+
+class _Gateway:
+    """What plugins read of an xdist node's execnet gateway: its id (``gw0``) and, from
+    ``_rinfo()``, the interpreter it runs (pytest-cov names workers by it)."""
+
+    def __init__(self, id: str) -> None:
+        self.id = id
+
+    def _rinfo(self):
+        import types
+
+        return types.SimpleNamespace(
+            executable=sys.executable,
+            version_info=sys.version_info,
+            platform=sys.platform,
+            cwd=os.getcwd(),
+        )
+
+
+class _Node:
+    """A worker as the controlling side's xdist hooks see it (xdist's WorkerController):
+    ``gateway.id``, ``workerid``, ``config``, ``workerinput``, ``nodemanager.roots`` (rsync
+    roots: none) and, once it is down, ``workeroutput``."""
+
+    def __init__(self, config, workerid: str, workeroutput=None, workerinput=None) -> None:
+        import types
+
+        self.config = config
+        self.gateway = _Gateway(workerid)
+        self.nodemanager = types.SimpleNamespace(roots=[])
+        self.workerid = workerid
+        self.workerinput = workerinput if workerinput is not None else {"workerid": workerid}
+        self.shutting_down = workeroutput is not None
+        if workeroutput is not None:
+            self.workeroutput = workeroutput
+
+
+_XDIST_STAND_IN = "xdist.plugin"
+
+
+class _XdistStandIn:
+    """Registered as ``xdist.plugin``: xdist's hooks work in shoal's processes."""
+
+
+class _XdistHookSpecs:
+    """pytest-xdist's hook specifications: the names and arguments of ``xdist.newhooks``."""
+
+    @pytest.hookspec()
+    def pytest_xdist_setupnodes(self, config, specs):
+        """Before any worker starts."""
+
+    @pytest.hookspec()
+    def pytest_xdist_newgateway(self, gateway):
+        """A worker's gateway was made (never called by shoal: no execnet)."""
+
+    @pytest.hookspec()
+    def pytest_xdist_rsyncstart(self, source, gateways):
+        """Before rsync (never called: shoal has no rsync)."""
+
+    @pytest.hookspec()
+    def pytest_xdist_rsyncfinish(self, source, gateways):
+        """After rsync (never called: shoal has no rsync)."""
+
+    @pytest.hookspec(firstresult=True)
+    def pytest_xdist_getremotemodule(self):
+        """The module a remote worker runs (never called by shoal)."""
+
+    @pytest.hookspec()
+    def pytest_configure_node(self, node):
+        """Before a worker starts: a plugin may add to ``node.workerinput``."""
+
+    @pytest.hookspec()
+    def pytest_testnodeready(self, node):
+        """A worker is ready for tests."""
+
+    @pytest.hookspec()
+    def pytest_testnodedown(self, node, error):
+        """A worker is done; ``node.workeroutput`` holds its ``config.workeroutput``."""
+
+    @pytest.hookspec()
+    def pytest_xdist_node_collection_finished(self, node, ids):
+        """A worker finished collecting."""
+
+    @pytest.hookspec(firstresult=True)
+    def pytest_xdist_make_scheduler(self, config, log):
+        """A scheduler object (shoal's controller schedules; not called)."""
+
+    @pytest.hookspec(firstresult=True)
+    def pytest_xdist_auto_num_workers(self, config):
+        """The number of workers ``-n auto`` starts."""
+
+    @pytest.hookspec(firstresult=True)
+    def pytest_handlecrashitem(self, crashitem, report, sched):
+        """A worker crashed while running ``crashitem``."""
 
 
 def _hello(role: str, worker: dict | None) -> dict:
@@ -1425,13 +1645,17 @@ def _pytest_main(args: list[str], plugins: list) -> int:
     return pytest.main(args, plugins=plugins)  # older pytest: its usage line says pytest
 
 
+# pytest-xdist's plugins, where installed: shoal is the controller, and defines their options.
+_NO_XDIST = ["-p", "no:xdist", "-p", "no:xdist.looponfail"]
+
+
 def main(argv: list[str]) -> int:
     """Entry point: ``argv`` is ``[socket, role, identity-json, *pytest-args]`` (for the
     ``debug`` role, identity-json is the node ids to run, or ``null``)."""
     path, role, identity = argv[0], argv[1], json.loads(argv[2])
     if role == "debug":
         plugins = [ShoalPlugin(None, role, None), _Foreground(identity), sys.modules[__name__]]
-        return int(_pytest_main(["-p", "no:xdist", *argv[3:]], plugins))
+        return int(_pytest_main([*_NO_XDIST, *argv[3:]], plugins))
     if role == "worker":
         _start_worker_under_keeper()
     if role == "collector":
@@ -1445,7 +1669,7 @@ def main(argv: list[str]) -> int:
     plugin = ShoalPlugin(channel, role, identity)
     try:
         # This module carries the fixtures; the plugin object carries the hooks and state.
-        code = _pytest_main(["-p", "no:xdist", *argv[3:]], [plugin, sys.modules[__name__]])
+        code = _pytest_main([*_NO_XDIST, *argv[3:]], [plugin, sys.modules[__name__]])
     except KeyboardInterrupt:
         code = pytest.ExitCode.INTERRUPTED
     except Exception:

@@ -337,6 +337,9 @@ mod tests {
             junit: None,
             usepdb: false,
             trace: false,
+            auto_num_workers: None,
+            loadscope_reorder: true,
+            testrunuid: None,
         }
     }
 

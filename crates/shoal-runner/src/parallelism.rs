@@ -50,12 +50,14 @@ impl fmt::Display for WorkerCount {
 impl WorkerCount {
     /// The number of workers asked for, before capping by the work available.
     ///
-    /// `0` stays `0`: the caller runs one undistributed worker for it.
-    pub fn resolve(self, maxprocesses: Option<usize>) -> usize {
+    /// `0` stays `0`: the caller runs one undistributed worker for it. `from_hook` is what a
+    /// plugin's `pytest_xdist_auto_num_workers` returned: as under xdist, it decides `auto`
+    /// and `logical` before the environment variable and the CPU count.
+    pub fn resolve(self, maxprocesses: Option<usize>, from_hook: Option<usize>) -> usize {
         let wanted = match self {
             Self::Fixed(n) => return n.min(maxprocesses.unwrap_or(usize::MAX)),
-            Self::Auto => env_override().unwrap_or_else(usable_cpus),
-            Self::Logical => env_override().unwrap_or_else(logical_cpus),
+            Self::Auto => from_hook.or_else(env_override).unwrap_or_else(usable_cpus),
+            Self::Logical => from_hook.or_else(env_override).unwrap_or_else(logical_cpus),
         };
         wanted.clamp(1, maxprocesses.unwrap_or(usize::MAX).max(1))
     }
@@ -100,9 +102,12 @@ mod tests {
 
     #[test]
     fn maxprocesses_caps_every_form() {
-        assert_eq!(WorkerCount::Fixed(8).resolve(Some(3)), 3);
-        assert_eq!(WorkerCount::Fixed(0).resolve(Some(3)), 0);
-        assert!(WorkerCount::Auto.resolve(Some(1)) == 1);
-        assert!(WorkerCount::Logical.resolve(None) >= 1);
+        assert_eq!(WorkerCount::Fixed(8).resolve(Some(3), None), 3);
+        assert_eq!(WorkerCount::Fixed(0).resolve(Some(3), None), 0);
+        assert!(WorkerCount::Auto.resolve(Some(1), None) == 1);
+        assert!(WorkerCount::Logical.resolve(None, None) >= 1);
+        assert_eq!(WorkerCount::Auto.resolve(None, Some(5)), 5);
+        assert_eq!(WorkerCount::Logical.resolve(Some(2), Some(5)), 2);
+        assert_eq!(WorkerCount::Fixed(3).resolve(None, Some(5)), 3);
     }
 }

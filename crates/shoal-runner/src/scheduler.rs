@@ -56,8 +56,10 @@ impl Constraints {
     }
 }
 
-/// Groups test indices into the units `dist` keeps on one worker, in collection order.
-pub fn units(dist: Dist, items: &[CollectedItem]) -> Vec<Vec<usize>> {
+/// Groups test indices into the units `dist` keeps on one worker, in collection order; with
+/// `reorder` (xdist's `--loadscope-reorder`, its default) the largest units come first, so
+/// the long ones do not start last and hold the run up (equal sizes keep collection order).
+pub fn units(dist: Dist, items: &[CollectedItem], reorder: bool) -> Vec<Vec<usize>> {
     let key = |item: &CollectedItem| -> Option<String> {
         match dist {
             Dist::LoadScope => Some(item.scope.clone()),
@@ -79,6 +81,9 @@ pub fn units(dist: Dist, items: &[CollectedItem]) -> Vec<Vec<usize>> {
             }
             None => units.push(vec![index]),
         }
+    }
+    if reorder && !by_key.is_empty() {
+        units.sort_by_key(|unit| std::cmp::Reverse(unit.len()));
     }
     units
 }
@@ -134,11 +139,13 @@ impl Scheduler {
         let pooled = !matches!(dist, Dist::Each | Dist::No);
         // Serial tests leave their units and run last, one by one, in collection order.
         let (mut units, serial): (VecDeque<Vec<usize>>, Vec<usize>) = if pooled {
-            let serial = all
+            let mut serial: Vec<usize> = all
                 .iter()
                 .copied()
                 .filter(|&t| constraints.serial(t))
                 .collect();
+            serial.sort_unstable(); // units may come largest first
+
             let units = units
                 .into_iter()
                 .map(|u| {
@@ -563,18 +570,39 @@ mod tests {
     fn units_follow_the_dist_mode() {
         let items = suite();
         assert_eq!(
-            units(Dist::LoadFile, &items),
+            units(Dist::LoadFile, &items, false),
             vec![vec![0, 1, 2], vec![3, 4]]
         );
         assert_eq!(
-            units(Dist::LoadScope, &items),
+            units(Dist::LoadScope, &items, false),
             vec![vec![0], vec![1, 2], vec![3, 4]]
         );
         assert_eq!(
-            units(Dist::LoadGroup, &items),
+            units(Dist::LoadGroup, &items, false),
             vec![vec![0, 3], vec![1], vec![2], vec![4]]
         );
-        assert_eq!(units(Dist::Load, &items).len(), 5);
+        assert_eq!(units(Dist::Load, &items, false).len(), 5);
+    }
+
+    #[test]
+    fn reorder_hands_out_the_largest_units_first_and_keeps_ties_in_collection_order() {
+        let items = suite();
+        assert_eq!(
+            units(Dist::LoadScope, &items, true),
+            vec![vec![1, 2], vec![3, 4], vec![0]]
+        );
+        assert_eq!(
+            units(Dist::LoadGroup, &items, true),
+            vec![vec![0, 3], vec![1], vec![2], vec![4]]
+        );
+        assert_eq!(units(Dist::Load, &items, true).len(), 5);
+        let reordered = units(Dist::LoadScope, &items, true);
+        let mut s = Scheduler::new(Dist::LoadScope, reordered, 2, Constraints::default());
+        let first = s.worker_ready(0);
+        assert!(
+            matches!(&first[..], [Command::Run { indices, .. }, ..] if indices[..2] == [1, 2]),
+            "the largest scope goes out first: {first:?}"
+        );
     }
 
     #[test]
@@ -601,7 +629,7 @@ mod tests {
         items: &[CollectedItem],
         constraints: Constraints,
     ) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
-        let mut s = Scheduler::new(dist, units(dist, items), workers, constraints);
+        let mut s = Scheduler::new(dist, units(dist, items, false), workers, constraints);
         let mut queues: Vec<VecDeque<usize>> = vec![VecDeque::new(); workers];
         let mut shut = vec![false; workers];
         let mut ran = vec![Vec::new(); workers];
@@ -679,7 +707,7 @@ mod tests {
             Dist::No,
         ] {
             assert_eq!(sorted(&simulate_items(dist, 1, &one)), vec![0], "{dist}");
-            let workers = useful_workers(dist, units(dist, &three).len(), 2);
+            let workers = useful_workers(dist, units(dist, &three, false).len(), 2);
             let ran = simulate_items(dist, workers, &three);
             let expected = if dist == Dist::Each {
                 vec![0, 0, 1, 1, 2, 2]
@@ -737,7 +765,7 @@ mod tests {
         let items = suite();
         let mut s = Scheduler::new(
             Dist::Load,
-            units(Dist::Load, &items),
+            units(Dist::Load, &items, false),
             2,
             Constraints::default(),
         );
@@ -786,7 +814,7 @@ mod tests {
             (0..8).map(|n| item(&format!("a.py::t{n}"), None)).collect();
         let mut s = Scheduler::new(
             Dist::WorkSteal,
-            units(Dist::WorkSteal, &items),
+            units(Dist::WorkSteal, &items, false),
             2,
             Constraints::default(),
         );
@@ -827,7 +855,7 @@ mod tests {
         let items = suite();
         let mut s = Scheduler::new(
             Dist::Load,
-            units(Dist::Load, &items),
+            units(Dist::Load, &items, false),
             1,
             Constraints::default(),
         );

@@ -224,8 +224,10 @@ impl Dispatcher {
         let settings = collection.settings;
         let resolved = options.resolve(&settings)?;
         self.color = settings.color;
-        let units = scheduler::units(resolved.dist, &collection.items);
-        let requested = resolved.workers.resolve(resolved.maxprocesses);
+        let units = scheduler::units(resolved.dist, &collection.items, settings.loadscope_reorder);
+        let requested = resolved
+            .workers
+            .resolve(resolved.maxprocesses, settings.auto_num_workers);
         let count = scheduler::useful_workers(resolved.dist, units.len(), requested);
         let mut fork_unsafe = collection.fork_unsafe.clone();
         if let Some(place) = collection.identity_read.as_ref().filter(|_| requested > 0) {
@@ -275,7 +277,10 @@ impl Dispatcher {
         if let Some(target) = &options.report_json {
             self.events_log = Some(EventLog::open(target)?);
         }
-        let testrunuid = uuid::Uuid::new_v4().simple().to_string();
+        let testrunuid = settings
+            .testrunuid
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         self.log_event(|log| log.run_start(count, total, &testrunuid));
         let timeouts = options.timeout.is_some()
             || settings.timeout.is_some()
@@ -503,13 +508,14 @@ impl Dispatcher {
                 Vec::new()
             }
             FromPython::WorkerDone {
+                workeroutput,
                 junit_properties,
                 warnings,
-                ..
             } => {
                 run.results.add_junit_properties(junit_properties);
                 run.results.add_session_warnings(warnings);
                 self.workers[w].done = true;
+                self.node_down(w, workeroutput);
                 Vec::new()
             }
             // validate::worker_message refused every other kind.
@@ -714,6 +720,10 @@ impl Dispatcher {
             .command(Role::Collector, None, &options.pytest_args);
         if options.start == Some(StartMethod::Spawn) {
             command.env("SHOAL_START", "spawn");
+        }
+        if let Some(workers) = options.workers {
+            // `-n` from shoal's command line: the collector shows plugins xdist's `--dist`.
+            command.env("SHOAL_NUMPROCESSES", workers.to_string());
         }
         if options.report_json.as_deref() == Some("-") {
             command.stdout(std::io::stderr()); // stdout carries the JSON events
@@ -1341,6 +1351,19 @@ impl Dispatcher {
                     _ => {}
                 },
             }
+        }
+    }
+
+    /// Hands a finished worker's `config.workeroutput` to the collector, which calls xdist's
+    /// `pytest_testnodedown` with it (plugins such as syrupy merge their workers' results
+    /// there). A collector already gone has no one to tell.
+    fn node_down(&mut self, w: usize, workeroutput: serde_json::Value) {
+        if let Some((_, peer)) = self.collector.as_mut() {
+            let worker = self.workers[w].identity.workerid.clone();
+            let _ = peer.send(&ToPython::NodeDown {
+                worker,
+                workeroutput,
+            });
         }
     }
 

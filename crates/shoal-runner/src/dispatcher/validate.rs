@@ -178,7 +178,7 @@ pub fn drive_bookkeeping(
         })
         .collect();
     let workers = workers.max(1);
-    let units = scheduler::units(dist, &items);
+    let units = scheduler::units(dist, &items, false);
     let mut scheduler = Scheduler::new(dist, units, workers, Constraints::from_items(&items));
     let mut run_once = RunOnceFixtures::default();
     let check = |commands: Vec<Command>| {
