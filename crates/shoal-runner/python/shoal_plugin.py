@@ -231,6 +231,11 @@ class ShoalPlugin:
         self._warnings: list = []
         self._current = None  # the collection index of the test running in this worker
         self._forward_summary = False
+        self._replay = None  # with the identity's "replay": this test's report hook calls
+        self._replay_wanted = False  # the collector's plugins read reports
+        self._nodes: dict = {}  # the collector's stand-ins for xdist's worker nodes
+        self._exitstatus = None  # the run's, from the controller's stop
+        self._known_warnings = 0  # in the finished collector's stats, already reported
 
     # -- options: the xdist flags a project's addopts may hold -------------------------------
 
@@ -294,6 +299,7 @@ class ShoalPlugin:
             os.environ.__class__ = _EnvironWatch.__mro__[1]  # collection is over
             self._warnings.clear()  # sent with the collection; forks must not send them again
             if self._serve_forks(session):
+                _end_as(session, self._exitstatus)
                 return True  # the parent: the run is over
         else:
             nodeids = [item.nodeid for item in session.items]
@@ -346,7 +352,8 @@ class ShoalPlugin:
             return (yield)
         # Warnings since the collection (the cache's, at session end): the controller lists
         # and counts them with the rest.
-        warnings = _warning_reports(self.config, terminalreporter.stats.pop("warnings", []))
+        stats = terminalreporter.stats.get("warnings", [])
+        warnings = _warning_reports(self.config, stats[self._known_warnings :])
         out = terminalreporter._tw._file
         start = len(out.getvalue())
         result = yield
@@ -364,13 +371,44 @@ class ShoalPlugin:
             reports = [_report(config, r, self._reports) for r in self._reports]
             self.channel.send({"type": "test_partial", "index": self._current, "reports": reports})
 
+    def pytest_runtest_logstart(self, nodeid, location):
+        if self._replay is not None:
+            self._replay.append({"hook": "logstart", "nodeid": nodeid, "location": location})
+
+    def pytest_runtest_logfinish(self, nodeid, location):
+        if self._replay is not None:
+            self._replay.append({"hook": "logfinish", "nodeid": nodeid, "location": location})
+
     def pytest_runtest_logreport(self, report):
+        if self.role == "collector":
+            return  # a report replayed in the collector (see _replay_events)
+        if self._replay is not None:
+            # As xdist's workers serialise reports for its controller.
+            data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
+            data.update(
+                item_index=self._current,
+                worker_id=self.worker["workerid"],
+                testrun_uid=self.worker["testrunuid"],
+            )
+            self._replay.append({"hook": "logreport", "data": data})
         self._reports.append(report)
         if _phase is not None and report.when != "teardown":
             # After a passed setup comes the call; after the call or a failed setup, teardown.
             _phase.enter(_phase.index, _CALL if report.when == "setup" and report.passed else _TEARDOWN)
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
+        if self.role == "collector":
+            return  # sent with the collection, or replayed from a worker
+        if self._replay is not None:
+            self._replay.append(
+                {
+                    "hook": "warning",
+                    "warning": _warning_data(warning_message),
+                    "when": when,
+                    "nodeid": nodeid,
+                    "location": location,
+                }
+            )
         self._warnings.append(_warning(self.config, warning_message, nodeid, location))
 
     def pytest_sessionfinish(self, session):
@@ -427,9 +465,11 @@ class ShoalPlugin:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         stats = reporter.stats if reporter is not None else {}
         sys.stdout.flush()
+        self._replay_wanted = _reads_reports(config, self)
         self.channel.send(
             {
                 "type": "collected",
+                "replay": self._replay_wanted,
                 "items": items,
                 "fork_unsafe": unsafe,
                 "identity_at_import": _EnvironWatch.read_worker_identity,
@@ -497,6 +537,8 @@ class ShoalPlugin:
         old_handler = signal.signal(signal.SIGCHLD, lambda *_: None)
         children: dict[int, str] = {}
         stopping = False
+        if self._replay_wanted:
+            _hand_reporting_over(session.config)  # replayed reports must not print here
         while not stopping or children:
             if stopping:
                 select.select([wake_r], [], [])
@@ -522,6 +564,9 @@ class ShoalPlugin:
             msg = self.channel.recv()
             if msg["type"] == "stop":
                 stopping = True
+                self._exitstatus = msg.get("exitstatus")
+            elif msg["type"] == "replay":
+                self._replay_events(session, msg)
             elif msg["type"] == "fork":
                 sys.stdout.flush()
                 sys.stderr.flush()
@@ -538,6 +583,8 @@ class ShoalPlugin:
                     self.role = "worker"
                     self.worker = msg["identity"]
                     _take_identity(session.config, self.worker)
+                    if self._replay_wanted:
+                        _drop_reporters(session.config, self)
                     _quiet_worker(session.config, self.worker)
                     _measure_coverage_as_worker(session.config)
                     self.channel.send({"type": "hello", **_hello("worker", self.worker)})
@@ -549,7 +596,6 @@ class ShoalPlugin:
         signal.signal(signal.SIGCHLD, old_handler)
         os.close(wake_r)
         os.close(wake_w)
-        _silence_terminal(session.config)
         logxml = _logxml(session.config)
         if logxml is not None:
             # The controller writes the run's file and names it; the collector's is nothing.
@@ -558,10 +604,47 @@ class ShoalPlugin:
             del session.config.stash[xml_key]
             session.config.pluginmanager.unregister(logxml)
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.stats = {}  # the controller reports tests and warnings itself
+        if self._replay_wanted:
+            # Plugins' summaries read the replayed stats; the controller already has the
+            # warnings in them.
+            self._known_warnings = len(reporter.stats.get("warnings", [])) if reporter else 0
+        else:
+            _hand_reporting_over(session.config)
+            if reporter is not None:
+                reporter.stats = {}  # the controller reports tests and warnings itself
         self._forward_summary = True
         return True
+
+    def _replay_events(self, session, msg) -> None:
+        """One test's report hook calls, made again here as pytest-xdist's controller makes
+        them (its DSession): reports rebuilt by ``pytest_report_from_serializable`` carry
+        their worker's ``node``; pytest's session counts failures and ``--maxfail`` itself."""
+        config = session.config
+        hook = config.hook
+        workerid = msg["worker"]
+        node = self._nodes.get(workerid)
+        if node is None:
+            node = self._nodes[workerid] = _ReplayNode(workerid)
+        for event in msg["events"]:
+            kind = event["hook"]
+            if kind == "logreport":
+                report = hook.pytest_report_from_serializable(config=config, data=event["data"])
+                report.node = node
+                hook.pytest_runtest_logreport(report=report)
+            elif kind == "warning":
+                location = event["location"]
+                hook.pytest_warning_recorded.call_historic(
+                    kwargs={
+                        "warning_message": _warning_from_data(event["warning"]),
+                        "when": event["when"],
+                        "nodeid": event["nodeid"],
+                        "location": tuple(location) if location else None,
+                    }
+                )
+            else:
+                getattr(hook, f"pytest_runtest_{kind}")(
+                    nodeid=event["nodeid"], location=tuple(event["location"])
+                )
 
     def _send_exit(self, worker: str, pid: int, status: int) -> None:
         msg = {"type": "worker_exited", "worker": worker, "pid": pid}
@@ -601,6 +684,7 @@ class ShoalPlugin:
             item = items[index]
             nextitem = items[queue[0]] if queue else None
             self._reports = []
+            self._replay = [] if self.worker.get("replay") else None
             junit = _JunitDelta(session.config)
             if self.worker.get("report_starts"):
                 self.channel.send({"type": "test_start", "index": index})
@@ -635,6 +719,7 @@ class ShoalPlugin:
                 "reports": [_report(session.config, r, reports) for r in reports],
                 "warnings": self._take_warnings(),
                 "junit": junit.take(),
+                **({"replay": self._replay} if self._replay is not None else {}),
                 **extra,
             }
         )
@@ -642,6 +727,159 @@ class ShoalPlugin:
     def _take_warnings(self) -> list:
         taken, self._warnings = self._warnings, []
         return taken
+
+
+# The hooks through which plugins read a run's results in the controlling process.
+_REPORT_HOOKS = (
+    "pytest_runtest_logstart",
+    "pytest_runtest_logreport",
+    "pytest_runtest_logfinish",
+    "pytest_warning_recorded",
+    "pytest_sessionfinish",
+    "pytest_terminal_summary",
+)
+
+
+def _reads_reports(config, shoal) -> bool:
+    """Whether a plugin or conftest, not pytest's own nor shoal's, implements a hook that
+    reads reports: only then do workers send their reports for the collector to replay."""
+    return any(
+        impl.plugin is not shoal and not _builtin(impl.plugin)
+        for name in _REPORT_HOOKS
+        for impl in getattr(config.hook, name).get_hookimpls()
+    )
+
+
+def _drop_reporters(config, shoal) -> None:
+    """A forked worker inherits the reporters plugins made in the collector's
+    ``pytest_configure`` for the controlling process (pytest-html's, pytest-reportlog's,
+    pytest-json-report's objects), which xdist's workers never have: they would write the
+    run's report files a second time, with this worker's tests only. The collector's replay
+    feeds them instead, so here they stop receiving reports; they stay registered, for their
+    own ``pytest_unconfigure``. Modules and conftests keep their hooks: they serve workers too."""
+    reporters = [
+        impl.plugin
+        for impl in config.hook.pytest_runtest_logreport.get_hookimpls()
+        if not isinstance(impl.plugin, type(sys)) and impl.plugin is not shoal and not _builtin(impl.plugin)
+    ]
+    for name in (*_REPORT_HOOKS, "pytest_collectreport"):
+        hook = getattr(config.hook, name)
+        for plugin in {impl.plugin for impl in hook.get_hookimpls()}.intersection(reporters):
+            hook._remove_plugin(plugin)  # what unregistering does, for these hooks alone
+
+
+def _builtin(plugin) -> bool:
+    """pytest's own plugins, and shoal's."""
+    module = plugin.__name__ if isinstance(plugin, type(sys)) else type(plugin).__module__
+    return module == __name__ or module.startswith("_pytest.")
+
+
+def _hand_reporting_over(config) -> None:
+    """The collector's terminal prints nothing: not the tests, nor pytest's own summary
+    sections (the controller prints those), while other plugins' summaries still run and are
+    forwarded (see ``pytest_terminal_summary``)."""
+    _silence_terminal(config)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    for name in _PYTEST_SUMMARIES:
+        if reporter is not None and hasattr(reporter, name):
+            setattr(reporter, name, lambda *args, **kwargs: None)
+
+
+# pytest's own terminal summary sections, all in the controller's terminal.
+_PYTEST_SUMMARIES = (
+    "summary_errors",
+    "summary_failures",
+    "summary_xfailures",
+    "summary_warnings",
+    "summary_passes",
+    "summary_xpasses",
+    "short_test_summary",
+)
+
+
+def _end_as(session, exitstatus) -> None:
+    """End the collector's session with the run's exit status, so ``pytest_sessionfinish``
+    receives it: pytest derives 0 or 1 from ``session.testsfailed`` (which a replay keeps);
+    a failed run without one, or any other status, is raised as pytest's loop raises it."""
+    if not exitstatus:
+        return
+    if exitstatus == pytest.ExitCode.TESTS_FAILED:
+        if not session.testsfailed:
+            raise session.Failed(session.shouldfail or "the run failed")
+        return
+    raise pytest.exit.Exception(
+        session.shouldstop or f"the run ended with exit status {exitstatus}", returncode=exitstatus
+    )
+
+
+class _ReplayNode:
+    """A replayed report's ``node``: what plugins read of xdist's WorkerController."""
+
+    def __init__(self, workerid: str) -> None:
+        import types
+
+        self.gateway = types.SimpleNamespace(id=workerid)
+        self.workerinput = {"workerid": workerid}
+        self.workeroutput: dict = {}
+        # pytest's reports render "[gw0] linux -- Python 3.x /path/python" from it; the
+        # workers run this interpreter.
+        self.workerinfo = {
+            "version": sys.version,
+            "version_info": tuple(sys.version_info),
+            "sysplatform": sys.platform,
+            "executable": sys.executable,
+            "cwd": os.getcwd(),
+            "id": workerid,
+        }
+
+    def __repr__(self) -> str:
+        return f"<WorkerController {self.gateway.id}>"
+
+
+def _warning_data(warning_message) -> dict:
+    """A ``warnings.WarningMessage`` as JSON, as xdist's ``serialize_warning_message``."""
+    message = warning_message.message
+    category = warning_message.category
+    return {
+        "message": str(message),
+        "class": [type(message).__module__, type(message).__qualname__]
+        if isinstance(message, Warning)
+        else None,
+        "args": _jsonable(list(message.args)) if isinstance(message, Warning) else None,
+        "category": [category.__module__, category.__qualname__] if category else None,
+        "filename": warning_message.filename,
+        "lineno": warning_message.lineno,
+        "line": warning_message.line,
+    }
+
+
+def _warning_from_data(data: dict):
+    """The ``warnings.WarningMessage`` of :func:`_warning_data`, as xdist's controller
+    rebuilds it: a plain ``Warning`` with the text where the class cannot be remade."""
+    import warnings
+
+    def lookup(path):
+        import importlib
+
+        module, name = path
+        obj = importlib.import_module(module)
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    message = data["message"]
+    if data["class"]:
+        try:
+            message = lookup(data["class"])(*data["args"])
+        except Exception:
+            message = Warning("{}.{}: {}".format(*data["class"], data["message"]))
+    try:
+        category = lookup(data["category"]) if data["category"] else None
+    except Exception:
+        category = Warning
+    return warnings.WarningMessage(
+        message, category, data["filename"], data["lineno"], line=data["line"]
+    )
 
 
 def _session_exit(exc, last_test: bool) -> dict:
