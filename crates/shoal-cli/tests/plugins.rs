@@ -795,3 +795,216 @@ fn gc_get_referrers_sees_import_time_objects_in_forked_workers() {
         assert_same_outcomes(&serial, &plugin_shoal(&project, &shoal_args).run());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reporting plugins and a project's own hooks, which read reports in the controlling process:
+// under shoal, the collector replays every worker's reports there, as pytest-xdist's controller.
+
+/// How the `reporting` fixture runs: serially, under pytest-xdist, and under shoal.
+const REPORTING_RUNS: [(&str, bool, &[&str]); 4] = [
+    ("serial pytest", false, &[]),
+    ("pytest-xdist -n 2", false, &["-n", "2"]),
+    ("shoal -n 2", true, &["-n", "2"]),
+    (
+        "shoal -n 2 --start spawn",
+        true,
+        &["-n", "2", "--start", "spawn"],
+    ),
+];
+
+/// Runs the `reporting` fixture each way of [`REPORTING_RUNS`] (and `extra_runs`) with
+/// `args`, and asserts that `read` makes the same of what each run left.
+#[track_caller]
+fn assert_same_report(
+    args: &[&str],
+    extra_runs: &[(&str, bool, &[&str])],
+    read: impl Fn(&Project, &Output) -> Value,
+) {
+    let project = Project::new("reporting");
+    let mut expected: Option<(String, Value)> = None;
+    for (name, shoal, run_args) in REPORTING_RUNS.iter().chain(extra_runs) {
+        let all: Vec<&str> = ["-p", "no:randomly", "-p", "no:cacheprovider"]
+            .iter()
+            .chain(run_args.iter())
+            .chain(args)
+            .copied()
+            .collect();
+        let output = if *shoal {
+            plugin_shoal(&project, &all).run()
+        } else {
+            plugin_pytest(&project, &all).run()
+        };
+        output.assert_code(1);
+        let report = read(&project, &output);
+        match &expected {
+            None => expected = Some((name.to_string(), report)),
+            Some((first, want)) => assert_eq!(
+                &report,
+                want,
+                "{name}'s report differs from {first}'s\n{}",
+                output.context()
+            ),
+        }
+    }
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()))
+}
+
+#[test]
+fn pytest_json_report_counts_every_test_as_serial_pytest_and_xdist() {
+    assert_same_report(
+        &["--json-report", "--json-report-file=report.json"],
+        &[("shoal -n 0", true, &["-n", "0"])],
+        |project, _| {
+            let report = read_json(&project.path.join("report.json"));
+            let tests: BTreeMap<String, Value> = report["tests"]
+                .as_array()
+                .expect("tests")
+                .iter()
+                .map(|t| {
+                    let phases: Vec<&Value> = ["setup", "call", "teardown"]
+                        .iter()
+                        .map(|when| &t[when]["outcome"])
+                        .collect();
+                    (
+                        field(t, "nodeid").to_owned(),
+                        serde_json::json!([t["outcome"], phases]),
+                    )
+                })
+                .collect();
+            assert_eq!(tests.len(), 14, "every test is in the report: {tests:?}");
+            serde_json::json!({
+                "summary": report["summary"],
+                "exitcode": report["exitcode"],
+                "tests": tests,
+            })
+        },
+    );
+}
+
+#[test]
+fn pytest_reportlog_logs_every_phase_as_serial_pytest_and_xdist() {
+    assert_same_report(&["--report-log=log.jsonl"], &[], |project, _| {
+        let text = fs::read_to_string(project.path.join("log.jsonl")).unwrap();
+        let mut phases = BTreeMap::new();
+        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+        let mut exitstatus = Value::Null;
+        for line in text.lines() {
+            let record: Value = serde_json::from_str(line).unwrap();
+            let kind = field(&record, "$report_type").to_owned();
+            match kind.as_str() {
+                "TestReport" => {
+                    let key = format!("{} {}", field(&record, "nodeid"), field(&record, "when"));
+                    phases.insert(key, record["outcome"].clone());
+                }
+                "SessionFinish" => exitstatus = record["exitstatus"].clone(),
+                _ => {}
+            }
+            // xdist's controller sees only the collection reports that failed.
+            if kind != "CollectReport" {
+                *kinds.entry(kind).or_default() += 1;
+            }
+        }
+        // Three phases each, but test_error, whose setup fails, has no call.
+        assert_eq!(
+            phases.len(),
+            14 * 3 - 1,
+            "every phase is logged: {phases:?}"
+        );
+        serde_json::json!({"phases": phases, "records": kinds, "exitstatus": exitstatus})
+    });
+}
+
+/// pytest-html's results, from the JSON it embeds in the page: node id -> results.
+fn html_results(page: &str) -> Value {
+    let start = page.find("data-jsonblob=\"").expect("pytest-html's data") + 15;
+    let end = start + page[start..].find('"').unwrap();
+    let blob = page[start..end]
+        .replace("&#34;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    let data: Value = serde_json::from_str(&blob).unwrap();
+    let tests: BTreeMap<&String, Vec<&Value>> = data["tests"]
+        .as_object()
+        .expect("tests")
+        .iter()
+        .map(|(id, runs)| {
+            (
+                id,
+                runs.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| &r["result"])
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(tests.len(), 14, "every test is in the page: {tests:?}");
+    serde_json::json!(tests)
+}
+
+#[test]
+fn pytest_html_shows_every_test_as_serial_pytest_and_xdist() {
+    assert_same_report(
+        &["--html=report.html", "--self-contained-html"],
+        &[],
+        |project, _| html_results(&fs::read_to_string(project.path.join("report.html")).unwrap()),
+    );
+}
+
+/// The line the fixture's `pytest_terminal_summary` prints: `terminalreporter.stats` counts.
+fn conftest_stats(output: &Output) -> Value {
+    let text = output.all_output();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("conftest stats: "))
+        .collect();
+    assert_eq!(lines.len(), 1, "printed once\n{}", output.context());
+    serde_json::from_str(lines[0]).unwrap()
+}
+
+#[test]
+fn a_conftest_reads_the_runs_results_in_its_session_hooks() {
+    assert_same_report(
+        &[],
+        &[("shoal -n 0", true, &["-n", "0"])],
+        |project, output| {
+            let session = read_json(&project.path.join("session.json"));
+            assert_eq!(session["testsfailed"], 3, "{}", output.context());
+            serde_json::json!({"session": session, "stats": conftest_stats(output)})
+        },
+    );
+}
+
+#[test]
+fn a_conftests_sessionfinish_receives_the_exit_status_of_pytest_exit() {
+    let project = Project::new("reporting");
+    for args in [&["-n", "2"][..], &["-n", "0"]] {
+        let all: Vec<&str> = [
+            "-p",
+            "no:randomly",
+            "-p",
+            "no:cacheprovider",
+            "test_exit.py",
+        ]
+        .iter()
+        .chain(args)
+        .copied()
+        .collect();
+        let output = plugin_shoal(&project, &all)
+            .env("REPORTING_EXIT", "1")
+            .run();
+        output.assert_code(7);
+        assert_eq!(
+            read_json(&project.path.join("session.json")),
+            serde_json::json!({"testsfailed": 0, "exitstatus": 7}),
+            "{args:?}\n{}",
+            output.context()
+        );
+    }
+}

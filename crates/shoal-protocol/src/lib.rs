@@ -182,6 +182,7 @@ mod tests {
                 warnings: Vec::new(),
                 junit: None,
                 exit: None,
+                replay: None,
             },
         )
         .unwrap();

@@ -52,6 +52,10 @@ pub enum FromPython {
         /// What junitxml recorded while collecting (those errors' testcases).
         #[serde(default)]
         junit: Option<JunitDelta>,
+        /// A plugin or conftest in the collector reads reports (`pytest_runtest_logreport`,
+        /// `pytest_sessionfinish`...): workers send theirs for the collector to replay.
+        #[serde(default)]
+        replay: bool,
     },
     /// The finished collector's plugins' terminal summary sections (a coverage table, say).
     TerminalSummary {
@@ -96,6 +100,10 @@ pub enum FromPython {
         /// session; `reports` are those made before it.
         #[serde(default)]
         exit: Option<SessionExit>,
+        /// With the identity's `replay`: the test's report hook calls, in order, for the
+        /// collector to make again (see [`ToPython::Replay`]).
+        #[serde(default)]
+        replay: Option<Vec<serde_json::Value>>,
     },
     /// The tests a worker gave up in answer to `steal`, none of them started.
     Released { indices: Vec<usize> },
@@ -135,8 +143,18 @@ pub enum FromPython {
 pub enum ToPython {
     /// To the collector: fork one worker with this identity.
     Fork { identity: WorkerIdentity },
-    /// To the collector: every worker is done; finish the session and exit.
-    Stop,
+    /// To the collector: every worker is done; finish the session and exit. `exitstatus` is
+    /// the run's, which the collector's `pytest_sessionfinish` receives.
+    Stop {
+        #[serde(default)]
+        exitstatus: Option<i32>,
+    },
+    /// To the collector: one finished test's report hook calls, as a worker made them
+    /// (`test_done`'s `replay`), to make again where plugins expect them.
+    Replay {
+        worker: String,
+        events: Vec<serde_json::Value>,
+    },
     /// To the collector: a worker finished its session; `workeroutput` is its
     /// `config.workeroutput`, for xdist's `pytest_testnodedown` on the controlling side.
     NodeDown {
@@ -352,6 +370,9 @@ pub struct WorkerIdentity {
     /// is in, so that after a crash the controller knows what was running, at no message cost.
     #[serde(default)]
     pub state_file: Option<String>,
+    /// Add the report hook calls to each `test_done` (the collector asked, in `collected`).
+    #[serde(default)]
+    pub replay: bool,
     /// More `config.workerinput` entries, from the collector's plugins.
     #[serde(default)]
     pub workerinput: serde_json::Map<String, serde_json::Value>,

@@ -263,6 +263,11 @@ class ShoalPlugin:
         self._warnings: list = []
         self._current = None  # the collection index of the test running in this worker
         self._forward_summary = False
+        self._replay = None  # with the identity's "replay": this test's report hook calls
+        self._replay_wanted = False  # the collector's plugins read reports
+        self._nodes: dict = {}  # the collector's stand-ins for xdist's worker nodes
+        self._exitstatus = None  # the run's, from the controller's stop
+        self._known_warnings = 0  # in the finished collector's stats, already reported
 
     def pytest_addhooks(self, pluginmanager):
         """xdist's hooks, whose own registration ``-p no:xdist`` skips: a conftest that
@@ -367,6 +372,7 @@ class ShoalPlugin:
             _unwatch_config(config)
             self._warnings.clear()  # sent with the collection; forks must not send them again
             if self._serve_forks(session):
+                _end_as(session, self._exitstatus)
                 return True  # the parent: the run is over
         else:
             nodeids = [item.nodeid for item in session.items]
@@ -423,7 +429,8 @@ class ShoalPlugin:
             return (yield)
         # Warnings since the collection (the cache's, at session end): the controller lists
         # and counts them with the rest.
-        warnings = _warning_reports(self.config, terminalreporter.stats.pop("warnings", []))
+        stats = terminalreporter.stats.get("warnings", [])
+        warnings = _warning_reports(self.config, stats[self._known_warnings :])
         out = terminalreporter._tw._file
         start = len(out.getvalue())
         result = yield
@@ -441,15 +448,46 @@ class ShoalPlugin:
             reports = [_report(config, r, self._reports) for r in self._reports]
             self.channel.send({"type": "test_partial", "index": self._current, "reports": reports})
 
+    def pytest_runtest_logstart(self, nodeid, location):
+        if self._replay is not None:
+            self._replay.append({"hook": "logstart", "nodeid": nodeid, "location": location})
+
+    def pytest_runtest_logfinish(self, nodeid, location):
+        if self._replay is not None:
+            self._replay.append({"hook": "logfinish", "nodeid": nodeid, "location": location})
+
     @pytest.hookimpl(tryfirst=True)  # before junitxml and others read the captured output
     def pytest_runtest_logreport(self, report):
+        if self.role == "collector":
+            return  # a report replayed in the collector (see _replay_events)
         report.sections = [(name, _cut(text, MAX_SECTION)) for name, text in report.sections]
+        if self._replay is not None:
+            # As xdist's workers serialise reports for its controller.
+            data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
+            data.update(
+                item_index=self._current,
+                worker_id=self.worker["workerid"],
+                testrun_uid=self.worker["testrunuid"],
+            )
+            self._replay.append({"hook": "logreport", "data": data})
         self._reports.append(report)
         if _phase is not None and report.when != "teardown":
             # After a passed setup comes the call; after the call or a failed setup, teardown.
             _phase.enter(_phase.index, _CALL if report.when == "setup" and report.passed else _TEARDOWN)
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
+        if self.role == "collector":
+            return  # sent with the collection, or replayed from a worker
+        if self._replay is not None:
+            self._replay.append(
+                {
+                    "hook": "warning",
+                    "warning": _warning_data(warning_message),
+                    "when": when,
+                    "nodeid": nodeid,
+                    "location": location,
+                }
+            )
         self._warnings.append(_warning(self.config, warning_message, nodeid, location))
 
     @pytest.hookimpl(wrapper=True)
@@ -510,9 +548,11 @@ class ShoalPlugin:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         stats = reporter.stats if reporter is not None else {}
         sys.stdout.flush()
+        self._replay_wanted = _reads_reports(config, self)
         self.channel.send(
             {
                 "type": "collected",
+                "replay": self._replay_wanted,
                 "items": items,
                 "fork_unsafe": unsafe,
                 "identity_read": _IdentityWatch.first,
@@ -585,6 +625,8 @@ class ShoalPlugin:
         children: dict[int, str] = {}
         stopping = False
         session.config.hook.pytest_xdist_setupnodes(config=session.config, specs=[])
+        if self._replay_wanted:
+            _hand_reporting_over(session.config)  # replayed reports must not print here
         while not stopping or children:
             if stopping:
                 select.select([wake_r], [], [])
@@ -610,11 +652,14 @@ class ShoalPlugin:
             msg = self.channel.recv()
             if msg["type"] == "stop":
                 stopping = True
+                self._exitstatus = msg.get("exitstatus")
+            elif msg["type"] == "replay":
+                self._replay_events(session, msg)
             elif msg["type"] == "node_down":
                 self._node_down(session.config, msg)
             elif msg["type"] == "fork":
                 identity = msg["identity"]
-                node = _configured_node(session.config, identity)
+                node = self._nodes[identity["workerid"]] = _configured_node(session.config, identity)
                 sys.stdout.flush()
                 sys.stderr.flush()
                 pid = os.fork()
@@ -630,6 +675,8 @@ class ShoalPlugin:
                     self.role = "worker"
                     self.worker = {**identity, "workerinput": node.workerinput}
                     _take_identity(session.config, self.worker)
+                    if self._replay_wanted:
+                        _drop_reporters(session.config, self)
                     _quiet_worker(session.config, self.worker)
                     _measure_coverage_as_worker(session.config)
                     self.channel.send({"type": "hello", **_hello("worker", self.worker)})
@@ -642,7 +689,6 @@ class ShoalPlugin:
         signal.signal(signal.SIGCHLD, old_handler)
         os.close(wake_r)
         os.close(wake_w)
-        _silence_terminal(session.config)
         logxml = _logxml(session.config)
         if logxml is not None:
             # The controller writes the run's file and names it; the collector's is nothing.
@@ -651,16 +697,60 @@ class ShoalPlugin:
             del session.config.stash[xml_key]
             session.config.pluginmanager.unregister(logxml)
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.stats = {}  # the controller reports tests and warnings itself
+        if self._replay_wanted:
+            # Plugins' summaries read the replayed stats; the controller already has the
+            # warnings in them.
+            self._known_warnings = len(reporter.stats.get("warnings", [])) if reporter else 0
+        else:
+            _hand_reporting_over(session.config)
+            if reporter is not None:
+                reporter.stats = {}  # the controller reports tests and warnings itself
         self._forward_summary = True
         return True
+
+    def _node(self, config, workerid: str) -> "_Node":
+        """The collector's one stand-in for a worker's xdist node (a spawned worker's is made
+        when its first message about it arrives)."""
+        node = self._nodes.get(workerid)
+        if node is None:
+            node = self._nodes[workerid] = _Node(config, workerid)
+        return node
 
     def _node_down(self, config, msg: dict) -> None:
         """A worker finished its session (or died): ``pytest_testnodedown`` on the controlling
         side, with what the worker put in ``config.workeroutput``, as xdist calls it."""
-        node = _Node(config, msg["worker"], _from_wire(msg.get("workeroutput")))
+        node = self._node(config, msg["worker"])
+        node.workeroutput = _from_wire(msg.get("workeroutput"))
+        node.shutting_down = True
         config.hook.pytest_testnodedown(node=node, error=msg.get("error"))
+
+    def _replay_events(self, session, msg) -> None:
+        """One test's report hook calls, made again here as pytest-xdist's controller makes
+        them (its DSession): reports rebuilt by ``pytest_report_from_serializable`` carry
+        their worker's ``node``; pytest's session counts failures and ``--maxfail`` itself."""
+        config = session.config
+        hook = config.hook
+        node = self._node(config, msg["worker"])
+        for event in msg["events"]:
+            kind = event["hook"]
+            if kind == "logreport":
+                report = hook.pytest_report_from_serializable(config=config, data=event["data"])
+                report.node = node
+                hook.pytest_runtest_logreport(report=report)
+            elif kind == "warning":
+                location = event["location"]
+                hook.pytest_warning_recorded.call_historic(
+                    kwargs={
+                        "warning_message": _warning_from_data(event["warning"]),
+                        "when": event["when"],
+                        "nodeid": event["nodeid"],
+                        "location": tuple(location) if location else None,
+                    }
+                )
+            else:
+                getattr(hook, f"pytest_runtest_{kind}")(
+                    nodeid=event["nodeid"], location=tuple(event["location"])
+                )
 
     def _send_exit(self, worker: str, pid: int, status: int) -> None:
         msg = {"type": "worker_exited", "worker": worker, "pid": pid}
@@ -701,6 +791,7 @@ class ShoalPlugin:
             item = items[index]
             nextitem = items[queue[0]] if queue else None
             self._reports = []
+            self._replay = [] if self.worker.get("replay") else None
             junit = _JunitDelta(session.config)
             if self.worker.get("report_starts"):
                 self.channel.send({"type": "test_start", "index": index})
@@ -740,6 +831,7 @@ class ShoalPlugin:
                 "reports": [_report(session.config, r, reports) for r in reports],
                 "warnings": self._take_warnings(),
                 "junit": junit.take(),
+                **({"replay": self._replay} if self._replay is not None else {}),
                 **extra,
             }
         )
@@ -749,6 +841,135 @@ class ShoalPlugin:
     def _take_warnings(self) -> list:
         taken, self._warnings = self._warnings, []
         return taken
+
+
+# The hooks through which plugins read a run's results in the controlling process.
+_REPORT_HOOKS = (
+    "pytest_runtest_logstart",
+    "pytest_runtest_logreport",
+    "pytest_runtest_logfinish",
+    "pytest_warning_recorded",
+    "pytest_sessionfinish",
+    "pytest_terminal_summary",
+)
+
+
+def _reads_reports(config, shoal) -> bool:
+    """Whether a plugin or conftest, not pytest's own nor shoal's, implements a hook that
+    reads reports: only then do workers send their reports for the collector to replay."""
+    return any(
+        impl.plugin is not shoal and not _builtin(impl.plugin)
+        for name in _REPORT_HOOKS
+        for impl in getattr(config.hook, name).get_hookimpls()
+    )
+
+
+def _drop_reporters(config, shoal) -> None:
+    """A forked worker inherits the reporters plugins made in the collector's
+    ``pytest_configure`` for the controlling process (pytest-html's, pytest-reportlog's,
+    pytest-json-report's objects), which xdist's workers never have: they would write the
+    run's report files a second time, with this worker's tests only. The collector's replay
+    feeds them instead, so here they stop receiving reports; they stay registered, for their
+    own ``pytest_unconfigure``. Modules and conftests keep their hooks: they serve workers too."""
+    reporters = [
+        impl.plugin
+        for impl in config.hook.pytest_runtest_logreport.get_hookimpls()
+        if not isinstance(impl.plugin, type(sys)) and impl.plugin is not shoal and not _builtin(impl.plugin)
+    ]
+    for name in (*_REPORT_HOOKS, "pytest_collectreport"):
+        hook = getattr(config.hook, name)
+        for plugin in {impl.plugin for impl in hook.get_hookimpls()}.intersection(reporters):
+            hook._remove_plugin(plugin)  # what unregistering does, for these hooks alone
+
+
+def _builtin(plugin) -> bool:
+    """pytest's own plugins, and shoal's."""
+    module = plugin.__name__ if isinstance(plugin, type(sys)) else type(plugin).__module__
+    return module == __name__ or module.startswith("_pytest.")
+
+
+def _hand_reporting_over(config) -> None:
+    """The collector's terminal prints nothing: not the tests, nor pytest's own summary
+    sections (the controller prints those), while other plugins' summaries still run and are
+    forwarded (see ``pytest_terminal_summary``)."""
+    _silence_terminal(config)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    for name in _PYTEST_SUMMARIES:
+        if reporter is not None and hasattr(reporter, name):
+            setattr(reporter, name, lambda *args, **kwargs: None)
+
+
+# pytest's own terminal summary sections, all in the controller's terminal.
+_PYTEST_SUMMARIES = (
+    "summary_errors",
+    "summary_failures",
+    "summary_xfailures",
+    "summary_warnings",
+    "summary_passes",
+    "summary_xpasses",
+    "short_test_summary",
+)
+
+
+def _end_as(session, exitstatus) -> None:
+    """End the collector's session with the run's exit status, so ``pytest_sessionfinish``
+    receives it: pytest derives 0 or 1 from ``session.testsfailed`` (which a replay keeps);
+    a failed run without one, or any other status, is raised as pytest's loop raises it."""
+    if not exitstatus:
+        return
+    if exitstatus == pytest.ExitCode.TESTS_FAILED:
+        if not session.testsfailed:
+            raise session.Failed(session.shouldfail or "the run failed")
+        return
+    raise pytest.exit.Exception(
+        session.shouldstop or f"the run ended with exit status {exitstatus}", returncode=exitstatus
+    )
+
+
+def _warning_data(warning_message) -> dict:
+    """A ``warnings.WarningMessage`` as JSON, as xdist's ``serialize_warning_message``."""
+    message = warning_message.message
+    category = warning_message.category
+    return {
+        "message": str(message),
+        "class": [type(message).__module__, type(message).__qualname__]
+        if isinstance(message, Warning)
+        else None,
+        "args": _jsonable(list(message.args)) if isinstance(message, Warning) else None,
+        "category": [category.__module__, category.__qualname__] if category else None,
+        "filename": warning_message.filename,
+        "lineno": warning_message.lineno,
+        "line": warning_message.line,
+    }
+
+
+def _warning_from_data(data: dict):
+    """The ``warnings.WarningMessage`` of :func:`_warning_data`, as xdist's controller
+    rebuilds it: a plain ``Warning`` with the text where the class cannot be remade."""
+    import warnings
+
+    def lookup(path):
+        import importlib
+
+        module, name = path
+        obj = importlib.import_module(module)
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    message = data["message"]
+    if data["class"]:
+        try:
+            message = lookup(data["class"])(*data["args"])
+        except Exception:
+            message = Warning("{}.{}: {}".format(*data["class"], data["message"]))
+    try:
+        category = lookup(data["category"]) if data["category"] else None
+    except Exception:
+        category = Warning
+    return warnings.WarningMessage(
+        message, category, data["filename"], data["lineno"], line=data["line"]
+    )
 
 
 def _session_exit(exc, last_test: bool) -> dict:
@@ -1552,7 +1773,7 @@ class _Node:
     ``gateway.id``, ``workerid``, ``config``, ``workerinput``, ``nodemanager.roots`` (rsync
     roots: none) and, once it is down, ``workeroutput``."""
 
-    def __init__(self, config, workerid: str, workeroutput=None, workerinput=None) -> None:
+    def __init__(self, config, workerid: str, workerinput=None) -> None:
         import types
 
         self.config = config
@@ -1560,9 +1781,21 @@ class _Node:
         self.nodemanager = types.SimpleNamespace(roots=[])
         self.workerid = workerid
         self.workerinput = workerinput if workerinput is not None else {"workerid": workerid}
-        self.shutting_down = workeroutput is not None
-        if workeroutput is not None:
-            self.workeroutput = workeroutput
+        self.shutting_down = False
+        self.workeroutput: dict = {}
+        # pytest's reports render "[gw0] linux -- Python 3.x /path/python" from it; the
+        # workers run this interpreter.
+        self.workerinfo = {
+            "version": sys.version,
+            "version_info": tuple(sys.version_info),
+            "sysplatform": sys.platform,
+            "executable": sys.executable,
+            "cwd": os.getcwd(),
+            "id": workerid,
+        }
+
+    def __repr__(self) -> str:
+        return f"<WorkerController {self.gateway.id}>"
 
 
 _XDIST_STAND_IN = "xdist.plugin"

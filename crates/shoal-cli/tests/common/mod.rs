@@ -735,7 +735,8 @@ impl Project {
 /// The Python modules that `requirements-plugins.txt` installs.
 const PLUGIN_MODULES: &str = "pytest, pytest_randomly, pytest_rerunfailures, pytest_asyncio, \
                               hypothesis, pytest_timeout, django, pytest_django, \
-                              syrupy, pytest_benchmark";
+                              syrupy, pytest_benchmark, pytest_html, pytest_jsonreport, \
+                              pytest_reportlog, xdist";
 
 /// The Python of the third-party plugin tests: `$SHOAL_TEST_PLUGINS_PYTHON`, else
 /// `<repo>/.venv-plugins/bin/python`, which `scripts/setup` makes from

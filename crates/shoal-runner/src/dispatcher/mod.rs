@@ -79,6 +79,7 @@ struct Collection {
     workerinput: serde_json::Map<String, serde_json::Value>,
     collect_errors: Vec<shoal_protocol::CollectError>,
     collect_junit: Option<shoal_protocol::JunitDelta>,
+    replay: bool,
 }
 
 /// The state of the test-running stage.
@@ -303,6 +304,7 @@ impl Dispatcher {
                 basetemp: collection.basetemp.clone(),
                 // `-vv` shows each test's node id as it starts.
                 report_starts: timeouts || settings.verbose > 1,
+                replay: collection.replay,
                 workerinput: collection.workerinput.clone(),
             };
             self.workers.push(Worker::new(identity));
@@ -460,6 +462,7 @@ impl Dispatcher {
                 warnings,
                 junit,
                 exit,
+                replay,
             } => {
                 self.workers[w].running = None;
                 self.workers[w].partial = None;
@@ -484,7 +487,7 @@ impl Dispatcher {
                         return Ok(commands);
                     }
                 }
-                commands.extend(self.finish_test(record, w, run));
+                commands.extend(self.finish_test(record, replay, w, run));
                 commands
             }
             FromPython::Released { indices } => run.scheduler.released(w, indices),
@@ -534,7 +537,15 @@ impl Dispatcher {
     }
 
     /// Records a finished test, unless it failed and has retries left: then it runs again.
-    fn finish_test(&mut self, mut record: TestRecord, w: usize, run: &mut Run) -> Vec<Command> {
+    /// Only the recorded attempt's report hook calls (`replay`) go to the collector, so its
+    /// plugins count each test once, as the terminal does.
+    fn finish_test(
+        &mut self,
+        mut record: TestRecord,
+        replay: Option<Vec<serde_json::Value>>,
+        w: usize,
+        run: &mut Run,
+    ) -> Vec<Command> {
         let index = record.index;
         let failed = record.failed();
         let previous = run.failed_attempts.get(&index).map_or(0, Vec::len);
@@ -548,6 +559,10 @@ impl Dispatcher {
             return run.scheduler.retry(index, w);
         }
         record.earlier_attempts = run.failed_attempts.remove(&index).unwrap_or_default();
+        if let (Some(events), Some((_, peer))) = (replay, self.collector.as_mut()) {
+            let worker = record.worker.clone();
+            let _ = peer.send(&ToPython::Replay { worker, events });
+        }
         if failed {
             run.failures += record
                 .reports
@@ -750,6 +765,7 @@ impl Dispatcher {
                             workerinput,
                             collect_errors,
                             junit,
+                            replay,
                         },
                     ..
                 } => {
@@ -760,6 +776,7 @@ impl Dispatcher {
                         }
                     })?;
                     return Ok(Ok(Collection {
+                        replay,
                         collect_errors,
                         collect_junit: junit,
                         items,
@@ -1085,7 +1102,7 @@ impl Dispatcher {
             display: run.items[running].display.clone(),
         };
         let mut commands = run.scheduler.requeue(w, lost);
-        commands.extend(self.finish_test(record, w, run));
+        commands.extend(self.finish_test(record, None, w, run));
         commands
     }
 
@@ -1221,7 +1238,8 @@ impl Dispatcher {
         if run.results.not_run() > 0 && run.stop.is_none() {
             run.stop = Some(StopReason::NoWorkers);
         }
-        self.finish_collector()?;
+        let status = run_status(&run);
+        self.finish_collector(Some(status.code().into()))?;
         run.results
             .add_session_warnings(std::mem::take(&mut self.collector_warnings));
         let elapsed = self.started.elapsed();
@@ -1251,20 +1269,12 @@ impl Dispatcher {
         // Killed by someone else: its end of the session (plugins' reports) is lost.
         let collector_killed =
             !self.collector_signalled && self.collector_exit.and_then(|s| s.signal()).is_some();
-        let code = if matches!(run.stop, Some(StopReason::Interrupted)) {
-            ExitCode::Interrupted
-        } else if collector_killed {
-            ExitCode::InternalError
-        } else if let Some(StopReason::Exit(exit)) = &run.stop {
-            ExitCode::from_pytest(exit.returncode.unwrap_or(PYTEST_EXIT_DEFAULT))
-        } else if run.results.any_failed()
-            || run.results.not_run() > 0
-            || collector_failed
-            || matches!(run.stop, Some(StopReason::RunTimeout))
-        {
-            ExitCode::TestsFailed
-        } else {
-            ExitCode::Ok
+        let code = match (&run.stop, status) {
+            (Some(StopReason::Interrupted), _) => ExitCode::Interrupted,
+            _ if collector_killed => ExitCode::InternalError,
+            (Some(StopReason::Exit(_)), _) => status,
+            (_, ExitCode::Ok) if collector_failed => ExitCode::TestsFailed,
+            _ => status,
         };
         self.log_event(|log| log.run_end(&run.results, code.code().into(), elapsed));
         if run.settings.usepdb && !matches!(run.stop, Some(StopReason::Interrupted)) {
@@ -1306,7 +1316,7 @@ impl Dispatcher {
         if terminal && !settings.trace {
             return Ok(None);
         }
-        self.finish_collector()?;
+        self.finish_collector(None)?;
         if !terminal {
             return Err(RunError::NoTerminal { option });
         }
@@ -1367,10 +1377,11 @@ impl Dispatcher {
         }
     }
 
-    /// Tells the collector the run is over and waits for it to finish pytest's session.
-    fn finish_collector(&mut self) -> Result<(), RunError> {
+    /// Tells the collector the run is over (and how it ends, when that is known) and waits
+    /// for it to finish pytest's session.
+    fn finish_collector(&mut self, exitstatus: Option<i32>) -> Result<(), RunError> {
         if let Some((_, peer)) = self.collector.as_mut() {
-            let _ = peer.send(&ToPython::Stop);
+            let _ = peer.send(&ToPython::Stop { exitstatus });
         }
         while self.collector_exit.is_none() {
             match self.events.recv() {
@@ -1413,6 +1424,20 @@ fn collector_end(status: ExitStatus) -> String {
     match WorkerEnd::from_status(status) {
         WorkerEnd::Signal(signal) => format!("killed by {}", signals::name(signal)),
         end => end.describe(),
+    }
+}
+
+/// How the run ends as its workers and the controller saw it, before the collector finishes
+/// the session (which it is told, and which may still fail the run: see `Dispatcher::finish`).
+fn run_status(run: &Run) -> ExitCode {
+    match &run.stop {
+        Some(StopReason::Interrupted) => ExitCode::Interrupted,
+        Some(StopReason::Exit(exit)) => {
+            ExitCode::from_pytest(exit.returncode.unwrap_or(PYTEST_EXIT_DEFAULT))
+        }
+        Some(StopReason::RunTimeout) => ExitCode::TestsFailed,
+        _ if run.results.any_failed() || run.results.not_run() > 0 => ExitCode::TestsFailed,
+        _ => ExitCode::Ok,
     }
 }
 

@@ -264,6 +264,7 @@ mod tests {
                         warnings: Vec::new(),
                         junit: None,
                         exit: None,
+                        replay: None,
                     },
                     10..=14 => FromPython::Released {
                         indices: (0..next(4))
