@@ -7,16 +7,7 @@
 
 mod common;
 
-use common::{field, Output, Project};
-
-/// The `created: ...` line of `-v`.
-#[track_caller]
-fn created_line(out: &Output) -> &str {
-    out.stdout
-        .lines()
-        .find(|l| l.starts_with("created: "))
-        .unwrap_or_else(|| panic!("no 'created:' line with -v\n{}", out.context()))
-}
+use common::{created_line, field, Output, Project};
 
 /// Every (worker, db_name) pair the tests recorded.
 fn db_names(project: &Project, out: &Output) -> Vec<(String, String)> {

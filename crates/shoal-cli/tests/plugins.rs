@@ -7,15 +7,14 @@ mod common;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    ffi::OsString,
     fs,
     path::Path,
     time::{Duration, Instant},
 };
 
 use common::{
-    assert_no_rendezvous_timeout, assert_same_outcomes, field, plugins_python, shoal_bin,
-    workers_used, Output, Project, Run,
+    assert_no_rendezvous_timeout, assert_same_outcomes, field, plugin_pytest, plugin_shoal,
+    workers_used, Output, Project,
 };
 use serde_json::Value;
 
@@ -105,20 +104,6 @@ fn pytest_cov_fail_under_fails_the_run() {
 // pytest-randomly, pytest-rerunfailures, pytest-asyncio, hypothesis, pytest-django and
 // pytest-timeout. They live in a venv of their own (`.venv-plugins`, see
 // `common::plugins_python`): pytest-randomly shuffles every run in the venv it is installed in.
-
-/// `shoal --python <plugins python> <args>`.
-fn plugin_shoal<'p>(project: &'p Project, args: &[&str]) -> Run<'p> {
-    let mut all: Vec<OsString> = vec!["--python".into(), plugins_python().into()];
-    all.extend(args.iter().map(OsString::from));
-    project.program(shoal_bin(), all)
-}
-
-/// Serial pytest in the plugins venv: `<plugins python> -m pytest <args>`.
-fn plugin_pytest<'p>(project: &'p Project, args: &[&str]) -> Run<'p> {
-    let mut all: Vec<OsString> = vec!["-m".into(), "pytest".into()];
-    all.extend(args.iter().map(OsString::from));
-    project.program(plugins_python(), all)
-}
 
 /// The test records (those with a node id and `key`), as node id -> `record[key]`.
 #[track_caller]

@@ -4,16 +4,7 @@
 
 mod common;
 
-use common::{assert_same_outcomes, Output, Project};
-
-/// The `created: 2/2 workers (...)` line of `-v`.
-#[track_caller]
-fn created_line(out: &Output) -> &str {
-    out.stdout
-        .lines()
-        .find(|l| l.starts_with("created: "))
-        .unwrap_or_else(|| panic!("no 'created:' line with -v\n{}", out.context()))
-}
+use common::{assert_same_outcomes, created_line, Project};
 
 #[test]
 fn fork_is_the_default_start_method() {

@@ -4,23 +4,9 @@
 
 mod common;
 
-use std::{ffi::OsString, fs};
+use std::fs;
 
-use common::{plugins_python, shoal_bin, Project, Run};
-
-/// `shoal --python <plugins python> <args>`.
-fn plugin_shoal<'p>(project: &'p Project, args: &[&str]) -> Run<'p> {
-    let mut all: Vec<OsString> = vec!["--python".into(), plugins_python().into()];
-    all.extend(args.iter().map(OsString::from));
-    project.program(shoal_bin(), all)
-}
-
-/// Serial pytest in the plugins venv.
-fn plugin_pytest<'p>(project: &'p Project, args: &[&str]) -> Run<'p> {
-    let mut all: Vec<OsString> = vec!["-m".into(), "pytest".into()];
-    all.extend(args.iter().map(OsString::from));
-    project.program(plugins_python(), all)
-}
+use common::{plugin_pytest, plugin_shoal, Project};
 
 /// The lines the fixture's controlling-side hooks wrote, each kind sorted by worker.
 fn hook_events(project: &Project) -> Vec<String> {

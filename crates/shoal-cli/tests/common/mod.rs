@@ -14,7 +14,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    ffi::OsStr,
+    ffi::{OsStr, OsString},
     fmt::Write as _,
     fs,
     os::unix::process::CommandExt,
@@ -774,4 +774,27 @@ pub fn plugins_python() -> PathBuf {
         })
         .clone()
         .unwrap_or_else(|message| panic!("{message}"))
+}
+
+/// `shoal --python <plugins python> <args>`: a run in the plugin tests' venv.
+pub fn plugin_shoal<'p>(project: &'p Project, args: &[&str]) -> Run<'p> {
+    let mut all: Vec<OsString> = vec!["--python".into(), plugins_python().into()];
+    all.extend(args.iter().map(OsString::from));
+    project.program(shoal_bin(), all)
+}
+
+/// Serial pytest in the plugin tests' venv: `<plugins python> -m pytest <args>`.
+pub fn plugin_pytest<'p>(project: &'p Project, args: &[&str]) -> Run<'p> {
+    let mut all: Vec<OsString> = vec!["-m".into(), "pytest".into()];
+    all.extend(args.iter().map(OsString::from));
+    project.program(plugins_python(), all)
+}
+
+/// The `created: N/N workers (...)` line of `-v`.
+#[track_caller]
+pub fn created_line(out: &Output) -> &str {
+    out.stdout
+        .lines()
+        .find(|l| l.starts_with("created: "))
+        .unwrap_or_else(|| panic!("no 'created:' line with -v\n{}", out.context()))
 }
