@@ -935,7 +935,7 @@ def _warning_data(warning_message) -> dict:
         "class": [type(message).__module__, type(message).__qualname__]
         if isinstance(message, Warning)
         else None,
-        "args": _jsonable(list(message.args)) if isinstance(message, Warning) else None,
+        "args": _wire_value(list(message.args)) if isinstance(message, Warning) else None,
         "category": [category.__module__, category.__qualname__] if category else None,
         "filename": warning_message.filename,
         "lineno": warning_message.lineno,
