@@ -12,7 +12,7 @@ mod faults;
 use std::time::Duration;
 
 use common::{collected_ids, Output, Project};
-use faults::{assert_one_final_outcome, events, run_within};
+use faults::{assert_one_final_outcome, env_u64, events, run_within};
 
 const DEFAULT_SEED: u64 = 0x0bad_f4a3;
 const DEFAULT_RUNS: u64 = 12;
@@ -126,14 +126,5 @@ fn a_collection_with_unusable_values_is_a_clear_error() {
         assert_no_panic(&out);
         out.assert_code(3);
         assert!(out.stderr.contains(message), "{mark}\n{}", out.context());
-    }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    let text = std::env::var(name).ok()?;
-    let text = text.trim();
-    match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => text.parse().ok(),
     }
 }

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use common::{collected_ids, survivors, Output, Project};
 use faults::{
-    alive, assert_crashed, assert_one_final_outcome, crash_message, events, longrepr, of_kind,
-    run_end, run_within, summary_line, test_events, wait_for_records, Watchdog,
+    alive, assert_children_gone, assert_crashed, assert_one_final_outcome, crash_message, events,
+    longrepr, of_kind, run_end, run_within, summary_line, test_events, wait_for_records, Watchdog,
 };
 use serde_json::Value;
 
@@ -1025,13 +1025,7 @@ fn a_crashed_tests_child_process_does_not_outlive_the_run() {
     // wait() fails the test if the child survives.
     let (out, _) = run_within(run, RUN_LIMIT);
     out.assert_code(1);
-    for child in project
-        .take_records()
-        .iter()
-        .filter_map(|r| r["child"].as_i64())
-    {
-        assert!(!alive(child), "child {child} survived\n{}", out.context());
-    }
+    assert_children_gone(&project, &out);
 }
 
 #[test]

@@ -18,7 +18,7 @@ use std::{
 
 use common::{collected_ids, Project};
 use faults::{
-    alive, assert_crashed, assert_one_final_outcome, crash_message, events, peek_records,
+    alive, assert_crashed, assert_one_final_outcome, crash_message, env_u64, events, peek_records,
     pidfd_kill, pidfd_open, run_end, Watchdog,
 };
 
@@ -48,15 +48,6 @@ impl Rng {
 
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.next() as usize % items.len()]
-    }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    let text = std::env::var(name).ok()?;
-    let text = text.trim();
-    match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => text.parse().ok(),
     }
 }
 

@@ -10,7 +10,7 @@ mod faults;
 use std::time::{Duration, Instant};
 
 use common::{assert_same_outcomes, survivors, Output, Project};
-use faults::alive;
+use faults::{alive, assert_children_gone};
 
 #[track_caller]
 fn assert_nothing_survives(project: &Project, out: &Output) {
@@ -225,13 +225,7 @@ fn a_timeout_ends_a_test_that_left_the_workers_process_group() {
             "{}",
             out.context()
         );
-        for child in project
-            .take_records()
-            .iter()
-            .filter_map(|r| r["child"].as_i64())
-        {
-            assert!(!alive(child), "child {child} survived\n{}", out.context());
-        }
+        assert_children_gone(&project, &out);
     }
 }
 

@@ -324,3 +324,25 @@ pub fn summary_line<'a>(out: &'a Output, word: &str, nodeid: &str) -> Option<&'a
 pub fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
+
+/// A number from the environment, decimal or `0x` hex (seeds, run counts).
+pub fn env_u64(name: &str) -> Option<u64> {
+    let text = std::env::var(name).ok()?;
+    let text = text.trim();
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
+/// Every child process the fixture's tests recorded (`{"child": pid}`) is gone.
+#[track_caller]
+pub fn assert_children_gone(project: &Project, out: &Output) {
+    for child in project
+        .take_records()
+        .iter()
+        .filter_map(|r| r["child"].as_i64())
+    {
+        assert!(!alive(child), "child {child} survived\n{}", out.context());
+    }
+}
