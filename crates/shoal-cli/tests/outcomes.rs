@@ -134,7 +134,10 @@ fn verbose_lines_name_the_worker_and_progress() {
     out.assert_code(1);
     // `[gw0] [ 25%] PASSED test_one_failure.py::test_a`
     let mut seen = Vec::new();
-    for line in out.stdout.lines().filter(|l| l.starts_with("[gw")) {
+    // Only the progress lines: each failure section also begins with its worker's
+    // `[gw0] linux -- Python ...` line, as under xdist.
+    let progress = out.stdout.lines().take_while(|l| !l.contains(" FAILURES "));
+    for line in progress.filter(|l| l.starts_with("[gw")) {
         let (worker, rest) = line.split_once("] ").expect("[gwN] prefix");
         let n = worker.trim_start_matches("[gw");
         assert!(
