@@ -518,3 +518,48 @@ fn python_that_is_not_executable_exits_4_saying_so() {
     out.assert_code(4);
     assert!(out.stderr.contains("Not a directory"), "{}", out.context());
 }
+
+/// A conftest hook that raises outside any test is pytest's internal error: serial pytest
+/// prints `INTERNALERROR>` lines and exits 3. In a worker (a report hook) the run stops and
+/// exits 3 with the traceback shown; in the collector (xdist's `pytest_testnodedown`, which
+/// only the controlling side calls) the same.
+#[test]
+fn an_internal_error_in_a_worker_or_the_collector_exits_3_with_its_traceback() {
+    let project = Project::new("passing");
+    project.write(
+        "conftest.py",
+        "def pytest_runtest_logreport(report):\n    \
+             if report.when == 'call':\n        \
+                 raise ValueError('boom in a report hook')\n",
+    );
+    let expected = serial(&project, &[]);
+    expected.assert_code(3);
+    for start in ["fork", "spawn"] {
+        let out = shoal(&project, &["-n", "2", "--start", start]);
+        out.assert_code(3);
+        let text = out.all_output();
+        assert!(
+            text.contains("INTERNALERROR>") && text.contains("ValueError: boom in a report hook"),
+            "--start {start}\n{}",
+            out.context()
+        );
+        assert!(
+            text.contains("internal error in worker gw"),
+            "--start {start}\n{}",
+            out.context()
+        );
+    }
+    project.write(
+        "conftest.py",
+        "def pytest_testnodedown(node, error):\n    \
+             raise ValueError('boom in testnodedown')\n",
+    );
+    let out = shoal(&project, &["-n", "2"]);
+    out.assert_code(3);
+    assert!(
+        out.all_output()
+            .contains("INTERNALERROR> ValueError: boom in testnodedown"),
+        "{}",
+        out.context()
+    );
+}

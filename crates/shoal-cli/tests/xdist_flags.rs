@@ -8,14 +8,14 @@ use std::fs;
 
 use common::Project;
 
-/// ran.txt as (worker, node id, testrun_uid), in the order the tests finished.
-fn ran(project: &Project) -> Vec<(String, String, String)> {
+/// ran.txt as (worker, node id, testrun_uid, worker count), in the order the tests finished.
+fn ran(project: &Project) -> Vec<(String, String, String, String)> {
     let text = fs::read_to_string(project.path.join("ran.txt")).unwrap_or_default();
     text.lines()
         .map(|l| {
             let mut parts = l.split(' ').map(str::to_owned);
             let mut next = || parts.next().unwrap_or_default();
-            (next(), next(), next())
+            (next(), next(), next(), next())
         })
         .collect()
 }
@@ -32,10 +32,9 @@ fn xdist_flags_in_addopts_parse_and_take_effect() {
     out.assert_code(0);
     let ran = ran(&project);
     assert_eq!(ran.len(), 6, "{}", out.context());
-    let workers: std::collections::BTreeSet<&str> = ran.iter().map(|r| r.0.as_str()).collect();
-    assert_eq!(
-        workers.len(),
-        3,
+    // Which workers get a test is the scheduler's race; how many there are is not.
+    assert!(
+        ran.iter().all(|r| r.3 == "3"),
         "--tx 1*popen --tx 2*popen: 3 workers\n{}",
         out.context()
     );

@@ -124,6 +124,9 @@ pub enum FromPython {
     },
     /// The owner of a run-once fixture reached its teardown and waits for `fixture_release`.
     FixtureDone { name: String },
+    /// A worker's pytest hit an internal error (its `INTERNALERROR>` lines went to its
+    /// stderr); the run stops and exits 3, as pytest and xdist do.
+    InternalError,
     /// A worker's session finished; `workeroutput` is `config.workeroutput`.
     WorkerDone {
         #[serde(default)]

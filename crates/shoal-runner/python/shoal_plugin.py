@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 MAX_FRAME_LEN = 64 << 20
 _HEADER = struct.Struct(">I")
 # What a report carries at most, in bytes of UTF-8: each captured output or log section, and
@@ -268,6 +268,7 @@ class ShoalPlugin:
         self._nodes: dict = {}  # the collector's stand-ins for xdist's worker nodes
         self._exitstatus = None  # the run's, from the controller's stop
         self._known_warnings = 0  # in the finished collector's stats, already reported
+        self._configured_output: dict = {}  # workeroutput as collection left it, for forks
 
     def pytest_addhooks(self, pluginmanager):
         """xdist's hooks, whose own registration ``-p no:xdist`` skips: a conftest that
@@ -333,10 +334,28 @@ class ShoalPlugin:
         config.addinivalue_line(
             "markers", "resource(name, limit=1): at most `limit` such tests run at once"
         )
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_cmdline_main(self, config):
+        """Before any plugin configures: xdist's workers have ``workerinput`` and
+        ``workeroutput`` from the start, and plugins configure with them (pytest-metadata
+        is tryfirst, and registered after shoal)."""
         if self.worker is not None:
             _take_identity(config, self.worker)
         elif self.role == "collector":
             _watch_config(config)
+            # What the suite puts in config.workeroutput before the fork (pytest-metadata's
+            # metadata, while configuring) is what each xdist worker's own configure and
+            # collection put there: forked workers start with it (see _serve_forks).
+            config.workeroutput = {}
+
+    def pytest_internalerror(self):
+        """A worker's internal error ends the run, as under xdist (its text is on stderr)."""
+        if self.role == "worker" and self.channel is not None:
+            try:
+                self.channel.send({"type": "internal_error"})
+            except OSError:
+                pass  # the controller is gone: nobody to tell
 
     @pytest.hookimpl(tryfirst=True)  # before the terminal prints its header
     def pytest_sessionstart(self, session):
@@ -370,6 +389,7 @@ class ShoalPlugin:
             self._send_collection(session)
             os.environ.__class__ = _EnvironWatch.__mro__[1]  # collection is over
             _unwatch_config(config)
+            self._configured_output = config.__dict__.pop("workeroutput", {})
             self._warnings.clear()  # sent with the collection; forks must not send them again
             if self._serve_forks(session):
                 _end_as(session, self._exitstatus)
@@ -624,7 +644,10 @@ class ShoalPlugin:
         old_handler = signal.signal(signal.SIGCHLD, lambda *_: None)
         children: dict[int, str] = {}
         stopping = False
-        session.config.hook.pytest_xdist_setupnodes(config=session.config, specs=[])
+        # Without workers (-n 0) the run is plain pytest to plugins: no xdist node hooks.
+        nodes = self._distributed(session.config)
+        if nodes:
+            session.config.hook.pytest_xdist_setupnodes(config=session.config, specs=[])
         if self._replay_wanted:
             _hand_reporting_over(session.config)  # replayed reports must not print here
         while not stopping or children:
@@ -659,7 +682,10 @@ class ShoalPlugin:
                 self._node_down(session.config, msg)
             elif msg["type"] == "fork":
                 identity = msg["identity"]
-                node = self._nodes[identity["workerid"]] = _configured_node(session.config, identity)
+                node = _Node(session.config, identity["workerid"], workerinput=_workerinput(identity))
+                if nodes:
+                    session.config.hook.pytest_configure_node(node=node)
+                self._nodes[identity["workerid"]] = node
                 sys.stdout.flush()
                 sys.stderr.flush()
                 pid = os.fork()
@@ -674,7 +700,7 @@ class ShoalPlugin:
                     self.channel = Channel(self.channel.path)
                     self.role = "worker"
                     self.worker = {**identity, "workerinput": node.workerinput}
-                    _take_identity(session.config, self.worker)
+                    _take_identity(session.config, self.worker, self._configured_output)
                     if self._replay_wanted:
                         _drop_reporters(session.config, self)
                     _quiet_worker(session.config, self.worker)
@@ -684,7 +710,8 @@ class ShoalPlugin:
                     return False
                 children[pid] = identity["workerid"]
                 self.channel.send({"type": "forked", "worker": identity["workerid"], "pid": pid})
-                session.config.hook.pytest_testnodeready(node=node)
+                if nodes:
+                    session.config.hook.pytest_testnodeready(node=node)
         signal.set_wakeup_fd(old_wakeup)
         signal.signal(signal.SIGCHLD, old_handler)
         os.close(wake_r)
@@ -719,6 +746,8 @@ class ShoalPlugin:
     def _node_down(self, config, msg: dict) -> None:
         """A worker finished its session (or died): ``pytest_testnodedown`` on the controlling
         side, with what the worker put in ``config.workeroutput``, as xdist calls it."""
+        if not self._distributed(config):
+            return  # -n 0: plain pytest has no nodes
         node = self._node(config, msg["worker"])
         node.workeroutput = _from_wire(msg.get("workeroutput"))
         node.shutting_down = True
@@ -1229,8 +1258,9 @@ class _PhaseFile:
         struct.pack_into("<QB", self.map, 0, index, phase)
 
 
-def _take_identity(config, worker: dict) -> None:
-    """Give this process its worker identity, as pytest-xdist's workers have it."""
+def _take_identity(config, worker: dict, workeroutput: dict | None = None) -> None:
+    """Give this process its worker identity, as pytest-xdist's workers have it; a forked
+    worker's ``workeroutput`` starts as the collector's was at the fork."""
     if not worker.get("distributed"):
         return  # -n 0: look like plain pytest, as xdist does without workers
     wid = worker["workerid"]
@@ -1245,7 +1275,7 @@ def _take_identity(config, worker: dict) -> None:
         "mainargv": worker["mainargv"],
         **worker.get("workerinput", {}),
     }
-    config.workeroutput = {}
+    config.workeroutput = dict(workeroutput or {})
 
 
 def _xdist_compat_shims() -> None:
@@ -1389,7 +1419,8 @@ def _start_junitxml(config) -> None:
 
 
 def _silence_terminal(config) -> None:
-    """Workers and the finished collector print nothing: the controller owns the terminal."""
+    """Workers and the finished collector print nothing: the controller owns the terminal.
+    pytest's internal errors, which its reporter would print, go to stderr instead."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         from _pytest._io import TerminalWriter
@@ -1400,6 +1431,24 @@ def _silence_terminal(config) -> None:
     logxml = _logxml(config)
     if logxml is not None:
         logxml.logfile = os.devnull
+    if not config.pluginmanager.has_plugin(_INTERNAL_ERRORS):
+        config.pluginmanager.register(_InternalErrorsToStderr(), _INTERNAL_ERRORS)
+
+
+_INTERNAL_ERRORS = "shoal-internal-errors"
+
+
+class _InternalErrorsToStderr:
+    """A silenced process's INTERNALERROR lines, on stderr as pytest writes them when no
+    reporter takes them: the controller shows a worker's stderr, the collector's is the
+    terminal's. Without them a run would end with "crashed" and no reason."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_internalerror(self, excrepr):
+        for line in str(excrepr).split("\n"):
+            sys.stderr.write(f"INTERNALERROR> {line}\n")
+        sys.stderr.flush()
+        return True
 
 
 class _IdentityWatch:
@@ -1740,14 +1789,11 @@ def _auto_num_workers(config) -> int | None:
     return count if isinstance(count, int) and count > 0 else None
 
 
-def _configured_node(config, identity: dict):
-    """The node of a worker about to be forked, after plugins' ``pytest_configure_node``
-    added to its ``workerinput`` (the forked worker takes that as its own)."""
+def _workerinput(identity: dict) -> dict:
+    """A worker's ``workerinput`` before plugins' ``pytest_configure_node`` adds to it (a
+    forked worker takes its node's as its own)."""
     keys = ("workerid", "workercount", "testrunuid", "mainargv")
-    workerinput = {**{key: identity[key] for key in keys}, **identity.get("workerinput", {})}
-    node = _Node(config, identity["workerid"], workerinput=workerinput)
-    config.hook.pytest_configure_node(node=node)
-    return node
+    return {**{key: identity[key] for key in keys}, **identity.get("workerinput", {})}
 
 
 class _Gateway:
@@ -1771,7 +1817,8 @@ class _Gateway:
 class _Node:
     """A worker as the controlling side's xdist hooks see it (xdist's WorkerController):
     ``gateway.id``, ``workerid``, ``config``, ``workerinput``, ``nodemanager.roots`` (rsync
-    roots: none) and, once it is down, ``workeroutput``."""
+    roots: none) and, once it has finished its session, ``workeroutput`` (a crashed worker's
+    node has none, as under xdist)."""
 
     def __init__(self, config, workerid: str, workerinput=None) -> None:
         import types
@@ -1782,7 +1829,6 @@ class _Node:
         self.workerid = workerid
         self.workerinput = workerinput if workerinput is not None else {"workerid": workerid}
         self.shutting_down = False
-        self.workeroutput: dict = {}
         # pytest's reports render "[gw0] linux -- Python 3.x /path/python" from it; the
         # workers run this interpreter.
         self.workerinfo = {

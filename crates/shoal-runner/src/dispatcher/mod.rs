@@ -510,6 +510,14 @@ impl Dispatcher {
                 run.run_once.owner_done(name, w);
                 Vec::new()
             }
+            FromPython::InternalError => {
+                let worker = self.workers[w].id().to_owned();
+                if run.stop.is_none() {
+                    run.stop = Some(StopReason::InternalError(worker));
+                    return Ok(run.scheduler.stop());
+                }
+                Vec::new()
+            }
             FromPython::WorkerDone {
                 workeroutput,
                 junit_properties,
@@ -1261,17 +1269,17 @@ impl Dispatcher {
             &self.plugin_summary,
             elapsed,
         );
-        // A plugin can fail the run from the collector (pytest-cov's --cov-fail-under).
-        let collector_failed = self
-            .collector_exit
-            .and_then(|s| s.code())
-            .is_some_and(|c| c != 0);
+        // A plugin can fail the run from the collector (pytest-cov's --cov-fail-under), or
+        // raise in a hook there: pytest's internal error, as under xdist's controller.
+        let collector_code = self.collector_exit.and_then(|s| s.code());
+        let collector_failed = collector_code.is_some_and(|c| c != 0);
+        let collector_broke = collector_code == Some(ExitCode::InternalError.code().into());
         // Killed by someone else: its end of the session (plugins' reports) is lost.
         let collector_killed =
             !self.collector_signalled && self.collector_exit.and_then(|s| s.signal()).is_some();
         let code = match (&run.stop, status) {
             (Some(StopReason::Interrupted), _) => ExitCode::Interrupted,
-            _ if collector_killed => ExitCode::InternalError,
+            _ if collector_killed || collector_broke => ExitCode::InternalError,
             (Some(StopReason::Exit(_)), _) => status,
             (_, ExitCode::Ok) if collector_failed => ExitCode::TestsFailed,
             _ => status,
@@ -1432,6 +1440,7 @@ fn collector_end(status: ExitStatus) -> String {
 fn run_status(run: &Run) -> ExitCode {
     match &run.stop {
         Some(StopReason::Interrupted) => ExitCode::Interrupted,
+        Some(StopReason::InternalError(_)) => ExitCode::InternalError,
         Some(StopReason::Exit(exit)) => {
             ExitCode::from_pytest(exit.returncode.unwrap_or(PYTEST_EXIT_DEFAULT))
         }

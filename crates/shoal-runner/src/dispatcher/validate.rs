@@ -122,6 +122,7 @@ pub fn worker_message(
         | FromPython::FixtureReady { .. }
         | FromPython::FixtureFailed { .. }
         | FromPython::FixtureDone { .. }
+        | FromPython::InternalError
         | FromPython::WorkerDone { .. } => Ok(()),
         FromPython::Hello { .. }
         | FromPython::Collected { .. }

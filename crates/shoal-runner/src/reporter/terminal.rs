@@ -71,6 +71,8 @@ pub enum StopReason {
     RunTimeout,
     /// A test called `pytest.exit()`.
     Exit(SessionExit),
+    /// pytest hit an internal error in this worker.
+    InternalError(String),
 }
 
 impl StopReason {
@@ -415,6 +417,7 @@ impl Terminal {
             StopReason::Interrupted => "KeyboardInterrupt".to_owned(),
             StopReason::RunTimeout => "the run exceeded --run-timeout".to_owned(),
             StopReason::Exit(exit) => exit.message.clone(),
+            StopReason::InternalError(worker) => format!("internal error in worker {worker}"),
         };
         // pytest's stats line has no place for tests that never ran: they are counted here.
         let title = match results.not_run() {
