@@ -643,6 +643,7 @@ class ShoalPlugin:
         old_wakeup = signal.set_wakeup_fd(wake_w)
         old_handler = signal.signal(signal.SIGCHLD, lambda *_: None)
         children: dict[int, str] = {}
+        collector = os.getpid()
         stopping = False
         # Without workers (-n 0) the run is plain pytest to plugins: no xdist node hooks.
         nodes = self._distributed(session.config)
@@ -695,7 +696,7 @@ class ShoalPlugin:
                     signal.set_wakeup_fd(-1)
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                     self.channel.sock.close()
-                    _start_worker_under_keeper()
+                    _start_worker_under_keeper(collector)
                     _send_output_to_controller(session.config, self.channel.path, msg["identity"])
                     self.channel = Channel(self.channel.path)
                     self.role = "worker"
@@ -1138,8 +1139,8 @@ def _measure_coverage_as_worker(config) -> None:
 _KEEPER_IGNORES = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGTSTP, signal.SIGQUIT}
 
 
-def _start_worker_under_keeper() -> None:
-    """Split this process in two: the worker, which returns from here to run the tests, and
+def _start_worker_under_keeper(parent: int) -> None:
+    """Split this process, a child of ``parent``, in two: the worker, which returns from here to run the tests, and
     its keeper, the worker's parent, which never returns.
 
     The keeper makes a process group for the worker and leaves it again, so the controller can
@@ -1152,16 +1153,17 @@ def _start_worker_under_keeper() -> None:
     status. It runs none of the suite's code, so it may reap any child it gets.
     """
     os.setpgid(0, 0)
-    _die_with_parent()
+    _die_with_parent(parent)
     if sys.platform == "linux":
         import ctypes
 
         PR_SET_CHILD_SUBREAPER = 36
         ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1)
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, _KEEPER_IGNORES)
+    keeper = os.getpid()
     worker = os.fork()
     if worker == 0:
-        _die_with_parent()
+        _die_with_parent(keeper)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         return
@@ -1175,12 +1177,16 @@ def _start_worker_under_keeper() -> None:
     _keep(worker)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL when ``parent`` ends; at once if it already has (it may end between the fork
+    and this call, and the kernel would then never send the signal)."""
     if sys.platform == "linux":
         import ctypes
 
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _keep(worker: int) -> None:
@@ -1936,7 +1942,7 @@ def main(argv: list[str]) -> int:
         plugins = [ShoalPlugin(None, role, None), _Foreground(identity), sys.modules[__name__]]
         return int(_pytest_main([*_NO_XDIST, *argv[3:]], plugins))
     if role == "worker":
-        _start_worker_under_keeper()
+        _start_worker_under_keeper(os.getppid())
     if role == "collector":
         os.environ.__class__ = _EnvironWatch
     if role == "worker":

@@ -213,12 +213,17 @@ impl Interpreter {
             .arg(role)
             .arg(identity)
             .args(args);
-        // SAFETY: prctl is async-signal-safe; it makes the child die with the controller, so a
-        // killed shoal leaves no Python behind.
+        // SAFETY: prctl, getppid and _exit are async-signal-safe; they make the child die with
+        // the controller, so a killed shoal leaves no Python behind, also when it ends
+        // between the fork and the prctl (the kernel would then never send the signal).
+        let controller = std::process::id() as libc::pid_t;
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 #[cfg(target_os = "linux")]
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() != controller {
+                    libc::_exit(1);
+                }
                 Ok(())
             });
         }
