@@ -229,6 +229,20 @@ fn pytest_randomly_default_seed_reaches_spawned_workers() {
         "workers did not use the seed the header shows ({seed})\n{}",
         out.context()
     );
+    // -n 0 has no xdist worker, whose workerinput would carry the seed.
+    let out = plugin_shoal(
+        &project,
+        &["-n", "0", "--start", "spawn", "-p", "no:cacheprovider"],
+    )
+    .run();
+    out.assert_code(0);
+    let seed = header_seed(&out).to_string();
+    assert_eq!(
+        by_nodeid(&project.take_records(), "random"),
+        serial_randoms(&project, &seed),
+        "-n 0: the worker did not use the seed the header shows ({seed})\n{}",
+        out.context()
+    );
 }
 
 /// The node ids in the order a run's tests recorded themselves.

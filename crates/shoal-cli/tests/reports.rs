@@ -959,6 +959,25 @@ fn durations_lists_the_slowest_phases_like_pytest() {
         .shoal(["-n", "2", "-p", "no:cacheprovider", "--durations=3"])
         .run();
     out.assert_code(0);
+    // A conftest that reads reports makes the collecting process replay them: pytest's own
+    // durations section must still print once, with or without workers.
+    let replayed = Project::new("reports_durations");
+    replayed.write(
+        "conftest.py",
+        "def pytest_runtest_logreport(report):\n    pass\n",
+    );
+    for workers in ["2", "0"] {
+        let again = replayed
+            .shoal(["-n", workers, "-p", "no:cacheprovider", "--durations=3"])
+            .run();
+        again.assert_code(0);
+        assert_eq!(
+            again.stdout.matches(" slowest 3 durations ").count(),
+            1,
+            "-n {workers}\n{}",
+            again.context()
+        );
+    }
     for output in [&serial, &out] {
         let section = durations_section(output, "slowest 3 durations");
         let entries: Vec<(f64, String, String)> = section

@@ -42,6 +42,33 @@ fn a_conftest_implementing_xdist_hooks_loads_and_its_hooks_are_called() {
 }
 
 #[test]
+fn pytest_testnodedown_hears_of_a_crashed_worker_with_an_error() {
+    let project = Project::new("xdist_hooks");
+    project.write(
+        "test_crash.py",
+        "import os\n\n\ndef test_crash():\n    os._exit(1)\n",
+    );
+    let out = project.shoal(["-n", "2", "-q"]).run();
+    out.assert_code(1);
+    let events = hook_events(&project);
+    let crashed: Vec<&String> = events.iter().filter(|l| l.contains(" crashed ")).collect();
+    assert_eq!(crashed.len(), 1, "{events:?}\n{}", out.context());
+    // No workeroutput, and the error says how the worker ended.
+    assert!(
+        crashed[0].contains(" crashed False: worker 'gw") && crashed[0].contains("exit code 1"),
+        "{events:?}"
+    );
+    // Every node that came up (a replacement, if one was needed) goes down once.
+    let count = |kind: &str| events.iter().filter(|l| l.starts_with(kind)).count();
+    assert_eq!(
+        count("down "),
+        count("ready "),
+        "{events:?}\n{}",
+        out.context()
+    );
+}
+
+#[test]
 fn pytest_xdist_auto_num_workers_decides_n_auto() {
     let project = Project::new("xdist_hooks");
     let out = project
@@ -67,46 +94,57 @@ fn snapshot_files(project: &Project) -> Vec<String> {
     names
 }
 
+/// The fixture has one snapshot file whose test is gone: serial pytest reports it unused
+/// (exit 1), and --snapshot-update deletes that file alone. Under `-n 0` too, where the
+/// collecting process must not judge every snapshot unused (and delete it) for having run
+/// no test.
 #[test]
 fn syrupy_compares_keeps_used_snapshots_and_finds_the_unused_one() {
-    // The fixture has one snapshot file whose test is gone: serial pytest reports it unused
-    // (exit 1), and --snapshot-update deletes that file alone.
     let serial = plugin_pytest(&Project::new("plugin_syrupy"), &["-q", "-p", "no:randomly"]).run();
     serial.assert_code(1);
-    let project = Project::new("plugin_syrupy");
-    let out = plugin_shoal(&project, &["-n", "2", "-q"]).run();
-    out.assert_code(1);
-    assert!(
-        out.all_output()
-            .contains("3 snapshots passed. 1 snapshot unused."),
-        "{}",
-        out.context()
-    );
-    plugin_shoal(&project, &["-n", "2", "-q", "--snapshot-update"])
-        .run()
-        .assert_code(0);
-    assert_eq!(snapshot_files(&project), ["test_snap.ambr"]);
-    let clean = plugin_shoal(&project, &["-n", "2", "-q"]).run();
-    clean.assert_code(0);
-    assert!(
-        clean.all_output().contains("3 snapshots passed."),
-        "{}",
-        clean.context()
-    );
-    // A changed snapshot fails its test.
-    let ambr = project.path.join("tests/__snapshots__/test_snap.ambr");
-    let text = fs::read_to_string(&ambr)
-        .unwrap()
-        .replace("'two'", "'deux'");
-    fs::write(&ambr, text).unwrap();
-    let changed = plugin_shoal(&project, &["-n", "2", "-q"]).run();
-    changed.assert_code(1);
-    assert_eq!(
-        changed.stats().get("failed"),
-        Some(&1),
-        "{}",
-        changed.context()
-    );
+    for (workers, start) in [("2", "fork"), ("0", "fork"), ("0", "spawn")] {
+        let project = Project::new("plugin_syrupy");
+        let run = |extra: &[&str]| {
+            let mut args = vec!["-n", workers, "--start", start, "-q"];
+            args.extend_from_slice(extra);
+            plugin_shoal(&project, &args).run()
+        };
+        let out = run(&[]);
+        out.assert_code(1);
+        assert!(
+            out.all_output()
+                .contains("3 snapshots passed. 1 snapshot unused."),
+            "{}",
+            out.context()
+        );
+        run(&["--snapshot-update"]).assert_code(0);
+        assert_eq!(
+            snapshot_files(&project),
+            ["test_snap.ambr"],
+            "-n {workers} --start {start}"
+        );
+        let clean = run(&[]);
+        clean.assert_code(0);
+        assert!(
+            clean.all_output().contains("3 snapshots passed."),
+            "{}",
+            clean.context()
+        );
+        // A changed snapshot fails its test.
+        let ambr = project.path.join("tests/__snapshots__/test_snap.ambr");
+        let text = fs::read_to_string(&ambr)
+            .unwrap()
+            .replace("'two'", "'deux'");
+        fs::write(&ambr, text).unwrap();
+        let changed = run(&[]);
+        changed.assert_code(1);
+        assert_eq!(
+            changed.stats().get("failed"),
+            Some(&1),
+            "{}",
+            changed.context()
+        );
+    }
 }
 
 #[test]
@@ -116,6 +154,13 @@ fn pytest_benchmark_runs_under_n0_as_under_plain_pytest() {
     out.assert_code(0);
     assert!(
         !out.all_output().contains("automatically disabled"),
+        "{}",
+        out.context()
+    );
+    // Its table, from the worker that ran the benchmarks, once, as plain pytest prints it.
+    assert_eq!(
+        out.stdout.matches("benchmark: 2 tests").count(),
+        1,
         "{}",
         out.context()
     );

@@ -158,11 +158,14 @@ pub enum ToPython {
         worker: String,
         events: Vec<serde_json::Value>,
     },
-    /// To the collector: a worker finished its session; `workeroutput` is its
-    /// `config.workeroutput`, for xdist's `pytest_testnodedown` on the controlling side.
+    /// To the collector: a worker finished its session (`workeroutput` is its
+    /// `config.workeroutput`) or crashed (`error` says how, and there is no workeroutput),
+    /// for xdist's `pytest_testnodedown` on the controlling side.
     NodeDown {
         worker: String,
-        workeroutput: serde_json::Value,
+        workeroutput: Option<serde_json::Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     /// To a worker: append these collection indices to its queue.
     Run { indices: Vec<usize> },

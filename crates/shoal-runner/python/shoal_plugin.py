@@ -342,6 +342,11 @@ class ShoalPlugin:
         is tryfirst, and registered after shoal)."""
         if self.worker is not None:
             _take_identity(config, self.worker)
+            seed = self.worker.get("workerinput", {}).get("randomly_seed")
+            if seed is not None and not hasattr(config, "workerinput"):
+                # -n 0, spawned: pytest-randomly reads the seed from workerinput only in
+                # xdist's workers; this one must shuffle as the collector did.
+                config.option.randomly_seed = seed
         elif self.role == "collector":
             _watch_config(config)
             # What the suite puts in config.workeroutput before the fork (pytest-metadata's
@@ -514,6 +519,11 @@ class ShoalPlugin:
     def pytest_sessionfinish(self, session):
         """Once every other plugin has finished the session (pytest's runner tears down what
         is left of the session fixtures), the worker is done: a kill after this loses nothing."""
+        if self.role == "worker" and self.worker is not None:
+            _syrupy_reports_as_a_worker(session.config, self.worker)
+            if not self.worker.get("distributed"):
+                _worker_summaries_only(session.config)
+                self._forward_summary = True
         result = yield
         if self.role == "worker" and self.worker is not None:
             self.channel.send(
@@ -747,12 +757,18 @@ class ShoalPlugin:
     def _node_down(self, config, msg: dict) -> None:
         """A worker finished its session (or died): ``pytest_testnodedown`` on the controlling
         side, with what the worker put in ``config.workeroutput``, as xdist calls it."""
-        if not self._distributed(config):
-            return  # -n 0: plain pytest has no nodes
         node = self._node(config, msg["worker"])
-        node.workeroutput = _from_wire(msg.get("workeroutput"))
+        if msg.get("workeroutput") is not None:
+            node.workeroutput = _from_wire(msg["workeroutput"])  # a crashed worker's has none
         node.shutting_down = True
-        config.hook.pytest_testnodedown(node=node, error=msg.get("error"))
+        hook = config.hook.pytest_testnodedown
+        if not self._distributed(config):
+            # -n 0: plain pytest has no nodes, but syrupy's worker report must come here.
+            hook = config.pluginmanager.subset_hook_caller(
+                "pytest_testnodedown",
+                [impl.plugin for impl in hook.get_hookimpls() if not _is_syrupy(impl.plugin)],
+            )
+        hook(node=node, error=msg.get("error"))
 
     def _replay_events(self, session, msg) -> None:
         """One test's report hook calls, made again here as pytest-xdist's controller makes
@@ -927,6 +943,11 @@ def _hand_reporting_over(config) -> None:
     for name in _PYTEST_SUMMARIES:
         if reporter is not None and hasattr(reporter, name):
             setattr(reporter, name, lambda *args, **kwargs: None)
+    # pytest's other summaries (--durations) would read the replayed reports.
+    hook = config.hook.pytest_terminal_summary
+    for impl in hook.get_hookimpls():
+        if impl.plugin is not reporter and _plugin_package(impl.plugin) == "_pytest":
+            hook._remove_plugin(impl.plugin)
 
 
 # pytest's own terminal summary sections, all in the controller's terminal.
@@ -1300,6 +1321,48 @@ def _one_benchmark_warning(config) -> None:
     benchmarks = getattr(config, "_benchmarksession", None)
     if benchmarks is not None and hasattr(benchmarks, "xdist_benchmark_found"):
         benchmarks.xdist_benchmark_found = False
+
+
+def _plugin_package(plugin) -> str:
+    module = plugin.__name__ if isinstance(plugin, type(sys)) else type(plugin).__module__
+    return module.partition(".")[0]
+
+
+def _is_syrupy(plugin) -> bool:
+    return _plugin_package(plugin) == "syrupy"
+
+
+def _worker_summaries_only(config) -> None:
+    """``-n 0`` is plain pytest: what plugins print in the worker's terminal summary (the
+    pytest-benchmark table; the worker ran the benchmarks) is forwarded, as the finished
+    collector's is. Not pytest's own sections (the controller prints those) nor pytest-cov's
+    table, which the collector makes from every worker's data."""
+    _hand_reporting_over(config)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.stats = {}  # the controller reports tests and warnings itself
+    hook = config.hook.pytest_terminal_summary
+    for impl in hook.get_hookimpls():
+        if _plugin_package(impl.plugin) == "pytest_cov":
+            hook._remove_plugin(impl.plugin)
+
+
+def _syrupy_reports_as_a_worker(config, worker: dict) -> None:
+    """Under ``-n 0``, syrupy in the worker publishes its report as in an xdist worker.
+
+    syrupy learns which snapshots were used in the process that ran the tests, and judges
+    every other one unused (``--snapshot-update`` deletes them) where the session ends. Under
+    xdist each worker hands its report to the controller through ``config.workeroutput`` and
+    ``pytest_testnodedown``. shoal's ``-n 0`` worker is plain pytest to plugins, so syrupy
+    would judge twice: rightly in the worker and, in the collecting process, where no test
+    ran, that every snapshot is unused. So this worker publishes instead of judging, and the
+    collector (which ends the session) merges it, as under ``-n 2``."""
+    syrupy_session = sys.modules.get("syrupy.session")
+    if worker.get("distributed") or not hasattr(syrupy_session, "is_xdist_worker"):
+        return
+    syrupy_session.is_xdist_worker = lambda: True
+    if not hasattr(config, "workeroutput"):
+        config.workeroutput = {}
 
 
 def _quiet_worker(config, worker: dict) -> None:

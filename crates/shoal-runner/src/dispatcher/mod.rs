@@ -510,6 +510,12 @@ impl Dispatcher {
                 run.run_once.owner_done(name, w);
                 Vec::new()
             }
+            // -n 0's worker, plain pytest, shows what plugins print in its summary.
+            FromPython::TerminalSummary { text, warnings } => {
+                self.plugin_summary.push_str(&text);
+                self.collector_warnings.extend(warnings);
+                Vec::new()
+            }
             FromPython::InternalError => {
                 let worker = self.workers[w].id().to_owned();
                 if run.stop.is_none() {
@@ -526,7 +532,7 @@ impl Dispatcher {
                 run.results.add_junit_properties(junit_properties);
                 run.results.add_session_warnings(warnings);
                 self.workers[w].done = true;
-                self.node_down(w, workeroutput);
+                self.node_down(w, Ok(workeroutput));
                 Vec::new()
             }
             // validate::worker_message refused every other kind.
@@ -996,6 +1002,11 @@ impl Dispatcher {
             return Vec::new();
         }
         worker.accounted = true;
+        if !worker.done {
+            let error = format!("worker '{}' crashed ({})", worker.id(), end.describe());
+            self.node_down(w, Err(error));
+        }
+        let worker = &mut self.workers[w];
         // pytest's own ways for a session to end; anything else after it is worth a word.
         let pytest_end = matches!(end, WorkerEnd::Code(0 | 1 | 2 | 5))
             || run
@@ -1372,15 +1383,20 @@ impl Dispatcher {
         }
     }
 
-    /// Hands a finished worker's `config.workeroutput` to the collector, which calls xdist's
-    /// `pytest_testnodedown` with it (plugins such as syrupy merge their workers' results
-    /// there). A collector already gone has no one to tell.
-    fn node_down(&mut self, w: usize, workeroutput: serde_json::Value) {
+    /// Hands a finished worker's `config.workeroutput`, or how a crashed one ended, to the
+    /// collector, which calls xdist's `pytest_testnodedown` with it (plugins such as syrupy
+    /// merge their workers' results there). A collector already gone has no one to tell.
+    fn node_down(&mut self, w: usize, end: Result<serde_json::Value, String>) {
         if let Some((_, peer)) = self.collector.as_mut() {
             let worker = self.workers[w].identity.workerid.clone();
+            let (workeroutput, error) = match end {
+                Ok(workeroutput) => (Some(workeroutput), None),
+                Err(error) => (None, Some(error)),
+            };
             let _ = peer.send(&ToPython::NodeDown {
                 worker,
                 workeroutput,
+                error,
             });
         }
     }

@@ -123,10 +123,10 @@ pub fn worker_message(
         | FromPython::FixtureFailed { .. }
         | FromPython::FixtureDone { .. }
         | FromPython::InternalError
+        | FromPython::TerminalSummary { .. }
         | FromPython::WorkerDone { .. } => Ok(()),
         FromPython::Hello { .. }
         | FromPython::Collected { .. }
-        | FromPython::TerminalSummary { .. }
         | FromPython::Forked { .. }
         | FromPython::WorkerExited { .. } => Err(format!(
             "an unexpected message ({})",
