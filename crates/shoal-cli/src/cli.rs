@@ -148,7 +148,7 @@ pub fn parse(argv: Vec<String>) -> Result<RunOptions, clap::Error> {
         dist: cli.dist,
         maxprocesses: cli.maxprocesses,
         start: cli.start,
-        failure_output: cli.failure_output.unwrap_or_default(),
+        failure_output: cli.failure_output,
         report_json: cli.report_json,
         timeout: cli.timeout,
         run_timeout: cli.run_timeout,

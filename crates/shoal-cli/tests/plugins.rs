@@ -1007,3 +1007,58 @@ fn a_conftests_sessionfinish_receives_the_exit_status_of_pytest_exit() {
         );
     }
 }
+
+#[test]
+fn pytest_split_stores_the_durations_of_every_test_as_serial_pytest_and_xdist() {
+    // pytest-split reads the reports where the session ends (xdist's controller).
+    assert_same_report(
+        &["--store-durations", "--durations-path=durations.json"],
+        &[("shoal -n 0", true, &["-n", "0"])],
+        |project, _| {
+            let stored = read_json(&project.path.join("durations.json"));
+            let nodeids: BTreeSet<&String> = stored.as_object().unwrap().keys().collect();
+            serde_json::json!(nodeids)
+        },
+    );
+}
+
+/// pytest-sugar (active in a terminal, or with `--force-sugar`) gives every phase a category
+/// for its own reporter; shoal's terminal, which replaces that reporter, counts as pytest.
+#[test]
+fn pytest_sugar_leaves_shoals_counts_as_serial_pytests() {
+    let project = Project::new("reporting");
+    let quiet = ["-p", "no:randomly", "-p", "no:cacheprovider"];
+    let serial = plugin_pytest(&project, &[&quiet[..], &["-p", "no:sugar"]].concat()).run();
+    serial.assert_code(1);
+    for start in ["fork", "spawn"] {
+        let args = [&quiet[..], &["-n", "2", "--start", start, "--force-sugar"]].concat();
+        let out = plugin_shoal(&project, &args).run();
+        out.assert_code(1);
+        assert_eq!(out.stats(), serial.stats(), "{}", out.context());
+        assert!(out.stdout.contains("= FAILURES ="), "{}", out.context());
+    }
+}
+
+/// pytest-instafail's `--instafail` is shoal's `--failure-output immediate`: each failure is
+/// shown as its test ends, and no FAILURES section comes at the end; `--failure-output`
+/// given on the command line wins.
+#[test]
+fn pytest_instafail_shows_failures_as_they_happen() {
+    let project = Project::new("reporting");
+    let quiet = ["-p", "no:randomly", "-p", "no:cacheprovider", "-n", "2"];
+    let out = plugin_shoal(&project, &[&quiet[..], &["--instafail"]].concat()).run();
+    out.assert_code(1);
+    let text = &out.stdout;
+    let shown = text
+        .find("assert 1 == 2")
+        .unwrap_or_else(|| panic!("{}", out.context()));
+    let summary = text
+        .find("short test summary info")
+        .unwrap_or_else(|| panic!("{}", out.context()));
+    assert!(shown < summary, "{}", out.context());
+    assert!(!text.contains("= FAILURES ="), "{}", out.context());
+    let end = [&quiet[..], &["--instafail", "--failure-output", "end"]].concat();
+    let out = plugin_shoal(&project, &end).run();
+    out.assert_code(1);
+    assert!(out.stdout.contains("= FAILURES ="), "{}", out.context());
+}

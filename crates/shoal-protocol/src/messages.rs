@@ -303,6 +303,9 @@ pub struct PytestSettings {
     /// `--trace`: the controller runs the selection under pdb, on its terminal.
     #[serde(default)]
     pub trace: bool,
+    /// pytest-instafail's `--instafail`: failures are shown as they happen.
+    #[serde(default)]
+    pub instafail: bool,
     /// What a plugin's `pytest_xdist_auto_num_workers` returned: the worker count of
     /// `-n auto` / `-n logical`.
     #[serde(default)]

@@ -192,9 +192,20 @@ def _wants_passes(config) -> bool:
     return "P" in _reportopt(config)
 
 
+@functools.lru_cache(maxsize=1)
+def _teststatus_hook(config):
+    """``pytest_report_teststatus`` without pytest-sugar's answers, which are for its own
+    terminal reporter (a category for every phase, passing setups included, that it then
+    filters): shoal's terminal replaces that reporter, and counts tests as pytest does."""
+    sugar = config.pluginmanager.get_plugin("sugar")
+    if sugar is None:
+        return config.hook.pytest_report_teststatus
+    return config.pluginmanager.subset_hook_caller("pytest_report_teststatus", [sugar])
+
+
 def _report(config, rep, reports) -> dict:
     """What the controller needs of one phase report: status words, timing, rendered text."""
-    status = config.hook.pytest_report_teststatus(report=rep, config=config)
+    status = _teststatus_hook(config)(report=rep, config=config)
     if status is None:  # -p no:terminal: the terminal plugin's own answer is the default
         from _pytest.terminal import pytest_report_teststatus
 
@@ -522,7 +533,7 @@ class ShoalPlugin:
         if self.role == "worker" and self.worker is not None:
             _syrupy_reports_as_a_worker(session.config, self.worker)
             if not self.worker.get("distributed"):
-                _worker_summaries_only(session.config)
+                _worker_summaries_only(session.config, self)
                 self._forward_summary = True
         result = yield
         if self.role == "worker" and self.worker is not None:
@@ -617,6 +628,7 @@ class ShoalPlugin:
                     else None,
                     "usepdb": bool(getattr(config.option, "usepdb", False)),
                     "trace": bool(getattr(config.option, "trace", False)),
+                    "instafail": bool(getattr(config.option, "instafail", False)),
                     "auto_num_workers": _auto_num_workers(config),
                     "loadscope_reorder": config.option.loadscopereorder,
                     "testrunuid": config.option.testrunuid,
@@ -1332,19 +1344,23 @@ def _is_syrupy(plugin) -> bool:
     return _plugin_package(plugin) == "syrupy"
 
 
-def _worker_summaries_only(config) -> None:
-    """``-n 0`` is plain pytest: what plugins print in the worker's terminal summary (the
-    pytest-benchmark table; the worker ran the benchmarks) is forwarded, as the finished
-    collector's is. Not pytest's own sections (the controller prints those) nor pytest-cov's
-    table, which the collector makes from every worker's data."""
+def _worker_summaries_only(config, shoal) -> None:
+    """Under ``-n 0``, the terminal summaries of plugins that keep their results in the process
+    that ran the tests (pytest-benchmark's table) are forwarded from the worker, as the
+    finished collector's are. Every other summary (a conftest's, pytest-html's "generated"
+    line, pytest-cov's table) is the collecting process's, which the replay fed: printed once."""
     _hand_reporting_over(config)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.stats = {}  # the controller reports tests and warnings itself
     hook = config.hook.pytest_terminal_summary
     for impl in hook.get_hookimpls():
-        if _plugin_package(impl.plugin) == "pytest_cov":
+        if impl.plugin not in (shoal, reporter) and _plugin_package(impl.plugin) not in _WORKER_SUMMARIES:
             hook._remove_plugin(impl.plugin)
+
+
+# Plugins whose terminal summary only the process that ran the tests can print.
+_WORKER_SUMMARIES = ("pytest_benchmark",)
 
 
 def _syrupy_reports_as_a_worker(config, worker: dict) -> None:

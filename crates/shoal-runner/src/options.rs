@@ -158,7 +158,9 @@ pub struct RunOptions {
     pub dist: Option<Dist>,
     pub maxprocesses: Option<usize>,
     pub start: Option<StartMethod>,
-    pub failure_output: FailureOutput,
+    /// `--failure-output`; without it, `immediate` when pytest-instafail's `--instafail` is
+    /// given (shoal's terminal does that plugin's job), else `end`.
+    pub failure_output: Option<FailureOutput>,
     /// `--report-json`: a file for JSON events, or `-` for stdout.
     pub report_json: Option<String>,
     /// `--timeout`: seconds a test may run before its worker is stopped.
@@ -337,6 +339,7 @@ mod tests {
             junit: None,
             usepdb: false,
             trace: false,
+            instafail: false,
             auto_num_workers: None,
             loadscope_reorder: true,
             testrunuid: None,

@@ -36,7 +36,7 @@ use self::{
 use crate::{
     connection::{self, ConnId, Event, Peer, Process},
     durations::DurationStore,
-    options::{Dist, RunOptions, StartMethod},
+    options::{Dist, FailureOutput, RunOptions, StartMethod},
     python::{Interpreter, PLUGIN_UNTRUSTED_EXIT, PYTEST_MISSING_EXIT, VERSIONS_UNSUPPORTED_EXIT},
     reporter::{cache, events::EventLog, junit, StopReason, Terminal},
     results::{crash_report, Results, TestRecord},
@@ -264,7 +264,11 @@ impl Dispatcher {
         let events_on_stdout = options.report_json.as_deref() == Some("-");
         let mut terminal = Terminal::new(
             (*settings).clone(),
-            options.failure_output,
+            options.failure_output.unwrap_or(if settings.instafail {
+                FailureOutput::Immediate
+            } else {
+                FailureOutput::End
+            }),
             events_on_stdout,
         );
         let ids: Vec<String> = (0..count).map(|n| format!("gw{n}")).collect();
