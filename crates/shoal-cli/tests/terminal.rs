@@ -1323,3 +1323,22 @@ fn keyboard_interrupt_in_a_test_stops_the_run_like_pytest() {
     out.assert_code(2);
     assert_eq!(after_separator(&out), want, "{}", out.context());
 }
+
+/// `-p no:terminal` prints nothing under pytest, and nothing under shoal; the exit code
+/// still tells the outcome (pytest-xdist's `test_without_terminal_plugin`).
+#[test]
+fn no_terminal_plugin_prints_nothing() {
+    for (fixture, code) in [("passing", 0), ("one_failure", 1)] {
+        let project = Project::new(fixture);
+        let out = project
+            .shoal(["-p", "no:terminal", "-p", "no:cacheprovider", "-n", "2"])
+            .run();
+        out.assert_code(code);
+        assert_eq!(
+            (out.stdout.as_str(), out.stderr.as_str()),
+            ("", ""),
+            "{}",
+            out.context()
+        );
+    }
+}

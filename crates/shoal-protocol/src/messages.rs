@@ -306,6 +306,10 @@ pub struct PytestSettings {
     /// pytest-instafail's `--instafail`: failures are shown as they happen.
     #[serde(default)]
     pub instafail: bool,
+    /// Whether pytest's terminal plugin is on (`-p no:terminal` turns it off: nothing is
+    /// printed).
+    #[serde(default = "yes")]
+    pub terminal: bool,
     /// What a plugin's `pytest_xdist_auto_num_workers` returned: the worker count of
     /// `-n auto` / `-n logical`.
     #[serde(default)]
@@ -417,4 +421,9 @@ pub struct PhaseReport {
     /// Captured output and log sections: (title, text).
     #[serde(default)]
     pub sections: Vec<(String, String)>,
+}
+
+/// serde's default for flags that are on unless a peer says otherwise.
+fn yes() -> bool {
+    true
 }

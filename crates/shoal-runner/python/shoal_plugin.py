@@ -629,6 +629,7 @@ class ShoalPlugin:
                     "usepdb": bool(getattr(config.option, "usepdb", False)),
                     "trace": bool(getattr(config.option, "trace", False)),
                     "instafail": bool(getattr(config.option, "instafail", False)),
+                    "terminal": _has_terminal(config),
                     "auto_num_workers": _auto_num_workers(config),
                     "loadscope_reorder": config.option.loadscopereorder,
                     "testrunuid": config.option.testrunuid,

@@ -340,6 +340,7 @@ mod tests {
             usepdb: false,
             trace: false,
             instafail: false,
+            terminal: true,
             auto_num_workers: None,
             loadscope_reorder: true,
             testrunuid: None,

@@ -105,17 +105,19 @@ pub struct Terminal {
 
 impl Terminal {
     pub fn new(settings: PytestSettings, failure_output: FailureOutput, to_stderr: bool) -> Self {
+        // `-p no:terminal`: pytest prints nothing, nor does shoal's terminal.
+        let out: Box<dyn Write> = match (settings.terminal, to_stderr) {
+            (false, _) => Box::new(io::sink()),
+            (true, true) => Box::new(io::stderr()),
+            (true, false) => Box::new(io::stdout()),
+        };
         Self {
             settings,
             failure_output,
             live: None,
             tally: Tally::default(),
             to_stderr,
-            out: if to_stderr {
-                Box::new(io::stderr())
-            } else {
-                Box::new(io::stdout())
-            },
+            out,
             column: 0,
             total: 0,
             done: 0,
@@ -203,7 +205,7 @@ impl Terminal {
             self.line("");
         }
         let _ = self.out.flush();
-        if live && self.settings.verbose >= -1 {
+        if live && self.settings.terminal && self.settings.verbose >= -1 {
             let ids: Vec<String> = (0..workers).map(|n| format!("gw{n}")).collect();
             self.live = Some(Live::new(total, &ids, self.to_stderr));
         }
