@@ -1041,7 +1041,8 @@ fn shoal_n2(project: &Project, args: &[&str]) -> Output {
     project.shoal(all).run()
 }
 
-/// The lines xdist prints while bringing its workers up and about crashed workers, in order,
+/// The lines xdist prints while bringing its workers up and about crashed workers (`node
+/// down` lines without the progress characters before them), in order,
 /// with worker ids as `gw?` (which worker crashes first is a race) and shoal's ` (fork)`
 /// cut from `created:` under `-v`.
 fn xdist_lines(output: &Output) -> Vec<String> {
@@ -1056,7 +1057,16 @@ fn xdist_lines(output: &Output) -> Vec<String> {
     output
         .stdout
         .lines()
-        .filter(|l| STARTS.iter().any(|s| l.starts_with(s)) || l.contains(" workers ["))
+        .filter(|l| {
+            STARTS.iter().any(|s| l.starts_with(s))
+                || l.contains(" workers [")
+                || l.contains("] node down: ")
+        })
+        // xdist prints `[gw0] node down: ...` after the progress characters of its line.
+        .map(|l| {
+            l.find("] node down: ")
+                .map_or(l, |at| &l[l[..at].rfind('[').unwrap_or(0)..])
+        })
         .map(|l| without_worker_ids(l.strip_suffix(" (fork)").unwrap_or(l)))
         .collect()
 }
@@ -1155,8 +1165,13 @@ fn crashed_worker_lines_are_xdists() {
     let out = shoal_n2(&project, &["crash", "--max-worker-restart", "0"]);
     out.assert_code(1);
     let disabled = "worker gw? crashed and worker restarting disabled";
+    let lines = xdist_lines(&out);
+    let down = "[gw?] node down: Not properly terminated";
+    // Whether the second worker reaches a crashing test too is the scheduler's race.
+    assert_eq!(lines[2], down, "{}", out.context());
+    let other: Vec<&String> = lines.iter().filter(|l| *l != down).collect();
     assert_eq!(
-        xdist_lines(&out),
+        other,
         ["created: 2/2 workers", "2 workers [10 items]", disabled],
         "{}",
         out.context()

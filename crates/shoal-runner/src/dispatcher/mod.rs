@@ -1129,9 +1129,11 @@ impl Dispatcher {
         commands
     }
 
-    /// pytest-xdist's line for a crashed worker: it is replaced, or the restart limit is
-    /// reached (said once; shoal's live workers still finish the run).
+    /// pytest-xdist's lines for a crashed worker: it is down, and it is replaced, or the
+    /// restart limit is reached (said once; shoal's live workers still finish the run).
     fn tell_crash(id: &str, run: &mut Run) {
+        run.terminal
+            .worker_line(&format!("[{id}] node down: Not properly terminated"));
         run.crashes += 1;
         if run.crashes <= run.max_restarts {
             run.terminal
