@@ -330,6 +330,13 @@ fn junit_matches_serial_pytest() {
         .any(|p| p.attr("name") == Some("suite_key") && p.attr("value") == Some("suite value")));
 }
 
+/// With a plugin that reads reports, the collecting process replays them (skips included,
+/// whose `longrepr` is a tuple), and the junit file is still the controller's, written once.
+#[test]
+fn junit_matches_serial_pytest_when_reports_are_replayed() {
+    assert_same_junit(&["-p", "replay_reports"]);
+}
+
 #[test]
 fn junit_matches_serial_pytest_with_xunit1() {
     let serial = assert_same_junit(&["-o", "junit_family=xunit1"]);

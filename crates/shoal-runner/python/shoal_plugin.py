@@ -794,8 +794,12 @@ class ShoalPlugin:
             kind = event["hook"]
             if kind == "logreport":
                 report = hook.pytest_report_from_serializable(config=config, data=event["data"])
+                if isinstance(report.longrepr, list):
+                    # A skip's (path, lineno, reason): JSON made the tuple a list (execnet,
+                    # xdist's wire, keeps it), and pytest's junitxml and plugins want a tuple.
+                    report.longrepr = tuple(report.longrepr)
                 report.node = node
-                hook.pytest_runtest_logreport(report=report)
+                _replay_logreport(config)(report=report)
             elif kind == "warning":
                 location = event["location"]
                 hook.pytest_warning_recorded.call_historic(
@@ -973,6 +977,16 @@ _PYTEST_SUMMARIES = (
     "summary_xpasses",
     "short_test_summary",
 )
+
+
+@functools.lru_cache(maxsize=1)
+def _replay_logreport(config):
+    """``pytest_runtest_logreport`` for replayed reports, without pytest's junitxml: the
+    controller writes the run's file (the collector's is unregistered once the run is over)."""
+    logxml = _logxml(config)
+    if logxml is None:
+        return config.hook.pytest_runtest_logreport
+    return config.pluginmanager.subset_hook_caller("pytest_runtest_logreport", [logxml])
 
 
 def _end_as(session, exitstatus) -> None:
