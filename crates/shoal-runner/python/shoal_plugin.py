@@ -1984,7 +1984,8 @@ class _XdistHookSpecs:
 
     @pytest.hookspec()
     def pytest_testnodedown(self, node, error):
-        """A worker is done; ``node.workeroutput`` holds its ``config.workeroutput``."""
+        """A worker finished (``node.workeroutput`` holds its ``config.workeroutput``) or
+        crashed (``error`` says how; no ``workeroutput``)."""
 
     @pytest.hookspec()
     def pytest_xdist_node_collection_finished(self, node, ids):
