@@ -1062,3 +1062,46 @@ fn pytest_instafail_shows_failures_as_they_happen() {
     out.assert_code(1);
     assert!(out.stdout.contains("= FAILURES ="), "{}", out.context());
 }
+
+/// A test whose worker crashed is in pytest-json-report's report as under pytest-xdist (whose
+/// controller logs a failed report for it), and counts in the summary.
+#[test]
+fn pytest_json_report_lists_a_crashed_test_as_xdist_does() {
+    let project = Project::new("reporting");
+    project.write(
+        "test_crash.py",
+        "import os\n\n\ndef test_crash():\n    os._exit(1)\n",
+    );
+    let read = |output: &Output| {
+        let report = read_json(&project.path.join("report.json"));
+        let outcomes: BTreeMap<String, Value> = report["tests"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no tests\n{}", output.context()))
+            .iter()
+            .map(|t| (field(t, "nodeid").to_owned(), t["outcome"].clone()))
+            .collect();
+        serde_json::json!({"summary": report["summary"], "outcomes": outcomes})
+    };
+    let args = [
+        "-p",
+        "no:randomly",
+        "-p",
+        "no:cacheprovider",
+        "-n",
+        "2",
+        "--json-report",
+        "--json-report-file=report.json",
+    ];
+    let xdist = plugin_pytest(&project, &args).run();
+    xdist.assert_code(1);
+    let expected = read(&xdist);
+    assert_eq!(
+        expected["outcomes"]["test_crash.py::test_crash"],
+        "failed",
+        "{}",
+        xdist.context()
+    );
+    let shoal = plugin_shoal(&project, &args).run();
+    shoal.assert_code(1);
+    assert_eq!(read(&shoal), expected, "{}", shoal.context());
+}

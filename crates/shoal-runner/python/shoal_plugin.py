@@ -800,6 +800,16 @@ class ShoalPlugin:
                     report.longrepr = tuple(report.longrepr)
                 report.node = node
                 _replay_logreport(config)(report=report)
+            elif kind == "crash":
+                # As xdist's controller reports a test its worker's crash ended: a failure
+                # at "???" (pytest_handlecrashitem is not called: it wants xdist's scheduler).
+                from _pytest.reports import TestReport
+
+                nodeid = event["nodeid"]
+                path = nodeid.split("::")[0]
+                report = TestReport(nodeid, (path, None, path), {}, "failed", event["message"], "???")
+                report.node = node
+                _replay_logreport(config)(report=report)
             elif kind == "warning":
                 location = event["location"]
                 hook.pytest_warning_recorded.call_historic(

@@ -1085,6 +1085,10 @@ impl Dispatcher {
                 phase.describe()
             ),
         };
+        // The collector's reporting plugins hear of it as xdist's controller tells them.
+        let replay = worker.identity.replay.then(|| {
+            vec![serde_json::json!({"hook": "crash", "nodeid": nodeid, "message": message})]
+        });
         let mut report = crash_report(message, phase.when());
         if !worker.recent_output.is_empty() {
             // What the worker wrote outside pytest's capture since its last test, a fatal
@@ -1125,7 +1129,7 @@ impl Dispatcher {
             display: run.items[running].display.clone(),
         };
         let mut commands = run.scheduler.requeue(w, lost);
-        commands.extend(self.finish_test(record, None, w, run));
+        commands.extend(self.finish_test(record, replay, w, run));
         commands
     }
 
