@@ -779,7 +779,7 @@ class ShoalPlugin:
             # -n 0: plain pytest has no nodes, but syrupy's worker report must come here.
             hook = config.pluginmanager.subset_hook_caller(
                 "pytest_testnodedown",
-                [impl.plugin for impl in hook.get_hookimpls() if not _is_syrupy(impl.plugin)],
+                [impl.plugin for impl in hook.get_hookimpls() if _plugin_package(impl.plugin) != "syrupy"],
             )
         hook(node=node, error=msg.get("error"))
 
@@ -957,8 +957,17 @@ def _drop_reporters(config, shoal) -> None:
 
 def _builtin(plugin) -> bool:
     """pytest's own plugins, and shoal's."""
-    module = plugin.__name__ if isinstance(plugin, type(sys)) else type(plugin).__module__
+    module = _plugin_module(plugin)
     return module == __name__ or module.startswith("_pytest.")
+
+
+def _plugin_module(plugin) -> str:
+    """The module a plugin comes from: itself, or its class's."""
+    return plugin.__name__ if isinstance(plugin, type(sys)) else type(plugin).__module__
+
+
+def _plugin_package(plugin) -> str:
+    return _plugin_module(plugin).partition(".")[0]
 
 
 def _hand_reporting_over(config) -> None:
@@ -1358,15 +1367,6 @@ def _one_benchmark_warning(config) -> None:
     benchmarks = getattr(config, "_benchmarksession", None)
     if benchmarks is not None and hasattr(benchmarks, "xdist_benchmark_found"):
         benchmarks.xdist_benchmark_found = False
-
-
-def _plugin_package(plugin) -> str:
-    module = plugin.__name__ if isinstance(plugin, type(sys)) else type(plugin).__module__
-    return module.partition(".")[0]
-
-
-def _is_syrupy(plugin) -> bool:
-    return _plugin_package(plugin) == "syrupy"
 
 
 def _worker_summaries_only(config, shoal) -> None:

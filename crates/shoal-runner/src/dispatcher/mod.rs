@@ -516,8 +516,7 @@ impl Dispatcher {
             }
             // -n 0's worker, plain pytest, shows what plugins print in its summary.
             FromPython::TerminalSummary { text, warnings } => {
-                self.plugin_summary.push_str(&text);
-                self.collector_warnings.extend(warnings);
+                self.add_plugin_summary(text, warnings);
                 Vec::new()
             }
             FromPython::InternalError => {
@@ -965,8 +964,7 @@ impl Dispatcher {
                 self.worker_ended(&worker, pid, end);
             }
             FromPython::TerminalSummary { text, warnings } => {
-                self.plugin_summary.push_str(&text);
-                self.collector_warnings.extend(warnings);
+                self.add_plugin_summary(text, warnings)
             }
             FromPython::Forked { worker, pid } => {
                 if let Some(slot) = self.workers.iter_mut().find(|w| w.id() == worker) {
@@ -976,6 +974,13 @@ impl Dispatcher {
             other => eprintln!("shoal: ignored unexpected message from the collector: {other:?}"),
         }
         Ok(())
+    }
+
+    /// What plugins printed in a terminal summary (the collector's, or the `-n 0` worker's),
+    /// printed where pytest prints it, and the warnings raised there.
+    fn add_plugin_summary(&mut self, text: String, warnings: Vec<Warning>) {
+        self.plugin_summary.push_str(&text);
+        self.collector_warnings.extend(warnings);
     }
 
     fn worker_ended(&mut self, id: &str, pid: u32, end: WorkerEnd) {
