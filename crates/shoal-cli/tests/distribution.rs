@@ -362,3 +362,56 @@ fn never_more_workers_than_tests_under_load() {
         out.context()
     );
 }
+
+/// A class that holds a lock for its whole life, as xdist's `TestLocking` tests do: whichever
+/// worker takes it first, the other blocks in its first test's setup until it is released.
+const LOCKED_CLASS: &str = r#"
+import fcntl
+
+class TestLocked:
+    @classmethod
+    def setup_class(cls):
+        cls.lock = open("class.lock", "w")  # opened here: each process has its own
+        fcntl.flock(cls.lock, fcntl.LOCK_EX)
+
+    @classmethod
+    def teardown_class(cls):
+        fcntl.flock(cls.lock, fcntl.LOCK_UN)
+        cls.lock.close()
+
+    def test_1(self):
+        pass
+
+    def test_2(self):
+        pass
+
+    def test_3(self):
+        pass
+"#;
+
+/// Under worksteal, the worker that holds the lock reaches its last test, whose successor
+/// decides whether the class is torn down, and asks for more; the only tests left sit with the
+/// worker blocked on the lock. That worker must give them up mid-test (as xdist's answer
+/// steals on a thread) or both wait for each other forever. Each file is one worker's share.
+/// (Without the fix the run only passes when one worker starts after the other is done.)
+#[test]
+fn worksteal_takes_tests_from_a_worker_blocked_in_a_test() {
+    let project = Project::empty();
+    project.write("test_first.py", LOCKED_CLASS);
+    project.write("test_second.py", LOCKED_CLASS);
+    // With the deadlock, the blocked setup times out instead of hanging the test.
+    let out = project
+        .shoal([
+            "-n",
+            "2",
+            "--dist",
+            "worksteal",
+            "--timeout",
+            "60",
+            "-p",
+            "no:cacheprovider",
+        ])
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.stats().get("passed"), Some(&6), "{}", out.context());
+}

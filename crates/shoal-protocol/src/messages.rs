@@ -386,6 +386,10 @@ pub struct WorkerIdentity {
     /// Add the report hook calls to each `test_done` (the collector asked, in `collected`).
     #[serde(default)]
     pub replay: bool,
+    /// Read the controller's messages on a thread, to answer `steal` while a test runs
+    /// (worksteal: the running test may wait for what the thief's last test holds).
+    #[serde(default)]
+    pub steals: bool,
     /// More `config.workerinput` entries, from the collector's plugins.
     #[serde(default)]
     pub workerinput: serde_json::Map<String, serde_json::Value>,

@@ -16,18 +16,20 @@ import functools
 import io
 import json
 import os
+import queue
 import select
 import signal
 import socket
 import struct
 import sys
 import threading
+import typing
 import uuid
 from pathlib import Path
 
 import pytest
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 MAX_FRAME_LEN = 64 << 20
 _HEADER = struct.Struct(">I")
 # What a report carries at most, in bytes of UTF-8: each captured output or log section, and
@@ -51,10 +53,14 @@ class Channel:
         self._buf = bytearray()
         # Messages that arrived while waiting for a particular reply, for the test loop.
         self._deferred: collections.deque = collections.deque()
+        # Once a thread reads the socket (see read_in_thread): what it left for recv_reply.
+        self._replies: queue.SimpleQueue | None = None
+        self._send_lock = threading.Lock()
 
     def send(self, msg: dict) -> None:
         data = json.dumps(msg, separators=(",", ":")).encode()
-        self.sock.sendall(_HEADER.pack(len(data)) + data)
+        with self._send_lock:
+            self.sock.sendall(_HEADER.pack(len(data)) + data)
 
     def _frame(self):
         if len(self._buf) < 4:
@@ -85,21 +91,60 @@ class Channel:
     def recv_reply(self, *kinds: str) -> dict:
         """The next message of one of ``kinds``; others wait for :meth:`recv`."""
         while True:
-            msg = self._recv_frame()
+            msg = self._recv_frame() if self._replies is None else self._replies.get()
+            if isinstance(msg, BaseException):
+                _read_failed(msg)
             if msg["type"] in kinds:
                 return msg
             self._deferred.append(msg)
 
+    def read_in_thread(self, take) -> None:
+        """From now on a thread reads every message and gives it to ``take``; what ``take``
+        declines (returns False for) waits for :meth:`recv_reply`. A failure to read, the
+        controller's end included, reaches whoever waits next, through ``take(exc)`` and
+        :meth:`recv_reply`, rather than ending the process mid-test."""
+        self._replies = queue.SimpleQueue()
+        while self._deferred:
+            msg = self._deferred.popleft()
+            if not take(msg):
+                self._replies.put(msg)
+
+        def read() -> None:
+            try:
+                while True:
+                    msg = self._read_frame()
+                    if not take(msg):
+                        self._replies.put(msg)
+            except BaseException as exc:
+                take(exc)
+                self._replies.put(exc)
+
+        threading.Thread(target=read, name="shoal-channel", daemon=True).start()
+
     def _recv_frame(self) -> dict:
+        try:
+            return self._read_frame()
+        except EOFError as exc:
+            _read_failed(exc)
+
+    def _read_frame(self) -> dict:
+        """The next message; EOFError once the controller is gone."""
         while True:
             msg = self._frame()
             if msg is not None:
                 return msg
             chunk = self.sock.recv(1 << 16)
             if not chunk:
-                # The controller is gone: nothing left to do for it.
-                os._exit(3)
+                raise EOFError
             self._buf += chunk
+
+
+def _read_failed(exc: BaseException) -> typing.NoReturn:
+    """Reading from the controller failed: a controller that is gone ends the process, as there
+    is nothing left to do for it; anything else is raised."""
+    if isinstance(exc, EOFError):
+        os._exit(3)
+    raise exc
 
 
 def _cut(text: str, limit: int) -> str:
@@ -834,35 +879,17 @@ class ShoalPlugin:
         self.channel.send(msg)
 
     def _run_tests(self, session):
-        """Run the items the controller sends, always holding the next one in hand.
-
-        pytest decides which fixtures to tear down from ``nextitem``; a test is only run once
-        its successor is known, or once the controller has said no more will come.
-        """
+        """Run the items the controller sends, each once its successor is known (see _Inbox)."""
         _one_benchmark_warning(session.config)
         items = session.items
-        queue: collections.deque[int] = collections.deque()
-        finishing = False
+        inbox = _Inbox(self.channel, threaded=bool(self.worker.get("steals")))
         while True:
-            while (len(queue) < 2 and not finishing) or self.channel.ready():
-                msg = self.channel.recv()
-                kind = msg["type"]
-                if kind == "run":
-                    queue.extend(msg["indices"])
-                elif kind == "shutdown":
-                    finishing = True
-                    if msg.get("discard"):
-                        queue.clear()
-                elif kind == "steal":
-                    # queue[0] may already be some test's nextitem: never give it away.
-                    count = min(msg["count"], max(len(queue) - 1, 0))
-                    released = [queue.pop() for _ in range(count)][::-1]
-                    self.channel.send({"type": "released", "indices": released})
-            if not queue:
+            taken = inbox.take()
+            if taken is None:
                 break
-            index = queue.popleft()
+            index, next_index = taken
             item = items[index]
-            nextitem = items[queue[0]] if queue else None
+            nextitem = items[next_index] if next_index is not None else None
             self._reports = []
             self._replay = [] if self.worker.get("replay") else None
             junit = _JunitDelta(session.config)
@@ -886,8 +913,7 @@ class ShoalPlugin:
                 # This worker alone reached --maxfail (or a plugin asked to stop): stop at
                 # once, as pytest does, rather than run what is queued until the controller
                 # says so.
-                queue.clear()
-                finishing = True
+                inbox.finish()
             self._send_done(session, index, junit)
 
     def _send_done(self, session, index: int, junit, **extra) -> None:
@@ -914,6 +940,73 @@ class ShoalPlugin:
     def _take_warnings(self) -> list:
         taken, self._warnings = self._warnings, []
         return taken
+
+
+class _Inbox:
+    """The tests this worker was sent and has not started, in order.
+
+    pytest decides which fixtures to tear down from ``nextitem``, so a test is only taken once
+    its successor is known, or once the controller has said no more will come. Under
+    worksteal the controller may ask for tests back while one runs, and that test may wait for
+    what the thief's last test holds (a lock its class fixture took, released at teardown,
+    which waits for a successor the steal would bring): there a thread reads the channel and
+    answers ``steal`` at once, as xdist's workers answer on execnet's thread. Elsewhere
+    messages are read between tests, and the worker stays one thread as plain pytest is.
+    """
+
+    def __init__(self, channel: Channel, threaded: bool) -> None:
+        self._channel = channel
+        self._queue: collections.deque[int] = collections.deque()
+        self._finishing = False
+        self._failure: BaseException | None = None
+        self._changed = threading.Condition()  # an RLock: the unthreaded take() reads in it
+        self._threaded = threaded
+        if threaded:
+            channel.read_in_thread(self._take_message)
+
+    def take(self) -> tuple[int, int | None] | None:
+        """The next test and its successor (None when no more will come); None when done."""
+        with self._changed:
+            while len(self._queue) < 2 and not self._finishing:
+                if self._threaded:
+                    self._changed.wait()
+                    if self._failure is not None:
+                        _read_failed(self._failure)
+                else:
+                    self._take_message(self._channel.recv())
+            while not self._threaded and self._channel.ready():
+                self._take_message(self._channel.recv())
+            if not self._queue:
+                return None
+            index = self._queue.popleft()
+            return index, (self._queue[0] if self._queue else None)
+
+    def finish(self) -> None:
+        """Run nothing more that is queued."""
+        with self._changed:
+            self._queue.clear()
+            self._finishing = True
+
+    def _take_message(self, msg) -> bool:
+        """Acts on a message for the test loop; False for any other (a run-once reply)."""
+        with self._changed:
+            if isinstance(msg, BaseException):
+                self._failure = msg
+            elif msg["type"] == "run":
+                self._queue.extend(msg["indices"])
+            elif msg["type"] == "shutdown":
+                self._finishing = True
+                if msg.get("discard"):
+                    self._queue.clear()
+            elif msg["type"] == "steal":
+                # The head may already be the running test's nextitem: never give it away.
+                count = min(msg["count"], max(len(self._queue) - 1, 0))
+                released = [self._queue.pop() for _ in range(count)][::-1]
+                self._channel.send({"type": "released", "indices": released})
+            else:
+                return False
+            self._changed.notify()
+            return True
 
 
 # The hooks through which plugins read a run's results in the controlling process.

@@ -309,6 +309,7 @@ impl Dispatcher {
                 // `-vv` shows each test's node id as it starts.
                 report_starts: timeouts || settings.verbose > 1,
                 replay: collection.replay,
+                steals: resolved.dist == Dist::WorkSteal,
                 workerinput: collection.workerinput.clone(),
             };
             self.workers.push(Worker::new(identity));
