@@ -13,8 +13,8 @@ pub mod parallelism;
 pub mod python;
 pub mod reporter;
 pub mod results;
-pub mod scheduler;
 pub mod signals;
+pub mod work;
 
 use std::{
     fs,

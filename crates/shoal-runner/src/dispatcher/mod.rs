@@ -1,5 +1,5 @@
 //! The run's one decision-maker: it reacts to [`Event`]s from every process in turn, asks the
-//! scheduler what to send, records results and drives the reporters.
+//! work source what to send, records results and drives the reporters.
 //!
 //! A run has three stages: the collector collects and the controller decides how many workers
 //! it wants; the workers are forked (or spawned) together and run tests; the collector is told
@@ -40,8 +40,9 @@ use crate::{
     python::{Interpreter, PLUGIN_UNTRUSTED_EXIT, PYTEST_MISSING_EXIT, VERSIONS_UNSUPPORTED_EXIT},
     reporter::{cache, events::EventLog, junit, StopReason, Terminal},
     results::{crash_report, Results, TestRecord},
-    scheduler::{self, Command, Scheduler},
-    signals, ExitCode, RunError,
+    signals,
+    work::{self, Command, Scheduler, WorkSource},
+    ExitCode, RunError,
 };
 
 /// How long [`Dispatcher::await_late_hello`] waits.
@@ -87,7 +88,8 @@ struct Run {
     items: Vec<CollectedItem>,
     settings: Box<PytestSettings>,
     start: StartMethod,
-    scheduler: Scheduler,
+    /// Which test each worker runs next.
+    work: Box<dyn WorkSource>,
     results: Results,
     terminal: Terminal,
     estimate: Estimate,
@@ -225,11 +227,11 @@ impl Dispatcher {
         let settings = collection.settings;
         let resolved = options.resolve(&settings)?;
         self.color = settings.color;
-        let units = scheduler::units(resolved.dist, &collection.items, settings.loadscope_reorder);
+        let units = work::units(resolved.dist, &collection.items, settings.loadscope_reorder);
         let requested = resolved
             .workers
             .resolve(resolved.maxprocesses, settings.auto_num_workers);
-        let count = scheduler::useful_workers(resolved.dist, units.len(), requested);
+        let count = work::useful_workers(resolved.dist, units.len(), requested);
         let mut fork_unsafe = collection.fork_unsafe.clone();
         if let Some(place) = collection.identity_read.as_ref().filter(|_| requested > 0) {
             fork_unsafe.get_or_insert_with(|| format!("{place} before the workers exist"));
@@ -316,12 +318,18 @@ impl Dispatcher {
         }
         let run = Run {
             estimate: Estimate::new(store.as_ref(), &collection.items, count),
-            scheduler: Scheduler::new(
-                resolved.dist,
-                units,
-                count,
-                scheduler::Constraints::from_items(&collection.items),
-            ),
+            work: {
+                let scheduler = Scheduler::new(
+                    resolved.dist,
+                    units,
+                    count,
+                    work::Constraints::from_items(&collection.items),
+                );
+                Box::new(match start {
+                    StartMethod::Fork => scheduler.in_worker_order(),
+                    StartMethod::Spawn => scheduler,
+                })
+            },
             items: collection.items,
             settings,
             start,
@@ -356,7 +364,7 @@ impl Dispatcher {
             }
             Event::Message { conn, message } => match self.conns.get(&conn) {
                 Some(&w) => {
-                    match validate::worker_message(&message, w, &run.scheduler, &run.run_once) {
+                    match validate::worker_message(&message, w, run.work.as_ref(), &run.run_once) {
                         Ok(()) => self.worker_message(w, message, run)?,
                         Err(what) => {
                             self.protocol_violation(w, &what);
@@ -382,7 +390,7 @@ impl Dispatcher {
                     let worker = &mut self.workers[w];
                     worker.closed = true;
                     worker.peer = None;
-                    worker.lost = run.scheduler.worker_lost(w);
+                    worker.lost = run.work.worker_lost(w);
                 }
                 Vec::new()
             }
@@ -449,7 +457,7 @@ impl Dispatcher {
                 if let Some(theirs) = collection {
                     self.check_collection(w, &run.items, &theirs)?;
                 }
-                run.scheduler.worker_ready(w)
+                run.work.worker_ready(w)
             }
             FromPython::TestStart { index } => {
                 self.workers[w].running = Some((index, Instant::now()));
@@ -483,7 +491,7 @@ impl Dispatcher {
                     earlier_attempts: Vec::new(),
                     display: run.items[index].display.clone(),
                 };
-                let mut commands = run.scheduler.test_done(w, index);
+                let mut commands = run.work.test_done(w, index);
                 if let Some(exit) = exit {
                     commands.extend(session_exit(run, exit));
                     if record.reports.iter().all(|r| r.category.is_empty()) {
@@ -495,7 +503,7 @@ impl Dispatcher {
                 commands.extend(self.finish_test(record, replay, w, run));
                 commands
             }
-            FromPython::Released { indices } => run.scheduler.released(w, indices),
+            FromPython::Released { indices } => run.work.released(w, indices),
             FromPython::FixtureRequest { name } => {
                 let replies = run.run_once.request(name, w);
                 self.send_replies(replies);
@@ -524,7 +532,7 @@ impl Dispatcher {
                 let worker = self.workers[w].id().to_owned();
                 if run.stop.is_none() {
                     run.stop = Some(StopReason::InternalError(worker));
-                    return Ok(run.scheduler.stop());
+                    return Ok(run.work.stop());
                 }
                 Vec::new()
             }
@@ -574,7 +582,7 @@ impl Dispatcher {
             run.terminal.retrying(&record);
             self.log_event(|log| log.test(&record));
             run.failed_attempts.entry(index).or_default().push(record);
-            return run.scheduler.retry(index, w);
+            return run.work.retry(index, w);
         }
         record.earlier_attempts = run.failed_attempts.remove(&index).unwrap_or_default();
         if let (Some(events), Some((_, peer))) = (replay, self.collector.as_mut()) {
@@ -595,7 +603,7 @@ impl Dispatcher {
         let maxfail = run.settings.maxfail;
         if maxfail > 0 && run.failures >= maxfail && run.stop.is_none() {
             run.stop = Some(StopReason::MaxFail(maxfail));
-            return run.scheduler.stop();
+            return run.work.stop();
         }
         Vec::new()
     }
@@ -640,7 +648,7 @@ impl Dispatcher {
                 Self::tell_crash(worker.id(), run);
             }
         }
-        while let Some(w) = run.scheduler.needs_worker() {
+        while let Some(w) = run.work.needs_worker() {
             let worker = &self.workers[w];
             if !worker.finished() || self.collector_gone(run) {
                 break;
@@ -653,11 +661,11 @@ impl Dispatcher {
                 run.restarts_left -= 1;
             }
             self.workers[w].restart();
-            run.scheduler.revive(w);
+            run.work.revive(w);
             self.start_worker(w, run.start)?;
         }
         for w in 0..self.workers.len() {
-            let running = run.scheduler.pending(w).next();
+            let running = run.work.running(w);
             run.terminal
                 .running(w, running.map(|i| run.items[i].nodeid.as_str()));
         }
@@ -675,7 +683,7 @@ impl Dispatcher {
         if run.run_deadline.is_some_and(|at| at <= now) {
             run.run_deadline = None;
             run.stop.get_or_insert(StopReason::RunTimeout);
-            let commands = run.scheduler.stop();
+            let commands = run.work.stop();
             self.send(commands);
             for worker in &mut self.workers {
                 worker.begin_kill(KillReason::RunOver, now);
@@ -707,7 +715,7 @@ impl Dispatcher {
                         _ => worker.kill_now(),
                     }
                 }
-                run.scheduler.stop()
+                run.work.stop()
             }
             signals::SIGTSTP => {
                 run.paused_since = Some(Instant::now());
@@ -1041,13 +1049,13 @@ impl Dispatcher {
                 );
             }
             // The others may now take the share this worker would have had.
-            return run.scheduler.requeue(w, Vec::new());
+            return run.work.requeue(w, Vec::new());
         }
         let mut lost = std::mem::take(&mut worker.lost);
         if worker.done || matches!(run.stop, Some(StopReason::Interrupted)) {
             // Its session ended normally, or the user interrupted the run: what it did not
             // run was discarded, not crashed on. The others may now take a larger share.
-            return run.scheduler.requeue(w, Vec::new());
+            return run.work.requeue(w, Vec::new());
         }
         let id = worker.id().to_owned();
         // A test that started is never run again (but for --retries): the crash is blamed on
@@ -1073,7 +1081,7 @@ impl Dispatcher {
                     end.describe()
                 ));
             }
-            return run.scheduler.requeue(w, lost);
+            return run.work.requeue(w, lost);
         };
         let running = lost.remove(at);
         let nodeid = run.items[running].nodeid.clone();
@@ -1134,7 +1142,7 @@ impl Dispatcher {
             earlier_attempts: Vec::new(),
             display: run.items[running].display.clone(),
         };
-        let mut commands = run.scheduler.requeue(w, lost);
+        let mut commands = run.work.requeue(w, lost);
         commands.extend(self.finish_test(record, replay, w, run));
         commands
     }
@@ -1495,7 +1503,7 @@ fn session_exit(run: &mut Run, exit: SessionExit) -> Vec<Command> {
         return Vec::new();
     }
     run.stop = Some(StopReason::Exit(exit));
-    run.scheduler.stop()
+    run.work.stop()
 }
 
 /// How a worker process ends after that `pytest.exit()` (a code of eight bits).

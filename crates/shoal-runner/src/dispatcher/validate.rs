@@ -7,7 +7,7 @@
 use shoal_protocol::{CollectedItem, FromPython, PhaseReport, PytestSettings};
 
 use super::run_once::RunOnceFixtures;
-use crate::scheduler::Scheduler;
+use crate::work::WorkSource;
 
 /// The longest timeout accepted, in seconds (about 31 years): any longer could not be added
 /// to the clock.
@@ -71,10 +71,10 @@ fn process_id(pid: u32) -> Result<(), String> {
 pub fn worker_message(
     message: &FromPython,
     w: usize,
-    scheduler: &Scheduler,
+    work: &dyn WorkSource,
     run_once: &RunOnceFixtures,
 ) -> Result<(), String> {
-    let pending = |index: usize| scheduler.pending(w).any(|i| i == index);
+    let pending = |index: usize| work.holds(w, index);
     match message {
         FromPython::TestStart { index }
         | FromPython::TestDone { index, .. }
@@ -87,7 +87,7 @@ pub fn worker_message(
             durations(reports)
         }
         FromPython::Released { indices } => {
-            if !scheduler.steal_pending(w) {
+            if !work.steal_pending(w) {
                 return Err("tests it was not asked to release".into());
             }
             for (n, index) in indices.iter().enumerate() {
@@ -102,7 +102,7 @@ pub fn worker_message(
             }
             Ok(())
         }
-        FromPython::Ready { .. } if scheduler.is_ready(w) => Err("a second ready".into()),
+        FromPython::Ready { .. } if work.is_ready(w) => Err("a second ready".into()),
         FromPython::FixtureRequest { name } if run_once.waits(name, w) => Err(format!(
             "a second request for run-once fixture '{name}' while it waits for it"
         )),
@@ -146,7 +146,7 @@ fn durations(reports: &[PhaseReport]) -> Result<(), String> {
     }
 }
 
-/// Drives the scheduler and the run-once bookkeeping with messages from fake workers
+/// Drives the local work source and the run-once bookkeeping with messages from fake workers
 /// (`(worker, message)`, the worker taken modulo `workers`), each checked as the dispatcher
 /// checks it and, if accepted, handled as the dispatcher hands it on; `worker_done` stands for
 /// the worker's end and replacement. Panics if anything the scheduler hands out or gives back
@@ -159,7 +159,7 @@ pub fn drive_bookkeeping(
     workers: usize,
     messages: impl IntoIterator<Item = (usize, FromPython)>,
 ) {
-    use crate::scheduler::{self, Command, Constraints};
+    use crate::work::{self, Command, Constraints, Scheduler, WorkSource};
 
     let items: Vec<CollectedItem> = (0..tests)
         .map(|n| CollectedItem {
@@ -179,7 +179,7 @@ pub fn drive_bookkeeping(
         })
         .collect();
     let workers = workers.max(1);
-    let units = scheduler::units(dist, &items, false);
+    let units = work::units(dist, &items, false);
     let mut scheduler = Scheduler::new(dist, units, workers, Constraints::from_items(&items));
     let mut run_once = RunOnceFixtures::default();
     let check = |commands: Vec<Command>| {

@@ -1,4 +1,4 @@
-//! Which worker runs which test, and when.
+//! The local work source: every `--dist` mode over this machine's workers.
 //!
 //! The scheduler is pure bookkeeping: the dispatcher tells it what happened (a worker is ready,
 //! a test is done, a worker gave tests back) and sends the [`Command`]s it answers with. That
@@ -12,19 +12,12 @@ use std::collections::{HashMap, VecDeque};
 
 use shoal_protocol::CollectedItem;
 
+use super::{Command, WorkSource};
 use crate::options::Dist;
 
 /// Upper bound of tests sent in one `Run` under `--dist load`: large enough that tiny tests do
 /// not wait on the controller, small enough that the tail of the run stays balanced.
 const MAX_CHUNK: usize = 64;
-
-/// What the dispatcher must send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    Run { worker: usize, indices: Vec<usize> },
-    Shutdown { worker: usize, discard: bool },
-    Steal { worker: usize, count: usize },
-}
 
 /// What limits when a test may run beside others: `@pytest.mark.serial` (nothing else runs
 /// at the same time) and `@pytest.mark.resource(name, limit=N)` (at most N tests holding that
@@ -125,6 +118,8 @@ pub struct Scheduler {
     avoid: HashMap<usize, usize>,
     constraints: Constraints,
     stopped: bool,
+    /// Hand nothing out before every worker is ready (see [`Scheduler::in_worker_order`]).
+    awaits_every_worker: bool,
 }
 
 impl Scheduler {
@@ -195,7 +190,20 @@ impl Scheduler {
             avoid: HashMap::new(),
             constraints,
             stopped: false,
+            awaits_every_worker: false,
         }
+    }
+
+    /// The first units go out once every worker is ready, in worker order, as xdist's do:
+    /// under `loadscope`, `loadfile` and `loadgroup` gw0 takes the largest scope, gw1 the next,
+    /// whichever process came up first. Only for forked workers, which are ready within
+    /// milliseconds of each other; a worker lost before it was ready is not waited for.
+    pub fn in_worker_order(mut self) -> Self {
+        self.awaits_every_worker = matches!(
+            self.dist,
+            Dist::LoadScope | Dist::LoadFile | Dist::LoadGroup
+        );
+        self
     }
 
     fn is_serial(&self, unit: &[usize]) -> bool {
@@ -237,10 +245,11 @@ impl Scheduler {
     fn serial_worker(&self) -> Option<usize> {
         self.workers.iter().position(|q| !q.lost && !q.shut)
     }
+}
 
-    /// Tests that must go back to be run: those a dead worker had not finished. Under `each`
-    /// and `no` they stay with that worker's slot, for its replacement.
-    pub fn requeue(&mut self, worker: usize, tests: Vec<usize>) -> Vec<Command> {
+impl WorkSource for Scheduler {
+    // Under `each`, `no` and `worksteal` they stay with that worker's slot, for its replacement.
+    fn requeue(&mut self, worker: usize, tests: Vec<usize>) -> Vec<Command> {
         if self.stopped {
             return Vec::new();
         }
@@ -258,8 +267,7 @@ impl Scheduler {
         self.fill()
     }
 
-    /// A failed test runs again, on another worker than `failed_on` where one can take it.
-    pub fn retry(&mut self, index: usize, failed_on: usize) -> Vec<Command> {
+    fn retry(&mut self, index: usize, failed_on: usize) -> Vec<Command> {
         if self.stopped {
             return Vec::new();
         }
@@ -269,9 +277,7 @@ impl Scheduler {
         self.fill()
     }
 
-    /// A slot whose tests need a new process: one with a share left, or any dead slot when
-    /// the pool has tests and no live worker can take them.
-    pub fn needs_worker(&self) -> Option<usize> {
+    fn needs_worker(&self) -> Option<usize> {
         if self.stopped {
             return None;
         }
@@ -289,8 +295,7 @@ impl Scheduler {
         self.workers.iter().position(|q| q.lost)
     }
 
-    /// A new process took over the slot; it gets tests once ready.
-    pub fn revive(&mut self, worker: usize) {
+    fn revive(&mut self, worker: usize) {
         let queue = &mut self.workers[worker];
         queue.lost = false;
         queue.shut = false;
@@ -299,22 +304,23 @@ impl Scheduler {
         queue.stolen_by = None;
     }
 
-    /// The tests sent to `worker` and not reported done.
-    pub fn pending(&self, worker: usize) -> impl Iterator<Item = usize> + '_ {
-        self.workers[worker].pending.iter().copied()
+    fn holds(&self, worker: usize, index: usize) -> bool {
+        self.workers[worker].pending.contains(&index)
     }
 
-    /// Whether `worker` said it is ready (since its slot was last revived).
-    pub fn is_ready(&self, worker: usize) -> bool {
+    fn running(&self, worker: usize) -> Option<usize> {
+        self.workers[worker].pending.front().copied()
+    }
+
+    fn is_ready(&self, worker: usize) -> bool {
         self.workers[worker].ready
     }
 
-    /// Whether `worker` was asked to give tests back and has not answered.
-    pub fn steal_pending(&self, worker: usize) -> bool {
+    fn steal_pending(&self, worker: usize) -> bool {
         self.workers[worker].stolen_by.is_some()
     }
 
-    pub fn worker_ready(&mut self, worker: usize) -> Vec<Command> {
+    fn worker_ready(&mut self, worker: usize) -> Vec<Command> {
         self.workers[worker].ready = true;
         if self.stopped {
             // It started after the run was stopped: it has nothing to do.
@@ -327,7 +333,7 @@ impl Scheduler {
         self.fill()
     }
 
-    pub fn test_done(&mut self, worker: usize, index: usize) -> Vec<Command> {
+    fn test_done(&mut self, worker: usize, index: usize) -> Vec<Command> {
         let pending = &mut self.workers[worker].pending;
         if let Some(at) = pending.iter().position(|&i| i == index) {
             pending.remove(at);
@@ -335,8 +341,7 @@ impl Scheduler {
         self.fill()
     }
 
-    /// A victim answered `Steal`: hand what it released to the thief.
-    pub fn released(&mut self, victim: usize, indices: Vec<usize>) -> Vec<Command> {
+    fn released(&mut self, victim: usize, indices: Vec<usize>) -> Vec<Command> {
         let thief = self.workers[victim].stolen_by.take();
         self.workers[victim]
             .pending
@@ -361,8 +366,7 @@ impl Scheduler {
         commands
     }
 
-    /// The worker is gone; returns the tests it had been sent and not finished, in order.
-    pub fn worker_lost(&mut self, worker: usize) -> Vec<usize> {
+    fn worker_lost(&mut self, worker: usize) -> Vec<usize> {
         let queue = &mut self.workers[worker];
         queue.lost = true;
         if let Some(thief) = queue.stolen_by.take() {
@@ -371,8 +375,7 @@ impl Scheduler {
         self.workers[worker].pending.drain(..).collect()
     }
 
-    /// Stop handing out tests (`-x`, `--maxfail`): every worker drops what it has not started.
-    pub fn stop(&mut self) -> Vec<Command> {
+    fn stop(&mut self) -> Vec<Command> {
         self.stopped = true;
         self.units.clear();
         self.remaining = 0;
@@ -389,7 +392,9 @@ impl Scheduler {
         }
         commands
     }
+}
 
+impl Scheduler {
     /// Tops up every ready worker; shuts down those with nothing left to get. A pass can
     /// empty the pool after an earlier worker was looked at, so passes repeat until nothing
     /// changes.
@@ -408,6 +413,12 @@ impl Scheduler {
         let mut commands = Vec::new();
         if self.stopped {
             return commands;
+        }
+        if self.awaits_every_worker {
+            if self.workers.iter().any(|q| !q.ready && !q.lost) {
+                return commands;
+            }
+            self.awaits_every_worker = false;
         }
         let live = self.workers.iter().filter(|q| !q.lost).count().max(1);
         for worker in 0..self.workers.len() {
@@ -602,6 +613,56 @@ mod tests {
         assert!(
             matches!(&first[..], [Command::Run { indices, .. }, ..] if indices[..2] == [1, 2]),
             "the largest scope goes out first: {first:?}"
+        );
+    }
+
+    #[test]
+    fn in_worker_order_gives_gw0_the_largest_scope_whoever_is_ready_first() {
+        let items = suite();
+        let mut s = Scheduler::new(
+            Dist::LoadScope,
+            units(Dist::LoadScope, &items, true),
+            2,
+            Constraints::default(),
+        )
+        .in_worker_order();
+        assert!(
+            s.worker_ready(1).is_empty(),
+            "nothing goes out before gw0 is ready"
+        );
+        let commands = s.worker_ready(0);
+        let first_of = |worker: usize| {
+            commands.iter().find_map(|c| match c {
+                Command::Run { worker: w, indices } if *w == worker => Some(indices[0]),
+                _ => None,
+            })
+        };
+        assert_eq!(
+            first_of(0),
+            Some(1),
+            "gw0 takes the largest scope: {commands:?}"
+        );
+        assert_eq!(first_of(1), Some(3), "gw1 the next: {commands:?}");
+    }
+
+    #[test]
+    fn in_worker_order_does_not_wait_for_a_worker_lost_before_it_was_ready() {
+        let items = suite();
+        let mut s = Scheduler::new(
+            Dist::LoadFile,
+            units(Dist::LoadFile, &items, false),
+            2,
+            Constraints::default(),
+        )
+        .in_worker_order();
+        assert!(s.worker_ready(0).is_empty());
+        assert!(s.worker_lost(1).is_empty());
+        assert!(
+            matches!(
+                &s.requeue(1, Vec::new())[..],
+                [Command::Run { worker: 0, .. }, ..]
+            ),
+            "the ready worker starts once the other is gone"
         );
     }
 
@@ -820,7 +881,7 @@ mod tests {
         );
         s.worker_ready(0);
         s.worker_ready(1);
-        let mine: Vec<usize> = s.pending(1).collect();
+        let mine: Vec<usize> = s.workers[1].pending.iter().copied().collect();
         let commands: Vec<Command> = mine.iter().flat_map(|&t| s.test_done(1, t)).collect();
         assert!(
             commands
@@ -832,7 +893,7 @@ mod tests {
         let lost = s.worker_lost(1);
         s.requeue(1, lost);
         s.revive(1);
-        let released = vec![s.pending(0).last().unwrap()];
+        let released = vec![*s.workers[0].pending.back().unwrap()];
         let commands = s.released(0, released.clone());
         assert!(
             !commands

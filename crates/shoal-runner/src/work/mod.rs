@@ -1,0 +1,69 @@
+//! Where the tests a worker runs come from.
+//!
+//! The dispatcher owns processes, messages and reports; a [`WorkSource`] owns the decision of
+//! which test goes to which worker, and when. The dispatcher tells it what happened (a worker
+//! is ready, a test is done, a worker gave tests back or died) and sends the [`Command`]s it
+//! answers with; it never looks inside. [`Scheduler`] is the local source: every `--dist` mode
+//! over this machine's workers. `docs/architecture.md` says how a CI shard, a queue shared by
+//! several machines and a replay of one worker's sequence fit the same seam.
+//!
+//! Every source keeps the rule workers live by (`docs/protocol.md`): a worker runs a test only
+//! once it knows the test's successor, so a source keeps at least two tests pending on every
+//! worker that still has work, or tells it `Shutdown`.
+
+mod scheduler;
+
+pub use scheduler::{units, useful_workers, Constraints, Scheduler};
+
+/// What the dispatcher must send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Run { worker: usize, indices: Vec<usize> },
+    Shutdown { worker: usize, discard: bool },
+    Steal { worker: usize, count: usize },
+}
+
+/// The dispatcher's questions and news about work, by worker slot and collection index.
+pub trait WorkSource {
+    /// `worker` said it is ready (since its slot was last revived).
+    fn worker_ready(&mut self, worker: usize) -> Vec<Command>;
+
+    /// `worker` finished test `index` (its last attempt, or one that will be retried).
+    fn test_done(&mut self, worker: usize, index: usize) -> Vec<Command>;
+
+    /// A victim answered `Steal`: what it released goes to the thief.
+    fn released(&mut self, victim: usize, indices: Vec<usize>) -> Vec<Command>;
+
+    /// A failed test runs again, on another worker than `failed_on` where one can take it.
+    fn retry(&mut self, index: usize, failed_on: usize) -> Vec<Command>;
+
+    /// The worker is gone; returns the tests it had been sent and not finished, in order.
+    fn worker_lost(&mut self, worker: usize) -> Vec<usize>;
+
+    /// Tests that must go back to be run: those a dead worker had not finished (the
+    /// dispatcher keeps the ones the crash is blamed on). Called with none as well: the others
+    /// may then take a larger share.
+    fn requeue(&mut self, worker: usize, tests: Vec<usize>) -> Vec<Command>;
+
+    /// A slot whose tests need a new process: one with a share left, or any dead slot when
+    /// tests remain and no live worker can take them.
+    fn needs_worker(&self) -> Option<usize>;
+
+    /// A new process took over the slot; it gets tests once ready.
+    fn revive(&mut self, worker: usize);
+
+    /// Stop handing out tests (`-x`, `--maxfail`): every worker drops what it has not started.
+    fn stop(&mut self) -> Vec<Command>;
+
+    /// Whether test `index` was sent to `worker` and not reported done.
+    fn holds(&self, worker: usize, index: usize) -> bool;
+
+    /// The test `worker` runs now (the first it holds), if any.
+    fn running(&self, worker: usize) -> Option<usize>;
+
+    /// Whether `worker` said it is ready (since its slot was last revived).
+    fn is_ready(&self, worker: usize) -> bool;
+
+    /// Whether `worker` was asked to give tests back and has not answered.
+    fn steal_pending(&self, worker: usize) -> bool;
+}
