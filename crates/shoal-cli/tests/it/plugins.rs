@@ -3,8 +3,6 @@
 //! and pytest-timeout in a venv of their own (`.venv-plugins`, see `common::plugins_python`),
 //! because pytest-randomly shuffles every run in the venv it is installed in.
 
-mod common;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
@@ -12,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
+use crate::common::{
     assert_no_rendezvous_timeout, assert_same_outcomes, field, plugin_pytest, plugin_shoal,
     workers_used, Output, Project,
 };

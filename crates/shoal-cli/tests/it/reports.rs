@@ -4,15 +4,13 @@
 //! Where pytest defines the report, shoal's is compared with serial pytest's on the same
 //! fixture project (`tests/fixtures/reports_*`).
 
-mod common;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
     path::Path,
 };
 
-use common::{Output, Project};
+use crate::common::{Output, Project};
 use serde_json::Value;
 
 // ============================================================================================
@@ -724,7 +722,7 @@ fn lf_after_the_fix_passes_and_empties_lastfailed() {
 fn ff_runs_the_failures_first() {
     let project = Project::new("reports_cache");
     project.shoal(["-n", "2"]).run().assert_code(1);
-    let all = common::collected_ids(&project, &[]);
+    let all = crate::common::collected_ids(&project, &[]);
 
     let out = project.shoal(["-n", "1", "--ff", "-v"]).run();
     out.assert_code(1);
@@ -807,7 +805,7 @@ fn cache_clear_clears_the_cache_before_the_run() {
     out.assert_code(0);
     assert_eq!(
         as_set(&shoal_verbose_order(&out)),
-        as_set(&common::collected_ids(&project, &[])),
+        as_set(&crate::common::collected_ids(&project, &[])),
         "after --cache-clear, --lf must run everything\n{}",
         out.context()
     );
@@ -1006,7 +1004,7 @@ fn durations_lists_the_slowest_phases_like_pytest() {
         .unwrap();
     let stats = lines
         .iter()
-        .rposition(|l| common::parse_stats(l).is_some())
+        .rposition(|l| crate::common::parse_stats(l).is_some())
         .unwrap();
     assert!(
         header < stats,
@@ -1128,7 +1126,7 @@ fn durations_store_records_every_test() {
     out.assert_code(0);
     let calls = read_store(&project, &out);
     let ids: BTreeSet<String> = calls.keys().cloned().collect();
-    assert_eq!(ids, as_set(&common::collected_ids(&project, &[])));
+    assert_eq!(ids, as_set(&crate::common::collected_ids(&project, &[])));
     for (nodeid, slept) in SLEEPERS {
         assert!(
             calls[nodeid] >= slept - 0.001,
@@ -1157,7 +1155,7 @@ fn assert_bad_store_is_rebuilt(content: &str) {
     let calls = read_store(&project, &out);
     assert_eq!(
         calls.keys().cloned().collect::<BTreeSet<_>>(),
-        as_set(&common::collected_ids(&project, &[])),
+        as_set(&crate::common::collected_ids(&project, &[])),
         "the store was not rebuilt with this run's tests"
     );
 }
@@ -1224,7 +1222,7 @@ fn announced_outcome(nodeid: &str) -> &'static str {
 
 /// The `event` → documented field names, read from the table in docs/events.md.
 fn documented_fields() -> BTreeMap<String, Vec<String>> {
-    let docs = fs::read_to_string(common::repo_root().join("docs/events.md")).unwrap();
+    let docs = fs::read_to_string(crate::common::repo_root().join("docs/events.md")).unwrap();
     let mut events = BTreeMap::new();
     for line in docs.lines() {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
@@ -1485,7 +1483,7 @@ fn parse_event_lines(text: &str, what: &str) -> Vec<Value> {
 #[test]
 fn report_json_file_follows_docs_events_md() {
     let project = Project::new("reports_events");
-    let collected = common::collected_ids(&project, &[]);
+    let collected = crate::common::collected_ids(&project, &[]);
     let out = project
         .shoal(["-n", "2", "--report-json=events.jsonl"])
         .run();
@@ -1502,7 +1500,7 @@ fn report_json_file_follows_docs_events_md() {
 #[test]
 fn report_json_carries_captured_output() {
     let project = Project::new("reports_events");
-    let collected = common::collected_ids(&project, &[]);
+    let collected = crate::common::collected_ids(&project, &[]);
     let out = project
         .shoal(["-n", "2", "--start", "spawn", "--report-json=events.jsonl"])
         .run();
@@ -1521,7 +1519,7 @@ fn report_json_carries_captured_output() {
 #[test]
 fn report_json_to_stdout_with_verbose_output() {
     let project = Project::new("reports_events");
-    let collected = common::collected_ids(&project, &[]);
+    let collected = crate::common::collected_ids(&project, &[]);
     let out = project.shoal(["-n", "2", "-v", "--report-json=-"]).run();
     out.assert_code(1);
     let lines: Vec<&str> = out
@@ -1538,7 +1536,7 @@ fn report_json_to_stdout_with_verbose_output() {
 #[test]
 fn report_json_to_stdout_puts_every_event_on_its_own_line() {
     let project = Project::new("reports_events");
-    let collected = common::collected_ids(&project, &[]);
+    let collected = crate::common::collected_ids(&project, &[]);
     let out = project.shoal(["-n", "2", "--report-json=-"]).run();
     out.assert_code(1);
     let marker_lines = out

@@ -10,8 +10,6 @@
 //! The interpreter is `$SHOAL_TEST_PYTHON`, else `<repo>/.venv/bin/python`; if it is missing or
 //! lacks pytest, the tests fail (they never pass silently).
 
-#![allow(dead_code)]
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     ffi::{OsStr, OsString},
@@ -204,7 +202,8 @@ impl Project {
     }
 }
 
-fn copy_tree(from: &Path, to: &Path) {
+/// Copies a directory tree, leaving out Python's and pytest's caches.
+pub fn copy_tree(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for entry in fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

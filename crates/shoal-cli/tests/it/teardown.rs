@@ -1,11 +1,9 @@
 //! Fixture setup and teardown order on workers. The `module_teardown` fixture logs
 //! session/module fixture setup and teardown and every test, one JSON line each, in order.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::{field, file_of, Output, Project};
+use crate::common::{field, file_of, Output, Project};
 use serde_json::Value;
 
 /// (event, what) in the order one worker logged them.

@@ -4,13 +4,10 @@
 //! Every run made through the helpers is checked for survivors already; the tests here make
 //! the ways a run can end explicit.
 
-mod common;
-mod faults;
-
 use std::time::{Duration, Instant};
 
-use common::{assert_same_outcomes, survivors, Output, Project};
-use faults::{alive, assert_children_gone};
+use crate::common::{assert_same_outcomes, survivors, Output, Project};
+use crate::faults::{alive, assert_children_gone};
 
 #[track_caller]
 fn assert_nothing_survives(project: &Project, out: &Output) {

@@ -1,11 +1,9 @@
 //! `-x` and `--maxfail`: the run stops early, says so, and exits 1. The `maxfail` fixture has
 //! three failing tests first and 300 passing ones after them.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Output, Project};
+use crate::common::{Output, Project};
 
 const COLLECTED: usize = 303;
 

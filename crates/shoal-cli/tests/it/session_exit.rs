@@ -6,9 +6,7 @@
 //! `test_waits.py` (6 tests, the first holds its worker until the stop has reached it); see its
 //! conftest for the places `$EXIT_AT` names.
 
-mod common;
-
-use common::{Output, Project};
+use crate::common::{Output, Project};
 
 const COLLECTED: usize = 9;
 const EXIT_MESSAGE: &str = "_pytest.outcomes.Exit: bye now";

@@ -2,9 +2,7 @@
 //! `--start spawn` (each then collects for itself and must agree with the collector), and
 //! spawned automatically when forking the collector is unsafe.
 
-mod common;
-
-use common::{assert_same_outcomes, created_line, Project};
+use crate::common::{assert_same_outcomes, created_line, Project};
 
 #[test]
 fn fork_is_the_default_start_method() {

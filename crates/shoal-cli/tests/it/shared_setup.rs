@@ -8,11 +8,9 @@
 //!   test module at import, in a conftest at import), `worker_id` and
 //!   `@pytest.mark.skipif(is_worker, ...)`, compared with pytest-xdist's outcomes.
 
-mod common;
-
 use std::{collections::BTreeSet, fs, path::Path};
 
-use common::{assert_no_rendezvous_timeout, assert_same_outcomes, field, Output, Project};
+use crate::common::{assert_no_rendezvous_timeout, assert_same_outcomes, field, Output, Project};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
@@ -220,8 +218,8 @@ fn short_summary_ids_are_relative_to_the_invocation_dir() {
     let project = Project::empty();
     project.write("pytest.ini", "[pytest]\n");
     project.write("sub/test_x.py", "def test_x():\n    assert 0\n");
-    let python = common::python().display().to_string();
-    let shoal = common::shoal_bin().display().to_string();
+    let python = crate::common::python().display().to_string();
+    let shoal = crate::common::shoal_bin().display().to_string();
     // `sh -c 'cd sub && exec "$@"' sh PROGRAM ARGS...`: the command, started in sub/.
     let in_sub = |command: &[&str]| {
         let mut args = vec!["-c", "cd sub && exec \"$@\"", "sh"];

@@ -2,11 +2,9 @@
 //! environment, the `worker_id` and `testrun_uid` fixtures, `config.workerinput`, and one
 //! shared base temp directory with a `popen-gwN` directory per worker.
 
-mod common;
-
 use std::{collections::BTreeSet, path::Path};
 
-use common::{assert_no_rendezvous_timeout, field, Output, Project};
+use crate::common::{assert_no_rendezvous_timeout, field, Output, Project};
 use serde_json::Value;
 
 const FIXTURE: &str = "xdist_contract";
@@ -31,10 +29,10 @@ fn run(extra: &[&str]) -> (Output, Vec<Value>, Vec<String>) {
         out.context()
     );
     let mut argv = vec![
-        common::shoal_bin().to_string_lossy().into_owned(),
+        crate::common::shoal_bin().to_string_lossy().into_owned(),
         "--python".into(),
     ];
-    argv.push(common::python().to_string_lossy().into_owned());
+    argv.push(crate::common::python().to_string_lossy().into_owned());
     argv.extend(args.iter().map(|s| s.to_string()));
     (out, records, argv)
 }

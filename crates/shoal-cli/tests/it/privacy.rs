@@ -6,11 +6,9 @@
 //! worker and records modes and owners; running as root, it also tries to get in as a second
 //! user (uid 65534, through `setpriv`).
 
-mod common;
-
 use std::{path::Path, process::Command};
 
-use common::{python, shoal_bin, Project, Run};
+use crate::common::{python, shoal_bin, Project, Run};
 use serde_json::Value;
 
 /// The second user's identity for `setpriv`: `nobody`'s ids on most systems (numeric, so it
@@ -45,13 +43,13 @@ fn second_user_unavailable() -> Option<&'static str> {
 }
 
 /// The one record the fixture's test wrote.
-fn inspection(project: &Project, out: &common::Output) -> Value {
+fn inspection(project: &Project, out: &crate::common::Output) -> Value {
     let records = project.take_records();
     assert_eq!(records.len(), 1, "{records:?}\n{}", out.context());
     records.into_iter().next().unwrap()
 }
 
-fn assert_private(record: &Value, out: &common::Output) {
+fn assert_private(record: &Value, out: &crate::common::Output) {
     assert_eq!(
         record["umask"], 0,
         "the run did not inherit umask 000\n{record}"

@@ -1,9 +1,7 @@
 //! Test outcomes under shoal equal serial pytest's: the per-test lines of the short summary
 //! (`-rA`) and the counts of the final stats line, for every way of spreading the tests.
 
-mod common;
-
-use common::{assert_same_outcomes as assert_outcomes_equal, Output, Project};
+use crate::common::{assert_same_outcomes as assert_outcomes_equal, Output, Project};
 
 const SERIAL: [&str; 4] = ["-p", "no:cacheprovider", "-rA", "-q"];
 

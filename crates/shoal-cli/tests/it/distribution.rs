@@ -1,11 +1,9 @@
 //! Which worker runs which test, per `--dist` mode. The `distribution` fixture's conftest
 //! records `{nodeid, worker, pid}` for every test it runs.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{
+use crate::common::{
     assert_no_rendezvous_timeout, collected_ids, field, file_of, placements, scope_of,
     workers_used, Output, Project,
 };

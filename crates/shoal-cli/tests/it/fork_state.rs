@@ -5,14 +5,12 @@
 //! filelock or connected sqlite3 database; PostgreSQL is in `postgres.rs`). Outcomes and the
 //! per-worker configuration match pytest-xdist's; `-v` says why the workers were spawned.
 
-mod common;
-
-use common::{created_line, field, Output, Project};
+use crate::common::{created_line, field, Output, Project};
 
 /// Every (worker, db_name) pair the tests recorded.
 fn db_names(project: &Project, out: &Output) -> Vec<(String, String)> {
     let records = project.take_records();
-    common::assert_no_rendezvous_timeout(&records, out);
+    crate::common::assert_no_rendezvous_timeout(&records, out);
     records
         .iter()
         .filter(|r| r.get("nodeid").is_some())

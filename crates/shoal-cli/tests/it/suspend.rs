@@ -3,14 +3,12 @@
 //! most of its running time after the suspension, so a deadline that counted the suspension
 //! would kill it.
 
-mod common;
-
 use std::{
     thread,
     time::{Duration, Instant},
 };
 
-use common::Project;
+use crate::common::Project;
 
 #[test]
 fn time_spent_suspended_does_not_count_against_the_timeout() {

@@ -6,13 +6,10 @@
 //! The random runs are drawn from a fixed seed, printed with each run; set `BAD_FRAMES_SEED`
 //! to replay one (and `BAD_FRAMES_RUNS` to change how many runs).
 
-mod common;
-mod faults;
-
 use std::time::Duration;
 
-use common::{collected_ids, Output, Project};
-use faults::{assert_one_final_outcome, env_u64, events, run_within};
+use crate::common::{collected_ids, Output, Project};
+use crate::faults::{assert_one_final_outcome, env_u64, events, run_within};
 
 const DEFAULT_SEED: u64 = 0x0bad_f4a3;
 const DEFAULT_RUNS: u64 = 12;

@@ -18,8 +18,6 @@
 //!   barriers make tests on the two workers overlap for certain; the same tests pass with a
 //!   database per worker.
 
-mod common;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
@@ -30,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{field, Output, Project};
+use crate::common::{copy_tree, field, Output, Project};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
@@ -124,7 +122,7 @@ fn free_port() -> u16 {
 
 /// The Python the tests use must have what the example needs.
 fn require_python_packages() {
-    let out = Command::new(common::python())
+    let out = Command::new(crate::common::python())
         .args(["-c", "import sqlalchemy, psycopg"])
         .output()
         .expect("run the test Python");
@@ -132,7 +130,7 @@ fn require_python_packages() {
         out.status.success(),
         "{} lacks sqlalchemy or psycopg ({}): scripts/setup installs requirements-test.txt \
          into .venv",
-        common::python().display(),
+        crate::common::python().display(),
         String::from_utf8_lossy(&out.stderr).trim()
     );
 }
@@ -233,7 +231,7 @@ impl PgServer {
             \x20   cur = c.execute(sys.argv[2])\n\
             \x20   rows = cur.fetchall() if cur.description else []\n\
             print(json.dumps(rows, default=str))\n";
-        let out = Command::new(common::python())
+        let out = Command::new(crate::common::python())
             .args(["-c", SCRIPT, &self.url(database), sql])
             .output()
             .expect("run the test Python");
@@ -356,28 +354,11 @@ fn server_command(
 // ---------------------------------------------------------------------------------------------
 // Projects.
 
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if name == "__pycache__" || name == ".pytest_cache" {
-            continue;
-        }
-        let target = to.join(&name);
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// `examples/postgres` in a temp project, with the recording plugin beside it (`plugins/`,
 /// loaded with `-p pg_record`).
 fn example_project() -> Project {
     let project = Project::empty();
-    let root = common::repo_root();
+    let root = crate::common::repo_root();
     copy_tree(&root.join("examples/postgres"), &project.path);
     copy_tree(
         &root.join("tests/fixtures/pg_record"),
@@ -597,8 +578,8 @@ fn counting_run<'p>(
     project: &'p Project,
     pg: &PgServer,
     isolation: &str,
-    run: common::Run<'p>,
-) -> common::Run<'p> {
+    run: crate::common::Run<'p>,
+) -> crate::common::Run<'p> {
     let barrier = project.root().join(format!(
         "barrier-{}",
         std::time::SystemTime::now()

@@ -2,9 +2,7 @@
 //! a run more tightly than the shared helpers do, the `--report-json` events of a run, and
 //! checks that every collected test ended exactly once.
 //!
-//! Built on `common` (declared by the test file that includes this module).
-
-#![allow(dead_code)]
+//! Built on `common`.
 
 use std::{
     collections::BTreeMap,

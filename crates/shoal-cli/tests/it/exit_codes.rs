@@ -1,11 +1,9 @@
 //! shoal exits with pytest's codes: 0 all passed, 1 tests failed, 2 interrupted (collection
 //! errors), 3 internal error, 4 usage error, 5 no tests collected.
 
-mod common;
-
 use std::process::Command;
 
-use common::{collected_ids, Output, Project};
+use crate::common::{collected_ids, Output, Project};
 
 const NO_CACHE: [&str; 2] = ["-p", "no:cacheprovider"];
 
@@ -223,7 +221,7 @@ fn python_without_pytest_exits_4_with_one_line() {
     project.write("test_x.py", "def test_x():\n    pass\n");
     let venv = project.root().join("bare-venv");
     // A bare venv of the interpreter that has pytest: same Python, no pytest inside.
-    let status = Command::new(common::python())
+    let status = Command::new(crate::common::python())
         .args(["-m", "venv", "--without-pip"])
         .arg(&venv)
         .env_remove("VIRTUAL_ENV")

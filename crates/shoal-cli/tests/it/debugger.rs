@@ -6,9 +6,7 @@
 //! The `stops_pdb` fixture: four passing tests and two failing ones, each failure with a local
 //! `reached` that names it; `pty_driver.py` runs a command on a pseudo-terminal and answers pdb.
 
-mod common;
-
-use common::{python, shoal_bin, Output, Project};
+use crate::common::{python, shoal_bin, Output, Project};
 
 const PROMPT: &str = "(Pdb) ";
 
@@ -70,7 +68,7 @@ fn pdb_runs_each_failing_test_again_under_pdb_after_the_parallel_run() {
     // First the parallel run, whole: nothing lost, nothing passed that failed.
     let parallel = before
         .lines()
-        .find_map(common::parse_stats)
+        .find_map(crate::common::parse_stats)
         .unwrap_or_else(|| panic!("pdb came before the parallel summary\n{}", out.context()));
     assert_eq!(parallel.get("failed"), Some(&2), "{}", out.context());
     assert_eq!(parallel.get("passed"), Some(&4), "{}", out.context());

@@ -2,9 +2,7 @@
 //! of workers, the same value everywhere, one teardown after the last use, and a failing setup
 //! failing every test that needs it.
 
-mod common;
-
-use common::Project;
+use crate::common::Project;
 use serde_json::Value;
 
 fn events<'a>(records: &'a [Value], event: &str) -> Vec<&'a Value> {
@@ -73,7 +71,7 @@ fn a_failing_run_once_setup_errors_every_test_that_needs_it() {
 
 /// Runs `-k <selection>` under shoal -n 2 with both workers meeting before any run-once setup
 /// (so that one sets the fixture up and the other is told how it went), and under pytest.
-fn on_two_workers(selection: &str) -> (common::Output, common::Output) {
+fn on_two_workers(selection: &str) -> (crate::common::Output, crate::common::Output) {
     let project = Project::new("run_once_fixture");
     let args = ["-p", "no:cacheprovider", "-q", "-rsx", "-k", selection];
     let shoal = project
@@ -118,7 +116,7 @@ fn a_skip_in_a_run_once_setup_skips_its_tests_on_every_worker_as_pytest_does() {
     pytest.assert_code(0);
     shoal.assert_code(0);
     assert_eq!(shoal.stats(), pytest.stats(), "{}", shoal.context());
-    let reasons = |out: &common::Output| -> Vec<String> {
+    let reasons = |out: &crate::common::Output| -> Vec<String> {
         out.stdout
             .lines()
             .filter(|l| l.starts_with("SKIPPED"))

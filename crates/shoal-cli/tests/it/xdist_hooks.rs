@@ -2,11 +2,9 @@
 //! `pytest_testnodedown` hands each worker's `config.workeroutput` to the controlling side;
 //! syrupy and pytest-benchmark, which rely on them, behave as under xdist (plugin venv).
 
-mod common;
-
 use std::fs;
 
-use common::{plugin_pytest, plugin_shoal, Project};
+use crate::common::{plugin_pytest, plugin_shoal, Project};
 
 /// The lines the fixture's controlling-side hooks wrote, each kind sorted by worker.
 fn hook_events(project: &Project) -> Vec<String> {

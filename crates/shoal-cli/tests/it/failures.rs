@@ -12,13 +12,10 @@
 //! Tests marked `#[ignore = "bug: ..."]` show a broken promise; they pass once it is kept.
 //! The randomized worker-killing test is in `failures_random.rs`.
 
-mod common;
-mod faults;
-
 use std::time::{Duration, Instant};
 
-use common::{collected_ids, survivors, Output, Project};
-use faults::{
+use crate::common::{collected_ids, survivors, Output, Project};
+use crate::faults::{
     alive, assert_children_gone, assert_crashed, assert_one_final_outcome, crash_message, events,
     longrepr, of_kind, run_end, run_within, summary_line, test_events, wait_for_records, Watchdog,
 };
@@ -289,7 +286,7 @@ fn captured_output_larger_than_a_frame_is_cut_and_the_tests_pass_once() {
     assert_each_ran_once(&project, &collected, &out);
     let events = events(&project, &out);
     assert_one_final_outcome(&events, &collected, 0, &out);
-    let xml = faults::read(&project.path.join("junit.xml"));
+    let xml = crate::faults::read(&project.path.join("junit.xml"));
     for (name, mib) in [("100 MiB", 100), ("34 MiB", 34)] {
         for shown in [out.stdout.as_str(), xml.as_str()] {
             for line in [
@@ -708,7 +705,7 @@ fn a_test_that_always_fails_is_failed_with_its_reruns_in_junit() {
         out.context()
     );
     assert_eq!(attempts(&project, "always_fails").len(), 3);
-    let xml = faults::read(&project.path.join("junit.xml"));
+    let xml = crate::faults::read(&project.path.join("junit.xml"));
     let start = xml
         .find("name=\"test_always_fails\"")
         .unwrap_or_else(|| panic!("no testcase for test_always_fails in {xml}"));

@@ -1,9 +1,7 @@
 //! Serial tests and resource limits inside one parallel run: tests record when they ran, and
 //! no serial test may overlap any other, nor two "redis" tests each other.
 
-mod common;
-
-use common::Project;
+use crate::common::Project;
 use serde_json::Value;
 
 fn overlaps(a: &Value, b: &Value) -> bool {

@@ -2,11 +2,9 @@
 //! those for remote or rsync'd workers and looponfail are refused with one line, exit 4.
 //! loadscope/loadfile hand out the largest units first unless `--no-loadscope-reorder`.
 
-mod common;
-
 use std::fs;
 
-use common::Project;
+use crate::common::Project;
 
 /// ran.txt as (worker, node id, testrun_uid, worker count), in the order the tests finished.
 fn ran(project: &Project) -> Vec<(String, String, String, String)> {

@@ -7,17 +7,14 @@
 //! `FAULTS_BUDGET` to change the seconds after which no more runs are started). `scripts/soak`
 //! runs many more rounds over varying seeds, outside CI's time.
 
-mod common;
-mod faults;
-
 use std::{
     collections::BTreeSet,
     fs,
     time::{Duration, Instant},
 };
 
-use common::{collected_ids, Project};
-use faults::{
+use crate::common::{collected_ids, Project};
+use crate::faults::{
     alive, assert_crashed, assert_one_final_outcome, crash_message, env_u64, events, peek_records,
     pidfd_kill, pidfd_open, run_end, Watchdog,
 };

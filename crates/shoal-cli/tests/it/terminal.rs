@@ -3,14 +3,12 @@
 //! prefixed with the worker id, the warnings summary and the `-r` short summary, compared with
 //! serial pytest (and with pytest-xdist where shoal follows xdist's layout).
 
-mod common;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     ffi::OsStr,
 };
 
-use common::{parse_stats, python, shoal_bin, Output, Project};
+use crate::common::{parse_stats, python, shoal_bin, Output, Project};
 
 // ============================================================================================
 // Helpers
@@ -775,7 +773,7 @@ fn same_warning_from_both_workers_is_listed_once_like_pytest() {
         .run();
     out.assert_code(0);
     let records = project.take_records();
-    common::assert_no_rendezvous_timeout(&records, &out);
+    crate::common::assert_no_rendezvous_timeout(&records, &out);
 
     let expected = warnings_summary(&serial).unwrap_or_else(|| panic!("{}", serial.context()));
     let actual =
@@ -793,7 +791,8 @@ fn same_warning_from_both_workers_is_listed_once_like_pytest() {
         .find(|(m, _)| m.contains("the same warning everywhere"))
         .map(|(_, l)| l.clone())
         .unwrap_or_else(|| panic!("shared warning missing\n{}", out.context()));
-    let placements: BTreeMap<String, String> = common::placements(&records).into_iter().collect();
+    let placements: BTreeMap<String, String> =
+        crate::common::placements(&records).into_iter().collect();
     let workers: BTreeSet<&String> = shared.iter().filter_map(|id| placements.get(id)).collect();
     assert_eq!(
         workers.len(),

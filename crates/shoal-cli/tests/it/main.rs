@@ -1,0 +1,32 @@
+//! shoal's integration tests, one binary: each module runs the built `shoal` on small pytest
+//! projects (`tests/fixtures/`) and checks outcomes, exit codes, reports and what each worker
+//! ran. `common` holds the shared helpers, `faults` those of the fault tests.
+
+mod common;
+mod faults;
+
+mod bad_input;
+mod debugger;
+mod distribution;
+mod exit_codes;
+mod failures;
+mod failures_random;
+mod fork_state;
+mod outcomes;
+mod plugins;
+mod postgres;
+mod privacy;
+mod processes;
+mod reports;
+mod run_once;
+mod serial;
+mod session_exit;
+mod shared_setup;
+mod start_methods;
+mod stopping;
+mod suspend;
+mod teardown;
+mod terminal;
+mod xdist_contract;
+mod xdist_flags;
+mod xdist_hooks;
