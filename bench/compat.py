@@ -360,6 +360,7 @@ ACCEPTANCE_CI_SUBSET = (
     " or test_keyboardinterrupt_hooks_issue79 or test_dist_with_collectonly"
     " or test_worker_id_fixture or test_maxfail_causes_early_termination"
     " or TestLoadScope and test_by_class or TestFileScope and test_by_module"
+    " or test_workqueue_ordered_by_size or TestLocking and test_multi_file and worksteal"
 )
 
 
