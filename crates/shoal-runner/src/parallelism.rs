@@ -72,18 +72,36 @@ fn usable_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }
 
+/// Every online CPU, whatever this process may use: the kernel's list of them (`0-3,8`).
 fn logical_cpus() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    usize::try_from(online)
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
         .ok()
+        .and_then(|list| cpu_list_len(list.trim()))
         .filter(|&n| n > 0)
         .unwrap_or_else(usable_cpus)
+}
+
+/// How many CPUs a kernel CPU list names (`0-3,8` is five).
+fn cpu_list_len(list: &str) -> Option<usize> {
+    list.split(',').try_fold(0, |count, range| {
+        let (first, last) = range.split_once('-').unwrap_or((range, range));
+        let (first, last): (usize, usize) = (first.parse().ok()?, last.parse().ok()?);
+        Some(count + last.checked_sub(first)? + 1)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_cpu_lists_count_every_cpu() {
+        assert_eq!(cpu_list_len("0"), Some(1));
+        assert_eq!(cpu_list_len("0-3,8"), Some(5));
+        assert_eq!(cpu_list_len("0-1,4-5,7"), Some(5));
+        assert_eq!(cpu_list_len("3-1"), None);
+        assert_eq!(cpu_list_len(""), None);
+    }
 
     #[test]
     fn parses_what_xdist_accepts() {

@@ -213,16 +213,19 @@ impl Interpreter {
             .arg(role)
             .arg(identity)
             .args(args);
-        // SAFETY: prctl, getppid and _exit are async-signal-safe; they make the child die with
-        // the controller, so a killed shoal leaves no Python behind, also when it ends
-        // between the fork and the prctl (the kernel would then never send the signal).
-        let controller = std::process::id() as libc::pid_t;
+        // SAFETY: between fork and exec only async-signal-safe calls: prctl and getppid, raw
+        // system calls, and an error that allocates nothing. They make the child die with the
+        // controller, so a killed shoal leaves no Python behind, also when it ends between the
+        // fork and the prctl (the kernel would then never send the signal).
+        let controller = rustix::process::getpid();
         unsafe {
             command.pre_exec(move || {
                 #[cfg(target_os = "linux")]
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if libc::getppid() != controller {
-                    libc::_exit(1);
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))?;
+                if rustix::process::getppid() != Some(controller) {
+                    return Err(rustix::io::Errno::SRCH.into()); // no allocation here
                 }
                 Ok(())
             });
@@ -323,8 +326,7 @@ mod tests {
 
     #[test]
     fn the_bootstrap_refuses_a_plugin_of_another_user() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !rustix::process::geteuid().is_root() {
             println!("skipped: only root can give a file to another user");
             return;
         }

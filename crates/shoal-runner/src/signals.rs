@@ -7,6 +7,7 @@
 use std::thread;
 
 use crossbeam_channel::Sender;
+use rustix::process::{self, Pid, Signal};
 use signal_hook::iterator::Signals;
 
 use crate::connection::Event;
@@ -38,35 +39,34 @@ pub fn forward(events: Sender<Event>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A process id as the kernel takes it; `None` for 0 and for what does not fit.
+fn pid(pid: u32) -> Option<Pid> {
+    Pid::from_raw(i32::try_from(pid).ok()?)
+}
+
 /// Sends `signal` to the process group led by `pid`; a group already gone is not an error.
-pub fn to_group(pid: u32, signal: i32) {
-    // SAFETY: killpg has no memory-safety preconditions.
-    unsafe {
-        libc::killpg(pid as libc::pid_t, signal);
+pub fn to_group(group: u32, signal: i32) {
+    if let (Some(group), Some(signal)) = (pid(group), Signal::from_named_raw(signal)) {
+        let _ = process::kill_process_group(group, signal);
     }
 }
 
-/// Sends `signal` to one process.
-pub fn to_process(pid: u32, signal: i32) {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid as libc::pid_t, signal);
+/// Sends `signal` to one process; one already gone is not an error.
+pub fn to_process(process: u32, signal: i32) {
+    if let (Some(process), Some(signal)) = (pid(process), Signal::from_named_raw(signal)) {
+        let _ = process::kill_process(process, signal);
     }
 }
 
 /// Stops this process until SIGCONT (after SIGTSTP was caught, the default is gone).
 pub fn stop_self() {
-    // SAFETY: raise has no memory-safety preconditions.
-    unsafe {
-        libc::raise(SIGSTOP);
-    }
+    let _ = process::kill_process(process::getpid(), Signal::STOP);
 }
 
 /// The process group of `pid`, if it exists.
-pub fn group_of(pid: u32) -> Option<u32> {
-    // SAFETY: getpgid has no memory-safety preconditions.
-    let group = unsafe { libc::getpgid(pid as libc::pid_t) };
-    u32::try_from(group).ok()
+pub fn group_of(process: u32) -> Option<u32> {
+    let group = process::getpgid(Some(pid(process)?)).ok()?;
+    u32::try_from(group.as_raw_nonzero().get()).ok()
 }
 
 /// The parent of `pid`, if it exists (Linux: from `/proc`; elsewhere unknown).
@@ -84,10 +84,9 @@ mod tests {
     #[test]
     fn parent_and_group_of_this_process() {
         let me = std::process::id();
-        // SAFETY: getppid and getpgrp have no preconditions.
-        let (parent, group) = unsafe { (libc::getppid(), libc::getpgrp()) };
-        assert_eq!(parent_of(me), u32::try_from(parent).ok());
-        assert_eq!(group_of(me), u32::try_from(group).ok());
+        let raw = |pid: Option<Pid>| pid.and_then(|p| u32::try_from(p.as_raw_nonzero().get()).ok());
+        assert_eq!(parent_of(me), raw(process::getppid()));
+        assert_eq!(group_of(me), raw(Some(process::getpgrp())));
     }
 
     #[test]
