@@ -395,11 +395,53 @@ pub struct WorkerIdentity {
     pub workerinput: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The phase of a test a report is about: pytest's `report.when`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum When {
+    /// A collection error's report.
+    Collect,
+    Setup,
+    Call,
+    Teardown,
+}
+
+impl When {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Collect => "collect",
+            Self::Setup => "setup",
+            Self::Call => "call",
+            Self::Teardown => "teardown",
+        }
+    }
+}
+
+/// pytest's `report.outcome`. What the terminal shows (xfailed, error, a plugin's own
+/// category) is [`PhaseReport::category`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Passed,
+    Failed,
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Passed => "passed",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
 /// One phase (setup, call or teardown) of one test, as pytest reported it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhaseReport {
-    pub when: String,
-    pub outcome: String,
+    pub when: When,
+    pub outcome: Outcome,
     pub duration: f64,
     /// `pytest_report_teststatus`'s answer: the stats category ("" for a quiet phase).
     pub category: String,

@@ -13,6 +13,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+use shoal_protocol::When;
 
 use crate::results::Results;
 
@@ -45,6 +46,8 @@ struct StoreFile {
 pub struct DurationStore {
     path: PathBuf,
     tests: BTreeMap<String, TestDurations>,
+    /// What was wrong with the files it read, one warning each, for the reporters to show.
+    problems: Vec<String>,
 }
 
 /// The store could not be saved.
@@ -63,29 +66,30 @@ impl DurationStore {
 
     /// Loads the store at `path`, seeded from pytest-split's file in `rootdir` when present.
     pub fn load(path: PathBuf, rootdir: Option<&Path>) -> Self {
+        let mut problems = Vec::new();
         let mut tests = match fs::read_to_string(&path) {
             Ok(text) => match serde_json::from_str::<StoreFile>(&text) {
                 Ok(file) if file.version == STORE_VERSION => file.tests,
                 Ok(file) => {
-                    eprintln!(
+                    problems.push(format!(
                         "shoal: warning: {} has version {} (this shoal reads {STORE_VERSION}); rebuilding it",
                         path.display(),
                         file.version
-                    );
+                    ));
                     BTreeMap::new()
                 }
                 Err(e) => {
-                    eprintln!(
+                    problems.push(format!(
                         "shoal: warning: {} is corrupt ({e}); rebuilding it",
                         path.display()
-                    );
+                    ));
                     BTreeMap::new()
                 }
             },
             Err(_) => BTreeMap::new(),
         };
         if let Some(split) = rootdir.map(|d| d.join(".test_durations")) {
-            for (nodeid, seconds) in read_pytest_split(&split) {
+            for (nodeid, seconds) in read_pytest_split(&split, &mut problems) {
                 tests.entry(nodeid).or_insert(TestDurations {
                     call: seconds,
                     average: seconds,
@@ -93,7 +97,16 @@ impl DurationStore {
                 });
             }
         }
-        Self { path, tests }
+        Self {
+            path,
+            tests,
+            problems,
+        }
+    }
+
+    /// The warnings about what it read, once.
+    pub fn take_problems(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.problems)
     }
 
     /// The expected duration of a test, when known.
@@ -112,11 +125,11 @@ impl DurationStore {
                 ..TestDurations::default()
             };
             for report in &record.reports {
-                match report.when.as_str() {
-                    "setup" => run.setup = report.duration,
-                    "call" => run.call = report.duration,
-                    "teardown" => run.teardown = report.duration,
-                    _ => {}
+                match report.when {
+                    When::Setup => run.setup = report.duration,
+                    When::Call => run.call = report.duration,
+                    When::Teardown => run.teardown = report.duration,
+                    When::Collect => {}
                 }
             }
             let total = run.setup + run.call + run.teardown;
@@ -148,12 +161,12 @@ impl DurationStore {
 
 /// pytest-split's `.test_durations`: a JSON object of node id -> seconds; anything else is
 /// ignored with a warning.
-fn read_pytest_split(path: &Path) -> BTreeMap<String, f64> {
+fn read_pytest_split(path: &Path, problems: &mut Vec<String>) -> BTreeMap<String, f64> {
     let Ok(text) = fs::read_to_string(path) else {
         return BTreeMap::new();
     };
     serde_json::from_str(&text).unwrap_or_else(|e| {
-        eprintln!("shoal: warning: ignoring {}: {e}", path.display());
+        problems.push(format!("shoal: warning: ignoring {}: {e}", path.display()));
         BTreeMap::new()
     })
 }

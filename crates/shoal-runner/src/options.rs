@@ -183,6 +183,8 @@ pub struct Resolved {
     pub workers: WorkerCount,
     pub dist: Dist,
     pub maxprocesses: Option<usize>,
+    /// `--max-worker-restart`; `None`: xdist's default, four per worker.
+    pub max_worker_restart: Option<usize>,
 }
 
 /// A setting read from pytest's addopts or from `[tool.shoal]` is invalid.
@@ -201,6 +203,8 @@ pub enum OptionsError {
     Dist(#[from] DistError),
     #[error(transparent)]
     Start(#[from] StartMethodError),
+    #[error("read --max-worker-restart from pytest's options: {value:?} is not a whole number")]
+    MaxWorkerRestart { value: String },
 }
 
 impl RunOptions {
@@ -255,10 +259,25 @@ impl RunOptions {
             (None, Some(addopts)) => addopts.parse()?,
             (None, None) => Dist::Load,
         };
+        let max_worker_restart = match (self.max_worker_restart, &pytest.maxworkerrestart) {
+            (Some(n), _) => Some(n),
+            (None, Some(addopts)) => {
+                Some(
+                    addopts
+                        .trim()
+                        .parse()
+                        .map_err(|_| OptionsError::MaxWorkerRestart {
+                            value: addopts.clone(),
+                        })?,
+                )
+            }
+            (None, None) => None,
+        };
         Ok(Resolved {
             workers,
             dist,
             maxprocesses: self.maxprocesses.or(pytest.maxprocesses),
+            max_worker_restart,
         })
     }
 }

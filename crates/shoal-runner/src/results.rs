@@ -1,6 +1,30 @@
 //! Every test's outcome as the workers reported it, and what the run's exit code follows from.
 
-use shoal_protocol::{CollectError, JunitDelta, PhaseReport, Warning};
+use shoal_protocol::{CollectError, JunitDelta, Outcome, PhaseReport, SessionExit, Warning, When};
+
+/// Why a run ended before every test ran.
+#[derive(Debug, Clone)]
+pub enum StopReason {
+    MaxFail(usize),
+    /// Every worker died and none could be started.
+    NoWorkers,
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// `--run-timeout` passed.
+    RunTimeout,
+    /// A test called `pytest.exit()`.
+    Exit(SessionExit),
+    /// pytest hit an internal error in this worker.
+    InternalError(String),
+}
+
+impl StopReason {
+    /// pytest reports an exit that asks for another code than 2 (interrupted) after the stats
+    /// line, when it unconfigures; every other stop before it.
+    pub(crate) fn after_stats(&self) -> bool {
+        matches!(self, Self::Exit(exit) if exit.returncode.is_some_and(|c| c != 2))
+    }
+}
 
 /// One test run on one worker.
 #[derive(Debug, Clone)]
@@ -30,7 +54,7 @@ impl TestRecord {
     pub fn failed(&self) -> bool {
         self.reports
             .iter()
-            .any(|r| r.outcome == "failed" && r.wasxfail.is_none())
+            .any(|r| r.outcome == Outcome::Failed && r.wasxfail.is_none())
     }
 
     /// Failed at first, passed on a retry.
@@ -181,14 +205,14 @@ impl Results {
 
 /// The report standing in for a test whose worker died under it in phase `when`: a failure
 /// in the call, an error in setup or teardown, as pytest counts them.
-pub fn crash_report(message: String, when: &str) -> PhaseReport {
+pub fn crash_report(message: String, when: When) -> PhaseReport {
     let (category, letter, word) = match when {
-        "setup" | "teardown" => ("error", "E", "ERROR"),
+        When::Setup | When::Teardown => ("error", "E", "ERROR"),
         _ => ("failed", "F", "FAILED"),
     };
     PhaseReport {
-        when: when.into(),
-        outcome: "failed".into(),
+        when,
+        outcome: Outcome::Failed,
         duration: 0.0,
         category: category.into(),
         letter: letter.into(),

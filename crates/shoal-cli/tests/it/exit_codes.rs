@@ -140,6 +140,25 @@ fn unknown_dist_mode_exits_4() {
     }
 }
 
+/// As a bad `-n` there: a `--max-worker-restart` that pytest's addopts give must be a number,
+/// not silently the default.
+#[test]
+fn bad_max_worker_restart_in_addopts_exits_4() {
+    let project = Project::new("passing");
+    project.write(
+        "pytest.ini",
+        "[pytest]\naddopts = --max-worker-restart=lots\n",
+    );
+    let out = shoal(&project, &["-n", "2"]);
+    out.assert_code(4);
+    assert!(
+        out.stderr.contains("--max-worker-restart") && out.stderr.contains("\"lots\""),
+        "the error names the option and the value\n{}",
+        out.context()
+    );
+    assert_no_workers_started(&out);
+}
+
 #[test]
 fn unknown_start_method_exits_4() {
     let project = Project::new("passing");

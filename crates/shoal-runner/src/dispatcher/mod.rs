@@ -23,7 +23,7 @@ use std::{
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use shoal_protocol::{
-    CollectedItem, FromPython, PytestSettings, Role, SessionExit, ToPython, Warning,
+    CollectedItem, FromPython, Outcome, PytestSettings, Role, SessionExit, ToPython, Warning,
     WorkerIdentity, PROTOCOL_VERSION,
 };
 
@@ -38,8 +38,8 @@ use crate::{
     durations::DurationStore,
     options::{Dist, FailureOutput, RunOptions, StartMethod},
     python::{Interpreter, PLUGIN_UNTRUSTED_EXIT, PYTEST_MISSING_EXIT, VERSIONS_UNSUPPORTED_EXIT},
-    reporter::{cache, events::EventLog, junit, StopReason, Terminal},
-    results::{crash_report, Results, TestRecord},
+    reporter::{events::EventLog, ReporterEvent, Reporters, RunEnd, Terminal},
+    results::{crash_report, Results, StopReason, TestRecord},
     signals,
     work::{self, Command, Scheduler, WorkSource},
     ExitCode, RunError,
@@ -91,9 +91,7 @@ struct Run {
     /// Which test each worker runs next.
     work: Box<dyn WorkSource>,
     results: Results,
-    terminal: Terminal,
     estimate: Estimate,
-    store: Option<DurationStore>,
     /// Failed phases so far, for `--maxfail`.
     failures: usize,
     stop: Option<StopReason>,
@@ -128,8 +126,8 @@ pub struct Dispatcher {
     workers: Vec<Worker>,
     /// Whether pytest colours its output; spawned workers are told so explicitly.
     color: bool,
-    /// `--report-json`; dropped with a warning if it cannot be written.
-    events_log: Option<EventLog>,
+    /// Every reporter, from the moment the workers are planned.
+    reporters: Option<Reporters>,
     /// What the collector's plugins print in pytest's terminal summary.
     plugin_summary: String,
     /// Warnings the collector raised after the collection, counted in the final line.
@@ -150,7 +148,7 @@ impl Dispatcher {
             conns: HashMap::new(),
             workers: Vec::new(),
             color: false,
-            events_log: None,
+            reporters: None,
             plugin_summary: String::new(),
             collector_warnings: Vec::new(),
         }
@@ -240,15 +238,13 @@ impl Dispatcher {
             (Some(StartMethod::Spawn), _) | (_, Some(_)) => StartMethod::Spawn,
             _ => StartMethod::Fork,
         };
-        let max_restarts = match (options.max_worker_restart, &settings.maxworkerrestart) {
-            (Some(n), _) => n,
-            (None, Some(n)) => n.parse().unwrap_or(4 * count),
-            (None, None) => 4 * count,
-        };
-        let store = settings.cache_dir.as_ref().map(|dir| {
+        let max_restarts = resolved.max_worker_restart.unwrap_or(4 * count);
+        let mut store = settings.cache_dir.as_ref().map(|dir| {
             let rootdir = settings.rootdir.as_deref().map(Path::new);
             DurationStore::load(DurationStore::path_in(Path::new(dir)), rootdir)
         });
+        let estimate = Estimate::new(store.as_ref(), &collection.items, count);
+        let store_problems = store.as_mut().map(DurationStore::take_problems);
         let runs_per_test = if resolved.dist == Dist::Each {
             count
         } else {
@@ -264,7 +260,7 @@ impl Dispatcher {
             (StartMethod::Spawn, None) => "spawn".to_owned(),
         };
         let events_on_stdout = options.report_json.as_deref() == Some("-");
-        let mut terminal = Terminal::new(
+        let terminal = Terminal::new(
             (*settings).clone(),
             options.failure_output.unwrap_or(if settings.instafail {
                 FailureOutput::Immediate
@@ -273,22 +269,32 @@ impl Dispatcher {
             }),
             events_on_stdout,
         );
-        let ids: Vec<String> = (0..count).map(|n| format!("gw{n}")).collect();
-        terminal.start(
-            &ids,
-            total,
-            &start_label,
-            resolved.dist.xdist_scheduler(),
-            live_view(events_on_stdout),
-        );
-        if let Some(target) = &options.report_json {
-            self.events_log = Some(EventLog::open(target)?);
+        let events = options
+            .report_json
+            .as_deref()
+            .map(EventLog::open)
+            .transpose()?;
+        self.reporters = Some(Reporters::new(
+            terminal,
+            events,
+            settings.junit.clone(),
+            settings.cache_dir.as_ref().map(PathBuf::from),
+            store,
+        ));
+        for problem in store_problems.into_iter().flatten() {
+            self.notice(&problem);
         }
         let testrunuid = settings
             .testrunuid
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        self.log_event(|log| log.run_start(count, total, &testrunuid));
+        self.report(ReporterEvent::RunStarted {
+            workers: count,
+            tests: total,
+            testrunuid: &testrunuid,
+            start_method: &start_label,
+            scheduler: resolved.dist.xdist_scheduler(),
+        });
         let timeouts = options.timeout.is_some()
             || settings.timeout.is_some()
             || collection.items.iter().any(|i| i.timeout.is_some());
@@ -317,7 +323,7 @@ impl Dispatcher {
             self.workers.push(Worker::new(identity));
         }
         let run = Run {
-            estimate: Estimate::new(store.as_ref(), &collection.items, count),
+            estimate,
             work: {
                 let scheduler = Scheduler::new(
                     resolved.dist,
@@ -334,8 +340,6 @@ impl Dispatcher {
             settings,
             start,
             results,
-            terminal,
-            store,
             failures: 0,
             stop: None,
             restarts_left: max_restarts,
@@ -380,11 +384,11 @@ impl Dispatcher {
             Event::Closed { conn, error } => {
                 if let Some(w) = self.conns.remove(&conn) {
                     if let Some(error) = error {
-                        eprintln!(
+                        self.notice(&format!(
                             "shoal: failed to read from worker '{}': {}; stopping it",
                             self.workers[w].id(),
                             crate::error_chain(&error)
-                        );
+                        ));
                         self.workers[w].kill_now();
                     }
                     let worker = &mut self.workers[w];
@@ -395,14 +399,17 @@ impl Dispatcher {
                 Vec::new()
             }
             Event::Output { worker, bytes } => {
-                run.terminal.worker_output(&worker, &bytes);
+                self.report(ReporterEvent::WorkerOutput {
+                    worker: &worker,
+                    bytes: &bytes,
+                });
                 if let Some(slot) = self.workers.iter_mut().find(|w| w.id() == worker) {
                     slot.remember_output(&bytes);
                 }
                 Vec::new()
             }
             Event::OutputClosed { worker } => {
-                run.terminal.output_closed(&worker);
+                self.report(ReporterEvent::WorkerOutputClosed { worker: &worker });
                 Vec::new()
             }
             Event::Exited {
@@ -418,15 +425,15 @@ impl Dispatcher {
             } => {
                 self.collector_exit = Some(status);
                 if run.start == StartMethod::Fork && !self.workers.iter().all(Worker::finished) {
-                    eprintln!(
+                    self.notice(&format!(
                         "shoal: the collecting process, parent of the forked workers, ended ({}) while they ran",
                         collector_end(status)
-                    );
+                    ));
                 } else if status.signal().is_some() {
-                    eprintln!(
+                    self.notice(&format!(
                         "shoal: the collecting process ended ({}) while the tests ran",
                         collector_end(status)
-                    );
+                    ));
                 }
                 // Forked workers die with their parent; nothing more will say how.
                 for worker in &mut self.workers {
@@ -461,7 +468,9 @@ impl Dispatcher {
             }
             FromPython::TestStart { index } => {
                 self.workers[w].running = Some((index, Instant::now()));
-                run.terminal.test_started(&run.items[index].nodeid);
+                self.report(ReporterEvent::TestStarted {
+                    nodeid: &run.items[index].nodeid,
+                });
                 Vec::new()
             }
             FromPython::TestPartial { index, reports } => {
@@ -555,10 +564,10 @@ impl Dispatcher {
     /// A worker that breaks the protocol cannot be trusted with more tests: it is stopped, and
     /// replaced like a crashed one.
     fn protocol_violation(&mut self, w: usize, what: &str) {
-        eprintln!(
+        self.notice(&format!(
             "shoal: worker '{}' sent {what}; stopping it",
             self.workers[w].id()
-        );
+        ));
         self.workers[w].kill_now();
     }
 
@@ -579,8 +588,7 @@ impl Dispatcher {
             .reruns
             .unwrap_or(self.launch.options.retries);
         if failed && previous < retries && run.stop.is_none() {
-            run.terminal.retrying(&record);
-            self.log_event(|log| log.test(&record));
+            self.report(ReporterEvent::TestRetrying(&record));
             run.failed_attempts.entry(index).or_default().push(record);
             return run.work.retry(index, w);
         }
@@ -593,11 +601,10 @@ impl Dispatcher {
             run.failures += record
                 .reports
                 .iter()
-                .filter(|r| r.outcome == "failed" && r.wasxfail.is_none())
+                .filter(|r| r.outcome == Outcome::Failed && r.wasxfail.is_none())
                 .count();
         }
-        run.terminal.test_done(&record);
-        self.log_event(|log| log.test(&record));
+        self.report(ReporterEvent::TestFinished(&record));
         run.estimate.done(index);
         run.results.record(record);
         let maxfail = run.settings.maxfail;
@@ -645,7 +652,7 @@ impl Dispatcher {
             self.send(commands);
             let worker = &self.workers[w];
             if !accounted && worker.accounted && !worker.done && run.stop.is_none() {
-                Self::tell_crash(worker.id(), run);
+                self.tell_crash(w, run);
             }
         }
         while let Some(w) = run.work.needs_worker() {
@@ -666,10 +673,14 @@ impl Dispatcher {
         }
         for w in 0..self.workers.len() {
             let running = run.work.running(w);
-            run.terminal
-                .running(w, running.map(|i| run.items[i].nodeid.as_str()));
+            self.report(ReporterEvent::Running {
+                worker: w,
+                nodeid: running.map(|i| run.items[i].nodeid.as_str()),
+            });
         }
-        run.terminal.progress(run.estimate.left());
+        self.report(ReporterEvent::Progress {
+            eta: run.estimate.left(),
+        });
         Ok(())
     }
 
@@ -878,10 +889,10 @@ impl Dispatcher {
                 let code = ExitCode::from_pytest(code);
                 if matches!(code, ExitCode::Other(_)) {
                     // Not one of pytest's own: something in the suite ended it (sys.exit).
-                    eprintln!(
+                    self.notice(&format!(
                         "shoal: the collecting pytest process ended ({}) before it had collected",
                         collector_end(status)
-                    );
+                    ));
                 }
                 Ok(Err(code))
             }
@@ -939,7 +950,7 @@ impl Dispatcher {
                 self.conns.insert(conn, w);
                 self.workers[w].peer = Some(peer);
                 self.workers[w].process = Some(pid);
-                self.log_event(|log| log.worker_start(&id));
+                self.report(ReporterEvent::WorkerStarted { worker: &id });
             }
             (Role::Worker | Role::Output, None) | (Role::Output, Some(_)) => {
                 return Err(RunError::Unexpected {
@@ -980,7 +991,9 @@ impl Dispatcher {
                     slot.pid = Some(pid);
                 }
             }
-            other => eprintln!("shoal: ignored unexpected message from the collector: {other:?}"),
+            other => self.notice(&format!(
+                "shoal: ignored unexpected message from the collector: {other:?}"
+            )),
         }
         Ok(())
     }
@@ -1006,7 +1019,10 @@ impl Dispatcher {
         if worker.peer.is_none() {
             worker.closed = true; // it never connected, or its connection is already gone
         }
-        self.log_event(|log| log.worker_stop(id, &end.describe()));
+        self.report(ReporterEvent::WorkerStopped {
+            worker: id,
+            end: &end.describe(),
+        });
     }
 
     /// Once a dead worker is fully accounted for: the test it was running fails (crash or
@@ -1042,11 +1058,12 @@ impl Dispatcher {
             } else if worker.done && !pytest_end && worker.kill.is_none() && run.stop.is_none() {
                 // Its session, teardown included, was over (`worker_done`) and every report
                 // had arrived: nothing was lost, so the run's outcome stands.
-                eprintln!(
+                let note = format!(
                     "shoal: note: worker '{}' ended after its session finished ({}); nothing was lost",
                     worker.id(),
                     end.describe()
                 );
+                self.notice(&note);
             }
             // The others may now take the share this worker would have had.
             return run.work.requeue(w, Vec::new());
@@ -1149,18 +1166,21 @@ impl Dispatcher {
 
     /// pytest-xdist's lines for a crashed worker: it is down, and it is replaced, or the
     /// restart limit is reached (said once; shoal's live workers still finish the run).
-    fn tell_crash(id: &str, run: &mut Run) {
-        run.terminal
-            .worker_line(&format!("[{id}] node down: Not properly terminated"));
+    fn tell_crash(&mut self, w: usize, run: &mut Run) {
+        let id = self.workers[w].id().to_owned();
+        self.report(ReporterEvent::WorkerLine(&format!(
+            "[{id}] node down: Not properly terminated"
+        )));
         run.crashes += 1;
         if run.crashes <= run.max_restarts {
-            run.terminal
-                .worker_line(&format!("replacing crashed worker {id}"));
+            self.report(ReporterEvent::WorkerLine(&format!(
+                "replacing crashed worker {id}"
+            )));
         } else if run.crashes == run.max_restarts + 1 {
-            run.terminal.restart_limit(match run.max_restarts {
+            self.report(ReporterEvent::RestartLimit(&match run.max_restarts {
                 0 => format!("worker {id} crashed and worker restarting disabled"),
                 n => format!("maximum crashed workers reached: {n}"),
-            });
+            }));
         }
     }
 
@@ -1286,24 +1306,6 @@ impl Dispatcher {
         run.results
             .add_session_warnings(std::mem::take(&mut self.collector_warnings));
         let elapsed = self.started.elapsed();
-        if let Some(junit) = &run.settings.junit {
-            junit::write(junit, &run.results, elapsed)?;
-        }
-        if let Some(dir) = &run.settings.cache_dir {
-            if let Err(e) = cache::update_lastfailed(Path::new(dir), &run.results) {
-                // pytest's own cache warns, and the warning counts, when it cannot write.
-                run.results.add_session_warnings(vec![e.warning()]);
-            }
-        }
-        if let Some(Err(e)) = run.store.as_mut().map(|s| s.update(&run.results)) {
-            eprintln!("shoal: warning: failed to {}", crate::error_chain(&e));
-        }
-        run.terminal.summary(
-            &run.results,
-            run.stop.as_ref(),
-            &self.plugin_summary,
-            elapsed,
-        );
         // A plugin can fail the run from the collector (pytest-cov's --cov-fail-under), or
         // raise in a hook there: pytest's internal error, as under xdist's controller.
         let collector_code = self.collector_exit.and_then(|s| s.code());
@@ -1319,7 +1321,15 @@ impl Dispatcher {
             (_, ExitCode::Ok) if collector_failed => ExitCode::TestsFailed,
             _ => status,
         };
-        self.log_event(|log| log.run_end(&run.results, code.code().into(), elapsed));
+        if let Some(reporters) = self.reporters.take() {
+            let end = RunEnd {
+                stop: run.stop.as_ref(),
+                plugin_summary: &self.plugin_summary,
+                elapsed,
+                code,
+            };
+            reporters.finish(&mut run.results, end)?;
+        }
         if run.settings.usepdb && !matches!(run.stop, Some(StopReason::Interrupted)) {
             self.debug_failures(&run.results)?;
         }
@@ -1340,7 +1350,9 @@ impl Dispatcher {
             1 => "the failed test".to_owned(),
             n => format!("the {n} failed tests"),
         };
-        eprintln!("shoal: --pdb: running {tests} again in the foreground, under pdb");
+        self.notice(&format!(
+            "shoal: --pdb: running {tests} again in the foreground, under pdb"
+        ));
         self.foreground(Some(&failed)).map(drop)
     }
 
@@ -1363,7 +1375,7 @@ impl Dispatcher {
         if !terminal {
             return Err(RunError::NoTerminal { option });
         }
-        eprintln!("shoal: --trace: running the tests one at a time in the foreground");
+        self.notice("shoal: --trace: running the tests one at a time in the foreground");
         self.foreground(None).map(Some)
     }
 
@@ -1455,14 +1467,19 @@ impl Dispatcher {
         }
     }
 
-    /// Writes one JSON event; the first failure is reported and ends the event log.
-    fn log_event(
-        &mut self,
-        write: impl FnOnce(&mut EventLog) -> Result<(), crate::reporter::events::EventsError>,
-    ) {
-        if let Some(Err(e)) = self.events_log.as_mut().map(write) {
-            eprintln!("shoal: warning: failed to {}", crate::error_chain(&e));
-            self.events_log = None;
+    /// Hands one event to every reporter (there are none before the workers are planned).
+    fn report(&mut self, event: ReporterEvent<'_>) {
+        if let Some(reporters) = self.reporters.as_mut() {
+            reporters.report(event);
+        }
+    }
+
+    /// One of shoal's own lines for stderr, through the reporters once they exist, so that it
+    /// never tears the live view.
+    fn notice(&mut self, text: &str) {
+        match self.reporters.as_mut() {
+            Some(reporters) => reporters.report(ReporterEvent::Notice(text)),
+            None => eprintln!("{text}"),
         }
     }
 }
@@ -1521,15 +1538,4 @@ fn message_kind(message: &FromPython) -> String {
         .ok()
         .and_then(|v| v.get("type")?.as_str().map(str::to_owned))
         .unwrap_or_else(|| "?".into())
-}
-
-/// Whether to draw the live view: stdout is an interactive terminal.
-fn live_view(to_stderr: bool) -> bool {
-    use std::io::IsTerminal;
-    let tty = if to_stderr {
-        std::io::stderr().is_terminal()
-    } else {
-        std::io::stdout().is_terminal()
-    };
-    tty && std::env::var("TERM").map_or(true, |t| t != "dumb")
 }

@@ -141,7 +141,11 @@ fn durations(reports: &[PhaseReport]) -> Result<(), String> {
         .iter()
         .find(|r| !(0.0..=MAX_SECONDS).contains(&r.duration))
     {
-        Some(r) => Err(format!("a {} phase of {} seconds", r.when, r.duration)),
+        Some(r) => Err(format!(
+            "a {} phase of {} seconds",
+            r.when.as_str(),
+            r.duration
+        )),
         None => Ok(()),
     }
 }
@@ -249,8 +253,8 @@ mod tests {
                         index,
                         headline: None,
                         reports: vec![PhaseReport {
-                            when: "call".into(),
-                            outcome: "passed".into(),
+                            when: shoal_protocol::When::Call,
+                            outcome: shoal_protocol::Outcome::Passed,
                             duration: [0.1, -1.0, 1e300][next(3) as usize],
                             category: "passed".into(),
                             letter: ".".into(),

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shoal_protocol::WorkerIdentity;
+use shoal_protocol::{When, WorkerIdentity};
 
 use crate::{connection::Peer, signals};
 
@@ -57,13 +57,12 @@ pub enum Phase {
 
 impl Phase {
     /// The pytest phase a crash in this one is reported in: after the test's teardown, the
-    /// crash fails the test, as pytest-xdist reports it.
-    pub fn when(self) -> &'static str {
+    /// crash fails the test, as pytest-xdist reports it (between tests no test is blamed).
+    pub fn when(self) -> When {
         match self {
-            Phase::Idle => "idle",
-            Phase::Setup => "setup",
-            Phase::Call | Phase::Reporting => "call",
-            Phase::Teardown => "teardown",
+            Phase::Setup => When::Setup,
+            Phase::Idle | Phase::Call | Phase::Reporting => When::Call,
+            Phase::Teardown => When::Teardown,
         }
     }
 

@@ -11,7 +11,7 @@ use std::{
 };
 
 use serde_json::{Map, Value};
-use shoal_protocol::Warning;
+use shoal_protocol::{Outcome, Warning, When};
 
 use crate::results::Results;
 
@@ -44,9 +44,11 @@ pub fn update_lastfailed(cache_dir: &Path, results: &Results) -> Result<(), Cach
     let saved = read_object(&path);
     let mut lastfailed = saved.clone().unwrap_or_default();
     for (record, report) in results.reports() {
-        if (report.when == "call" && report.outcome == "passed") || report.outcome == "skipped" {
+        if (report.when == When::Call && report.outcome == Outcome::Passed)
+            || report.outcome == Outcome::Skipped
+        {
             lastfailed.remove(&record.nodeid);
-        } else if report.outcome == "failed" {
+        } else if report.outcome == Outcome::Failed {
             lastfailed.insert(record.nodeid.clone(), Value::Bool(true));
         }
     }

@@ -8,7 +8,7 @@
 use std::{collections::BTreeMap, fs, path::PathBuf, time::Duration};
 
 use quick_xml::escape::escape;
-use shoal_protocol::JunitSettings;
+use shoal_protocol::{JunitSettings, Outcome};
 
 use crate::results::Results;
 
@@ -120,7 +120,10 @@ fn retry_elements(record: &crate::results::TestRecord) -> String {
     };
     let mut out = String::new();
     for attempt in &record.earlier_attempts {
-        let failed = attempt.reports.iter().find(|r| r.outcome == "failed");
+        let failed = attempt
+            .reports
+            .iter()
+            .find(|r| r.outcome == Outcome::Failed);
         let message = failed
             .and_then(|r| r.message.as_deref())
             .unwrap_or("failed");
@@ -171,14 +174,10 @@ fn mangle(nodeid: &str, prefix: Option<&str>) -> (String, String) {
 }
 
 fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return String::new();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]

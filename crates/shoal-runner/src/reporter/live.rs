@@ -57,6 +57,11 @@ impl Live {
         let _ = self.multi.println(text);
     }
 
+    /// Runs `f` (which prints) with the live view hidden, then draws it again.
+    pub fn suspend(&self, f: impl FnOnce()) {
+        self.multi.suspend(f);
+    }
+
     pub fn update(&self, done: usize, tally: Tally, eta: Option<Duration>) {
         self.main.set_position(done as u64);
         let mut msg = format!(

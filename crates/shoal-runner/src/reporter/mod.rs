@@ -1,6 +1,11 @@
-//! Everything a run leaves behind for people and tools: the terminal output, the JUnit XML
-//! file and pytest's cache. Each consumes the finished [`Results`](crate::results::Results);
-//! none reaches back into scheduling.
+//! Everything a run leaves behind for people and tools: the terminal output and live view, the
+//! `--report-json` event log, the JUnit XML file, pytest's cache and the durations store.
+//!
+//! The dispatcher says what happens as one stream of [`ReporterEvent`]s and ends with
+//! [`Reporters::finish`]; [`Reporters`] hands each event to the reporters it concerns. No
+//! reporter reaches back into scheduling, and nothing of a run prints except through here, so
+//! lines never tear the live view. A report assembled from results that came from elsewhere
+//! (shards merged, a queue's nodes) feeds the same reporters through the same two calls.
 
 pub mod cache;
 pub mod events;
@@ -8,4 +13,178 @@ pub mod junit;
 pub mod live;
 pub mod terminal;
 
-pub use terminal::{StopReason, Terminal};
+use std::{path::PathBuf, time::Duration};
+
+use shoal_protocol::JunitSettings;
+
+pub use terminal::Terminal;
+
+use crate::{
+    durations::DurationStore,
+    results::{Results, StopReason, TestRecord},
+    ExitCode,
+};
+use events::{EventLog, EventsError};
+
+/// One thing that happened in a run, in the order it happened.
+pub enum ReporterEvent<'a> {
+    /// The workers are being started; `start_method` says how (`fork`, `spawn: why`).
+    RunStarted {
+        workers: usize,
+        tests: usize,
+        testrunuid: &'a str,
+        start_method: &'a str,
+        /// The xdist scheduler class the `--dist` mode stands for, shown with `-v`.
+        scheduler: Option<&'a str>,
+    },
+    WorkerStarted {
+        worker: &'a str,
+    },
+    WorkerStopped {
+        worker: &'a str,
+        end: &'a str,
+    },
+    /// What a worker printed outside pytest's capture.
+    WorkerOutput {
+        worker: &'a str,
+        bytes: &'a [u8],
+    },
+    WorkerOutputClosed {
+        worker: &'a str,
+    },
+    /// One of pytest-xdist's lines about its workers (`replacing crashed worker gw0`).
+    WorkerLine(&'a str),
+    /// Crashed workers are no longer replaced; the text says why, now and in the summary.
+    RestartLimit(&'a str),
+    TestStarted {
+        nodeid: &'a str,
+    },
+    /// A failed attempt that will run again (`--retries`).
+    TestRetrying(&'a TestRecord),
+    /// A test's last attempt.
+    TestFinished(&'a TestRecord),
+    /// The test a worker slot runs now, or `None` when it is idle.
+    Running {
+        worker: usize,
+        nodeid: Option<&'a str>,
+    },
+    /// The estimated time left, when history allows.
+    Progress {
+        eta: Option<Duration>,
+    },
+    /// One of shoal's own lines for stderr (a worker that broke the protocol, a note).
+    Notice(&'a str),
+}
+
+/// How the run ended, for the reporters' last word.
+pub struct RunEnd<'a> {
+    pub stop: Option<&'a StopReason>,
+    /// What the collector's plugins print in pytest's terminal summary.
+    pub plugin_summary: &'a str,
+    pub elapsed: Duration,
+    pub code: ExitCode,
+}
+
+/// Every reporter of one run.
+pub struct Reporters {
+    terminal: Terminal,
+    /// `--report-json`; dropped with a warning if it cannot be written.
+    events: Option<EventLog>,
+    junit: Option<JunitSettings>,
+    cache_dir: Option<PathBuf>,
+    durations: Option<DurationStore>,
+}
+
+impl Reporters {
+    pub fn new(
+        terminal: Terminal,
+        events: Option<EventLog>,
+        junit: Option<JunitSettings>,
+        cache_dir: Option<PathBuf>,
+        durations: Option<DurationStore>,
+    ) -> Self {
+        Self {
+            terminal,
+            events,
+            junit,
+            cache_dir,
+            durations,
+        }
+    }
+
+    pub fn report(&mut self, event: ReporterEvent<'_>) {
+        let terminal = &mut self.terminal;
+        match event {
+            ReporterEvent::RunStarted {
+                workers,
+                tests,
+                testrunuid,
+                start_method,
+                scheduler,
+            } => {
+                terminal.start(workers, tests, start_method, scheduler);
+                self.log(|log| log.run_start(workers, tests, testrunuid));
+            }
+            ReporterEvent::WorkerStarted { worker } => self.log(|log| log.worker_start(worker)),
+            ReporterEvent::WorkerStopped { worker, end } => {
+                self.log(|log| log.worker_stop(worker, end))
+            }
+            ReporterEvent::WorkerOutput { worker, bytes } => terminal.worker_output(worker, bytes),
+            ReporterEvent::WorkerOutputClosed { worker } => terminal.output_closed(worker),
+            ReporterEvent::WorkerLine(text) => terminal.worker_line(text),
+            ReporterEvent::RestartLimit(text) => terminal.restart_limit(text.to_owned()),
+            ReporterEvent::TestStarted { nodeid } => terminal.test_started(nodeid),
+            ReporterEvent::TestRetrying(record) => {
+                terminal.retrying(record);
+                self.log(|log| log.test(record));
+            }
+            ReporterEvent::TestFinished(record) => {
+                terminal.test_done(record);
+                self.log(|log| log.test(record));
+            }
+            ReporterEvent::Running { worker, nodeid } => terminal.running(worker, nodeid),
+            ReporterEvent::Progress { eta } => terminal.progress(eta),
+            ReporterEvent::Notice(text) => terminal.notice(text),
+        }
+    }
+
+    /// The run is over. The files come first, because a cache that cannot be written is a
+    /// warning that pytest counts in the stats line; then the terminal's summary; then the
+    /// event log's last line.
+    pub fn finish(
+        mut self,
+        results: &mut Results,
+        end: RunEnd<'_>,
+    ) -> Result<(), junit::JunitError> {
+        if let Some(path) = &self.junit {
+            junit::write(path, results, end.elapsed)?;
+        }
+        if let Some(dir) = &self.cache_dir {
+            if let Err(e) = cache::update_lastfailed(dir, results) {
+                // pytest's own cache warns, and the warning counts, when it cannot write.
+                results.add_session_warnings(vec![e.warning()]);
+            }
+        }
+        if let Some(Err(e)) = self.durations.as_mut().map(|s| s.update(results)) {
+            self.terminal.notice(&format!(
+                "shoal: warning: failed to {}",
+                crate::error_chain(&e)
+            ));
+        }
+        self.terminal
+            .summary(results, end.stop, end.plugin_summary, end.elapsed);
+        self.log(|log| log.run_end(results, end.code.code().into(), end.elapsed));
+        Ok(())
+    }
+
+    /// Writes one JSON event; the first failure is reported and ends the event log.
+    fn log(&mut self, write: impl FnOnce(&mut EventLog) -> Result<(), EventsError>) {
+        if let Some(Err(e)) = self.events.as_mut().map(write) {
+            self.terminal.notice(&format!(
+                "shoal: warning: failed to {}",
+                crate::error_chain(&e)
+            ));
+            self.events = None;
+        }
+    }
+}

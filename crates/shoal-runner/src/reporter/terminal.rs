@@ -10,12 +10,12 @@ use std::{
     time::Duration,
 };
 
-use shoal_protocol::{PhaseReport, PytestSettings, SessionExit};
+use shoal_protocol::{Outcome, PhaseReport, PytestSettings, SessionExit, When};
 
 use super::live::{Live, Tally};
 use crate::{
     options::FailureOutput,
-    results::{Results, TestRecord},
+    results::{Results, StopReason, TestRecord},
 };
 
 /// Categories in the order pytest's final line lists them.
@@ -56,30 +56,6 @@ impl Color {
             "passed" => Color::Green,
             _ => Color::Yellow,
         }
-    }
-}
-
-/// Why a run ended before every test ran.
-#[derive(Debug, Clone)]
-pub enum StopReason {
-    MaxFail(usize),
-    /// Every worker died and none could be started.
-    NoWorkers,
-    /// Ctrl-C or SIGTERM.
-    Interrupted,
-    /// `--run-timeout` passed.
-    RunTimeout,
-    /// A test called `pytest.exit()`.
-    Exit(SessionExit),
-    /// pytest hit an internal error in this worker.
-    InternalError(String),
-}
-
-impl StopReason {
-    /// pytest reports an exit that asks for another code than 2 (interrupted) after the stats
-    /// line, when it unconfigures; every other stop before it.
-    fn after_stats(&self) -> bool {
-        matches!(self, Self::Exit(exit) if exit.returncode.is_some_and(|c| c != 2))
     }
 }
 
@@ -177,13 +153,11 @@ impl Terminal {
     /// scheduler it uses; in a terminal, the live view follows.
     pub fn start(
         &mut self,
-        workers: &[String],
+        workers: usize,
         total: usize,
         start_method: &str,
         scheduler: Option<&str>,
-        live: bool,
     ) {
-        let workers = workers.len();
         self.total = total;
         let plural = if workers == 1 { "worker" } else { "workers" };
         if self.settings.verbose >= 0 {
@@ -205,9 +179,17 @@ impl Terminal {
             self.line("");
         }
         let _ = self.out.flush();
-        if live && self.settings.terminal && self.settings.verbose >= -1 {
+        if live_view(self.to_stderr) && self.settings.terminal && self.settings.verbose >= -1 {
             let ids: Vec<String> = (0..workers).map(|n| format!("gw{n}")).collect();
             self.live = Some(Live::new(total, &ids, self.to_stderr));
+        }
+    }
+
+    /// One of shoal's own lines, on stderr, with the live view (if any) out of its way.
+    pub fn notice(&self, text: &str) {
+        match &self.live {
+            Some(live) => live.suspend(|| eprintln!("{text}")),
+            None => eprintln!("{text}"),
         }
     }
 
@@ -467,10 +449,10 @@ impl Terminal {
                 record
                     .reports
                     .iter()
-                    .filter(|r| !(r.outcome == "passed" && r.when != "call"))
+                    .filter(|r| !(r.outcome == Outcome::Passed && r.when != When::Call))
                     .map(move |r| {
                         let word = if r.word.is_empty() {
-                            r.outcome.to_uppercase()
+                            r.outcome.as_str().to_uppercase()
                         } else {
                             r.word.clone()
                         };
@@ -520,10 +502,10 @@ impl Terminal {
     fn section(&mut self, record: &TestRecord, report: &PhaseReport, category: &str) {
         if self.settings.tbstyle != "line" {
             let headline = headline_of(record, report);
-            let headline = if report.when == "collect" {
+            let headline = if report.when == When::Collect {
                 format!("ERROR collecting {headline}")
             } else if category == "error" {
-                format!("ERROR at {} of {headline}", report.when)
+                format!("ERROR at {} of {headline}", report.when.as_str())
             } else {
                 headline.to_owned()
             };
@@ -685,10 +667,10 @@ impl Terminal {
     fn xfail_lines(&self, results: &Results, category: &str, lines: &mut Vec<String>) {
         for (record, report) in results.category(category) {
             let word = self.paint(&report.word, Some(Color::Yellow), false);
-            let mut line = if report.when == "call" || category == "xpassed" {
+            let mut line = if report.when == When::Call || category == "xpassed" {
                 format!("{word} {}", record.shown())
             } else {
-                format!("{word} at {} of {}", report.when, record.shown())
+                format!("{word} at {} of {}", report.when.as_str(), record.shown())
             };
             if let Some(reason) = report.wasxfail.as_deref().filter(|r| !r.is_empty()) {
                 line.push_str(&format!(" - {reason}"));
@@ -760,6 +742,17 @@ impl Terminal {
 
 /// pytest's `collapsed_location_report`: up to nine locations, else counts per file.
 /// A report's section title: its own (a subtest's), else its test's.
+/// Whether to draw the live view: the output goes to an interactive terminal.
+fn live_view(to_stderr: bool) -> bool {
+    use std::io::IsTerminal;
+    let tty = if to_stderr {
+        io::stderr().is_terminal()
+    } else {
+        io::stdout().is_terminal()
+    };
+    tty && std::env::var("TERM").map_or(true, |t| t != "dumb")
+}
+
 fn headline_of<'a>(record: &'a TestRecord, report: &'a PhaseReport) -> &'a str {
     report
         .headline
