@@ -7,7 +7,9 @@ For every selected suite this runs, from the suite's own directory,
     SHOAL --python VENV/bin/python -n N -p no:cacheprovider -q     (shoal)
     VENV/bin/python -m pytest -p no:cacheprovider -q               (serial, with --serial)
 
-alternating the runners (xdist, shoal, xdist, shoal, ...) --repeat times, and
+(and, with --baseline OTHER_SHOAL, the same command with another shoal build, for a
+before/after comparison in one run), alternating the runners (xdist, shoal, xdist, shoal,
+...) --repeat times, and
 measures the wall time of each command. It records every exit code and the
 final pytest summary line ("79 passed, 1 skipped in 2.84s"), then prints a
 table with the median wall time per runner, the ratio xdist/shoal (> 1 means
@@ -100,6 +102,9 @@ def parse_args(argv):
                    help="interpreter with pytest + pytest-xdist (default SUITES_DIR/venv/bin/python)")
     p.add_argument("--shoal", type=Path, default=REPO_ROOT / "target" / "release" / "shoal",
                    help="shoal binary (default: target/release/shoal in the repo)")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="another shoal binary (a build of an earlier commit) timed in the same "
+                        "alternation; the table adds baseline/shoal (> 1: shoal got faster)")
     p.add_argument("-n", dest="workers", type=int, default=2, help="workers for xdist and shoal (default 2)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per runner and suite (default 3)")
     p.add_argument("--only", default=None,
@@ -288,6 +293,8 @@ def runner_commands(args, extra):
         cmds["serial"] = [py, "-m", "pytest"] + common
     cmds["xdist"] = [py, "-m", "pytest", "-n", str(args.workers)] + common
     cmds["shoal"] = [str(args.shoal), "--python", py, "-n", str(args.workers)] + common
+    if args.baseline:
+        cmds["baseline"] = [str(args.baseline), "--python", py, "-n", str(args.workers)] + common
     return cmds
 
 
@@ -358,6 +365,8 @@ def summarise(entry, runners):
     entry["ratio_xdist_over_shoal"] = round(x / s, 3) if x and s else None
     xc, sc = entry["median_cpu_s"].get("xdist"), entry["median_cpu_s"].get("shoal")
     entry["cpu_ratio_xdist_over_shoal"] = round(xc / sc, 3) if xc and sc else None
+    b = entry["median_s"].get("baseline")
+    entry["ratio_baseline_over_shoal"] = round(b / s, 3) if b and s else None
 
     xkeys = {outcome_key(r["counts"]) for r in by["xdist"] if status_of(r) == "ok"}
     skeys = {outcome_key(r["counts"]) for r in by["shoal"] if status_of(r) == "ok"}
@@ -417,13 +426,15 @@ def is_failure(entry, r):
 
 
 def print_table(entries, runners):
+    baseline = "baseline" in runners
     head = (["", "suite"] + [f"{rn} s" for rn in runners]
-            + ["xdist/shoal", "cpu x/s", "counts", "outcomes (xdist)"])
-    right = set(range(2, 2 + len(runners) + 2))  # numeric columns
+            + ["xdist/shoal", "cpu x/s"] + (["baseline/shoal"] if baseline else [])
+            + ["counts", "outcomes (xdist)"])
+    right = set(range(2, 2 + len(runners) + 2 + baseline))  # numeric columns
     rows = []
     for e in entries:
         if "median_s" not in e:
-            rows.append(["!!", e["suite"]] + ["-"] * len(runners) + ["-", "-", "-", e.get("error", "")])
+            rows.append(["!!", e["suite"]] + ["-"] * (len(runners) + 2 + baseline) + ["-", e.get("error", "")])
             continue
         cells = []
         for rn in runners:
@@ -432,9 +443,10 @@ def print_table(entries, runners):
         ratio = e["ratio_xdist_over_shoal"]
         agree = {True: "agree", False: "DIFFER", None: "n/a"}[e["counts_agree"]]
         cpu_ratio = e.get("cpu_ratio_xdist_over_shoal")
+        base_ratio = [fmt_ratio(e.get("ratio_baseline_over_shoal"), True)] if baseline else []
         rows.append(["!!" if e["flagged"] else "", e["suite"]] + cells
-                    + [fmt_ratio(ratio, e["counts_agree"]), fmt_ratio(cpu_ratio, e["counts_agree"]),
-                       agree, e["outcomes"]])
+                    + [fmt_ratio(ratio, e["counts_agree"]), fmt_ratio(cpu_ratio, e["counts_agree"])]
+                    + base_ratio + [agree, e["outcomes"]])
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
 
     def fmt(r):
@@ -521,6 +533,9 @@ def main(argv=None):
         snap = args.results_dir / stamp / "shoal"
         shutil.copy2(args.shoal, snap)
         shoal_orig, args.shoal = args.shoal, snap
+        if args.baseline:
+            shutil.copy2(args.baseline, args.results_dir / stamp / "baseline")
+            args.baseline = args.results_dir / stamp / "baseline"
     else:
         shoal_orig = args.shoal
     shoal_sha = hashlib.sha256(args.shoal.read_bytes()).hexdigest()
@@ -544,6 +559,7 @@ def main(argv=None):
         "shoal_snapshot": str(args.shoal) if not args.no_snapshot else None,
         "shoal_sha256": shoal_sha,
         "shoal_git": git_info(),
+        "baseline": str(args.baseline) if args.baseline else None,
         "workers": args.workers,
         "repeat": args.repeat,
         "warmup": not args.no_warmup,

@@ -125,6 +125,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_plugins_own_outcome_travels_as_it_is() {
+        let outcomes: Vec<Outcome> = serde_json::from_str(r#"["failed", "rerun"]"#).unwrap();
+        assert_eq!(outcomes, [Outcome::Failed, Outcome::Other("rerun".into())]);
+        assert_eq!(
+            serde_json::to_string(&outcomes).unwrap(),
+            r#"["failed","rerun"]"#
+        );
+        assert!(serde_json::from_str::<When>(r#""rerun""#).is_err());
+    }
+
+    #[test]
     fn a_frame_round_trips() {
         let mut buf = Vec::new();
         write_frame(

@@ -417,22 +417,46 @@ impl When {
     }
 }
 
-/// pytest's `report.outcome`. What the terminal shows (xfailed, error, a plugin's own
-/// category) is [`PhaseReport::category`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// pytest's `report.outcome`. Plugins may set their own (pytest-rerunfailures' `rerun`),
+/// which travel as they are. What the terminal shows (xfailed, error, a plugin's category) is
+/// [`PhaseReport::category`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
 pub enum Outcome {
     Passed,
     Failed,
     Skipped,
+    /// A plugin's own outcome.
+    Other(String),
 }
 
 impl Outcome {
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             Self::Passed => "passed",
             Self::Failed => "failed",
             Self::Skipped => "skipped",
+            Self::Other(outcome) => outcome,
+        }
+    }
+}
+
+impl From<String> for Outcome {
+    fn from(outcome: String) -> Self {
+        match outcome.as_str() {
+            "passed" => Self::Passed,
+            "failed" => Self::Failed,
+            "skipped" => Self::Skipped,
+            _ => Self::Other(outcome),
+        }
+    }
+}
+
+impl From<Outcome> for String {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Other(outcome) => outcome,
+            known => known.as_str().to_owned(),
         }
     }
 }

@@ -29,6 +29,23 @@ from pathlib import Path
 
 import pytest
 
+# Private pytest and pluggy APIs this plugin relies on: check each against a new pytest
+# (requirements-oldest.txt pins the oldest supported one, requirements-test.txt the newest).
+#   _pytest._io.TerminalWriter and its ``_file``     rendering reports as pytest's terminal would
+#   _pytest.terminal: getreportopt, pytest_report_teststatus, running_on_ci
+#                                                    the -r characters, default status letters,
+#                                                    CI-aware summary truncation
+#   TerminalReporter._tw                             silencing a worker's terminal
+#   _pytest.pathlib.bestrelpath                      node id display relative to the invocation
+#   _pytest.fixtures.pytest_fixture_setup            a run-once fixture's own setup
+#   _pytest.junitxml.xml_key (config.stash)          the collector's LogXML, unregistered
+#   _pytest.reports.TestReport                       the report for a test its worker's crash ended
+#   _pytest.warnings.warning_record_to_str           warnings as pytest's summary prints them
+#   Cache._cachedir                                  the cache directory the controller writes
+#   TempPathFactory._given_basetemp / _basetemp      each worker's own --basetemp
+#   OptionGroup._addoption                           xdist's short options (-n, -d, -f)
+#   pluggy HookCaller._remove_plugin                 taking reporters off a forked worker's hooks
+
 PROTOCOL_VERSION = 5
 MAX_FRAME_LEN = 64 << 20
 _HEADER = struct.Struct(">I")
