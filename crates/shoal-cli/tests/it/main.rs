@@ -22,6 +22,7 @@ mod run_once;
 mod serial;
 mod session_exit;
 mod shared_setup;
+mod snapshots;
 mod start_methods;
 mod stopping;
 mod suspend;

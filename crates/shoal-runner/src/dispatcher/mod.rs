@@ -7,7 +7,9 @@
 //! deadline (timeouts, kill grace periods) bounds the wait for the next one, so the loop always
 //! ends: a test whose worker died is reported, never waited for.
 
+mod collector;
 mod estimate;
+mod foreground;
 mod run_once;
 mod validate;
 mod worker;
@@ -29,6 +31,7 @@ use shoal_protocol::{
 
 pub use self::validate::{drive_bookkeeping, MAX_SECONDS};
 use self::{
+    collector::{collector_end, Collection},
     estimate::Estimate,
     run_once::RunOnceFixtures,
     worker::{KillReason, Phase, Worker, WorkerEnd},
@@ -37,16 +40,13 @@ use crate::{
     connection::{self, ConnId, Event, Peer, Process},
     durations::DurationStore,
     options::{Dist, FailureOutput, RunOptions, StartMethod},
-    python::{Interpreter, PLUGIN_UNTRUSTED_EXIT, PYTEST_MISSING_EXIT, VERSIONS_UNSUPPORTED_EXIT},
+    python::Interpreter,
     reporter::{events::EventLog, ReporterEvent, Reporters, RunEnd, Terminal},
     results::{crash_report, Results, StopReason, TestRecord},
     signals,
     work::{self, Command, Scheduler, WorkSource},
     ExitCode, RunError,
 };
-
-/// How long [`Dispatcher::await_late_hello`] waits.
-const LATE_HELLO: Duration = Duration::from_secs(2);
 
 /// Everything one run needs to start its Python processes.
 pub struct Launch {
@@ -67,20 +67,6 @@ impl Launch {
         self.interpreter
             .plugin_command(&self.plugin, &self.socket, role, identity, args)
     }
-}
-
-/// What the collector handed over.
-struct Collection {
-    items: Vec<CollectedItem>,
-    fork_unsafe: Option<String>,
-    identity_read: Option<String>,
-    basetemp: Option<String>,
-    settings: Box<PytestSettings>,
-    warnings: Vec<Warning>,
-    workerinput: serde_json::Map<String, serde_json::Value>,
-    collect_errors: Vec<shoal_protocol::CollectError>,
-    collect_junit: Option<shoal_protocol::JunitDelta>,
-    replay: bool,
 }
 
 /// The state of the test-running stage.
@@ -763,165 +749,6 @@ impl Dispatcher {
         }
     }
 
-    /// Starts the collector and waits for its collection; `Err(code)` when pytest finished by
-    /// itself (collect-only, collection errors, nothing collected) and printed everything.
-    fn collect(&mut self) -> Result<Result<Collection, ExitCode>, RunError> {
-        let options = &self.launch.options;
-        let mut command = self
-            .launch
-            .command(Role::Collector, None, &options.pytest_args);
-        if options.start == Some(StartMethod::Spawn) {
-            command.env("SHOAL_START", "spawn");
-        }
-        if let Some(workers) = options.workers {
-            // `-n` from shoal's command line: the collector shows plugins xdist's `--dist`.
-            command.env("SHOAL_NUMPROCESSES", workers.to_string());
-        }
-        if options.report_json.as_deref() == Some("-") {
-            command.stdout(std::io::stderr()); // stdout carries the JSON events
-        }
-        let child = command.spawn().map_err(|source| RunError::Spawn {
-            python: self.launch.interpreter.path.clone(),
-            source,
-        })?;
-        self.collector_pid = Some(child.id());
-        connection::watch(child, Process::Collector, self.sender.clone());
-        let mut interrupts = 0;
-        loop {
-            match self.events.recv().expect("the dispatcher holds a sender") {
-                Event::Connected { conn, hello, peer } => self.introduce(conn, hello, peer)?,
-                Event::Message {
-                    message:
-                        FromPython::Collected {
-                            items,
-                            fork_unsafe,
-                            identity_read,
-                            basetemp,
-                            settings,
-                            warnings,
-                            workerinput,
-                            collect_errors,
-                            junit,
-                            replay,
-                        },
-                    ..
-                } => {
-                    validate::collection(&items, &settings).map_err(|problem| {
-                        RunError::Invalid {
-                            who: "the collector".into(),
-                            problem,
-                        }
-                    })?;
-                    return Ok(Ok(Collection {
-                        replay,
-                        collect_errors,
-                        collect_junit: junit,
-                        items,
-                        fork_unsafe,
-                        identity_read,
-                        basetemp,
-                        settings,
-                        warnings,
-                        workerinput,
-                    }));
-                }
-                Event::Message { message, .. } => {
-                    return Err(RunError::Unexpected {
-                        who: "the collector".into(),
-                        message: format!("{message:?}"),
-                    })
-                }
-                Event::Closed {
-                    error: Some(source),
-                    ..
-                } => {
-                    return Err(RunError::Protocol {
-                        who: "the collector".into(),
-                        source,
-                    })
-                }
-                Event::Signal(signals::SIGINT | signals::SIGTERM) => {
-                    // pytest stops collecting at KeyboardInterrupt and reports it; again: kill.
-                    interrupts += 1;
-                    let signal = if interrupts == 1 {
-                        signals::SIGINT
-                    } else {
-                        signals::SIGKILL
-                    };
-                    if let Some(pid) = self.collector_pid {
-                        signals::to_group(pid, signal);
-                    }
-                }
-                Event::Closed { error: None, .. }
-                | Event::Output { .. }
-                | Event::OutputClosed { .. }
-                | Event::Signal(_) => {}
-                Event::Exited { status, .. } => {
-                    return self.collector_ended(status, interrupts > 0)
-                }
-            }
-        }
-    }
-
-    /// The collector ended before it handed over a collection. Having said hello, it ran
-    /// pytest, which finished by itself (collect-only, collection errors, nothing collected, a
-    /// conftest's `sys.exit`) and printed why: its exit code is passed on. Without a hello it
-    /// never ran shoal's plugin: whatever `--python` names is no usable Python.
-    fn collector_ended(
-        &mut self,
-        status: ExitStatus,
-        interrupted: bool,
-    ) -> Result<Result<Collection, ExitCode>, RunError> {
-        if self.collector.is_none() {
-            self.await_late_hello()?;
-        }
-        let said_hello = self.collector.is_some();
-        let python = || self.launch.interpreter.path.clone();
-        match status.code() {
-            Some(PYTEST_MISSING_EXIT) if !said_hello => {
-                Err(RunError::PytestMissing { python: python() })
-            }
-            Some(PLUGIN_UNTRUSTED_EXIT) if !said_hello => Err(RunError::PluginUntrusted),
-            Some(VERSIONS_UNSUPPORTED_EXIT) if !said_hello => {
-                Err(RunError::VersionsUnsupported { python: python() })
-            }
-            Some(code) if said_hello => {
-                let code = ExitCode::from_pytest(code);
-                if matches!(code, ExitCode::Other(_)) {
-                    // Not one of pytest's own: something in the suite ended it (sys.exit).
-                    self.notice(&format!(
-                        "shoal: the collecting pytest process ended ({}) before it had collected",
-                        collector_end(status)
-                    ));
-                }
-                Ok(Err(code))
-            }
-            Some(_) => Err(RunError::NotPython {
-                python: python(),
-                status: collector_end(status),
-            }),
-            None if interrupted => Ok(Err(ExitCode::Interrupted)),
-            None => Err(RunError::CollectorDied {
-                status: collector_end(status),
-            }),
-        }
-    }
-
-    /// A collector that connected and exited at once may have its hello still in flight: its
-    /// connection's reader thread reports it moments after the exit, but on a thread of its
-    /// own. A process that never connected costs this wait, once, on its way to an error.
-    fn await_late_hello(&mut self) -> Result<(), RunError> {
-        let deadline = Instant::now() + LATE_HELLO;
-        while self.collector.is_none() {
-            match self.events.recv_deadline(deadline) {
-                Ok(Event::Connected { conn, hello, peer }) => self.introduce(conn, hello, peer)?,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        Ok(())
-    }
-
     fn introduce(&mut self, conn: ConnId, hello: FromPython, peer: Peer) -> Result<(), RunError> {
         let FromPython::Hello {
             protocol,
@@ -960,49 +787,6 @@ impl Dispatcher {
             }
         }
         Ok(())
-    }
-
-    /// Handles a message from the collector after its collection; one that
-    /// [`validate::collector_message`] refuses ends the run.
-    fn collector_message(&mut self, message: FromPython) -> Result<(), RunError> {
-        validate::collector_message(&message).map_err(|problem| RunError::Invalid {
-            who: "the collector".into(),
-            problem,
-        })?;
-        match message {
-            FromPython::WorkerExited {
-                worker,
-                pid,
-                code,
-                signal,
-            } => {
-                let end = match (code, signal) {
-                    (_, Some(signal)) => WorkerEnd::Signal(signal),
-                    (Some(code), None) => WorkerEnd::Code(code),
-                    (None, None) => WorkerEnd::Unknown,
-                };
-                self.worker_ended(&worker, pid, end);
-            }
-            FromPython::TerminalSummary { text, warnings } => {
-                self.add_plugin_summary(text, warnings)
-            }
-            FromPython::Forked { worker, pid } => {
-                if let Some(slot) = self.workers.iter_mut().find(|w| w.id() == worker) {
-                    slot.pid = Some(pid);
-                }
-            }
-            other => self.notice(&format!(
-                "shoal: ignored unexpected message from the collector: {other:?}"
-            )),
-        }
-        Ok(())
-    }
-
-    /// What plugins printed in a terminal summary (the collector's, or the `-n 0` worker's),
-    /// printed where pytest prints it, and the warnings raised there.
-    fn add_plugin_summary(&mut self, text: String, warnings: Vec<Warning>) {
-        self.plugin_summary.push_str(&text);
-        self.collector_warnings.extend(warnings);
     }
 
     fn worker_ended(&mut self, id: &str, pid: u32, end: WorkerEnd) {
@@ -1336,137 +1120,6 @@ impl Dispatcher {
         Ok(code)
     }
 
-    /// `--pdb` after the parallel run: its failed tests run again, on this terminal, under
-    /// pdb. The run's outcome stays the parallel run's.
-    fn debug_failures(&mut self, results: &Results) -> Result<(), RunError> {
-        let mut failed: Vec<String> = Vec::new();
-        for record in results.records().iter().filter(|r| r.failed()) {
-            if !failed.contains(&record.nodeid) {
-                failed.push(record.nodeid.clone());
-            }
-        }
-        let tests = match failed.len() {
-            0 => return Ok(()),
-            1 => "the failed test".to_owned(),
-            n => format!("the {n} failed tests"),
-        };
-        self.notice(&format!(
-            "shoal: --pdb: running {tests} again in the foreground, under pdb"
-        ));
-        self.foreground(Some(&failed)).map(drop)
-    }
-
-    /// `--pdb` and `--trace` need a terminal, where pdb reads its commands: without one the run
-    /// is refused before any test runs. `--trace` stops at the start of every test, so the
-    /// selection runs one test at a time, on the terminal, instead of in parallel; `--pdb`
-    /// runs in parallel and debugs the failures afterwards (see [`Self::debug_failures`]).
-    fn debugger(&mut self, settings: &PytestSettings) -> Result<Option<ExitCode>, RunError> {
-        use std::io::IsTerminal;
-        let option = match (settings.trace, settings.usepdb) {
-            (true, _) => "--trace",
-            (false, true) => "--pdb",
-            (false, false) => return Ok(None),
-        };
-        let terminal = std::io::stdin().is_terminal();
-        if terminal && !settings.trace {
-            return Ok(None);
-        }
-        self.finish_collector(None)?;
-        if !terminal {
-            return Err(RunError::NoTerminal { option });
-        }
-        self.notice("shoal: --trace: running the tests one at a time in the foreground");
-        self.foreground(None).map(Some)
-    }
-
-    /// Runs `nodeids` (every test pytest selects when `None`) in a pytest on this terminal and
-    /// waits for it, stopping with it on Ctrl-Z; Ctrl-C reaches it from the terminal.
-    fn foreground(&mut self, nodeids: Option<&[String]>) -> Result<ExitCode, RunError> {
-        let launch = &self.launch;
-        let mut command = launch.interpreter.foreground_command(
-            &launch.plugin,
-            &launch.socket,
-            nodeids,
-            &launch.options.pytest_args,
-        );
-        if launch.options.report_json.as_deref() == Some("-") {
-            command.stdout(std::io::stderr()); // stdout carries the JSON events
-        }
-        let mut child = command.spawn().map_err(|source| RunError::Spawn {
-            python: launch.interpreter.path.clone(),
-            source,
-        })?;
-        let pid = child.id();
-        let (exited, status) = crossbeam_channel::bounded(1);
-        std::thread::spawn(move || {
-            let _ = exited.send(child.wait());
-        });
-        loop {
-            crossbeam_channel::select! {
-                recv(status) -> status => {
-                    let code = status.ok().and_then(Result::ok).and_then(|s| s.code());
-                    return Ok(code.map_or(ExitCode::InternalError, ExitCode::from_pytest));
-                }
-                recv(self.events) -> event => match event {
-                    // The terminal stopped pytest too; `fg` continues both.
-                    Ok(Event::Signal(signals::SIGTSTP)) => signals::stop_self(),
-                    Ok(Event::Signal(signals::SIGTERM)) => {
-                        signals::to_process(pid, signals::SIGTERM)
-                    }
-                    _ => {}
-                },
-            }
-        }
-    }
-
-    /// Hands a finished worker's `config.workeroutput`, or how a crashed one ended, to the
-    /// collector, which calls xdist's `pytest_testnodedown` with it (plugins such as syrupy
-    /// merge their workers' results there). A collector already gone has no one to tell.
-    fn node_down(&mut self, w: usize, end: Result<serde_json::Value, String>) {
-        if let Some((_, peer)) = self.collector.as_mut() {
-            let worker = self.workers[w].identity.workerid.clone();
-            let (workeroutput, error) = match end {
-                Ok(workeroutput) => (Some(workeroutput), None),
-                Err(error) => (None, Some(error)),
-            };
-            let _ = peer.send(&ToPython::NodeDown {
-                worker,
-                workeroutput,
-                error,
-            });
-        }
-    }
-
-    /// Tells the collector the run is over (and how it ends, when that is known) and waits
-    /// for it to finish pytest's session.
-    fn finish_collector(&mut self, exitstatus: Option<i32>) -> Result<(), RunError> {
-        if let Some((_, peer)) = self.collector.as_mut() {
-            let _ = peer.send(&ToPython::Stop { exitstatus });
-        }
-        while self.collector_exit.is_none() {
-            match self.events.recv() {
-                Ok(Event::Exited {
-                    process: Process::Collector,
-                    status,
-                }) => self.collector_exit = Some(status),
-                Ok(Event::Message { message, .. }) => self.collector_message(message)?,
-                Ok(Event::Signal(signals::SIGINT | signals::SIGTERM)) => self.kill_collector(),
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        Ok(())
-    }
-
-    /// Kills the collector's process group. Its death by a signal is then shoal's doing, not
-    /// the internal error (exit 3) that an outside kill is.
-    fn kill_collector(&mut self) {
-        if let Some(pid) = self.collector_pid {
-            signals::to_group(pid, signals::SIGKILL);
-            self.collector_signalled = true;
-        }
-    }
-
     /// Hands one event to every reporter (there are none before the workers are planned).
     fn report(&mut self, event: ReporterEvent<'_>) {
         if let Some(reporters) = self.reporters.as_mut() {
@@ -1481,14 +1134,6 @@ impl Dispatcher {
             Some(reporters) => reporters.report(ReporterEvent::Notice(text)),
             None => eprintln!("{text}"),
         }
-    }
-}
-
-/// How the collecting process ended, for messages: its exit code, or the signal by name.
-fn collector_end(status: ExitStatus) -> String {
-    match WorkerEnd::from_status(status) {
-        WorkerEnd::Signal(signal) => format!("killed by {}", signals::name(signal)),
-        end => end.describe(),
     }
 }
 

@@ -270,6 +270,11 @@ impl<'p> Run<'p> {
         self
     }
 
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.command.env_remove(key);
+        self
+    }
+
     /// Makes the first test of each process wait for another worker (see the conftests).
     pub fn rendezvous(self) -> Self {
         self.env("SHOAL_RENDEZVOUS", RENDEZVOUS_SECONDS)
