@@ -123,7 +123,10 @@ mod tests {
         assert_eq!(WorkerCount::Fixed(8).resolve(Some(3), None), 3);
         assert_eq!(WorkerCount::Fixed(0).resolve(Some(3), None), 0);
         assert!(WorkerCount::Auto.resolve(Some(1), None) == 1);
-        assert!(WorkerCount::Logical.resolve(None, None) >= 1);
+        assert!(
+            WorkerCount::Logical.resolve(None, None) >= WorkerCount::Auto.resolve(None, None),
+            "logical counts every online CPU, auto only those this process may use"
+        );
         assert_eq!(WorkerCount::Auto.resolve(None, Some(5)), 5);
         assert_eq!(WorkerCount::Logical.resolve(Some(2), Some(5)), 2);
         assert_eq!(WorkerCount::Fixed(3).resolve(None, Some(5)), 3);

@@ -187,15 +187,18 @@ fn n0_looks_like_plain_pytest() {
 }
 
 /// The same fixture under real pytest-xdist, as a reference for the checks above: if this
-/// fails, the checks, not shoal, are wrong. Skipped only where pytest-xdist is not installed.
+/// fails, the checks, not shoal, are wrong. Every test venv has pytest-xdist (the
+/// requirements files pin it), so its absence is a failure, never a skip.
 #[test]
 fn reference_pytest_xdist_keeps_the_same_contract() {
     let project = Project::new(FIXTURE);
     let probe = project.pytest(["--version", "-p", "xdist"]).run();
-    if probe.code != Some(0) {
-        eprintln!("pytest-xdist is not installed; reference run skipped");
-        return;
-    }
+    assert_eq!(
+        probe.code,
+        Some(0),
+        "pytest-xdist is missing from the test venv\n{}",
+        probe.context()
+    );
     let out = project
         .pytest(["-n", "2", "-p", "no:cacheprovider"])
         .rendezvous()
