@@ -4,22 +4,7 @@
 //! interpreter and the run's ids are redacted. The snapshots live in `snapshots/`; after an intended change,
 //! `INSTA_UPDATE=always` (or `cargo insta review`) rewrites them.
 
-use std::ffi::OsStr;
-
-use crate::common::{Output, Project, Run};
-
-/// `shoal -n 1 -p no:cacheprovider <args>`, with the layout pytest uses off CI (on CI it does
-/// not cut the short summary's lines to the terminal's width).
-fn shoal<'p, S: AsRef<OsStr>>(project: &'p Project, args: &[S]) -> Run<'p> {
-    let mut all: Vec<&OsStr> = ["-n", "1", "-p", "no:cacheprovider"]
-        .map(OsStr::new)
-        .to_vec();
-    all.extend(args.iter().map(AsRef::as_ref));
-    project
-        .shoal(all)
-        .env_remove("CI")
-        .env_remove("BUILD_NUMBER")
-}
+use crate::common::{Output, Project};
 
 /// What changes from run to run, replaced by a fixed word.
 fn redactions(project: &Project) -> Vec<(String, &'static str)> {
@@ -59,60 +44,58 @@ fn assert_output(name: &str, project: &Project, text: &str) {
     });
 }
 
+/// Runs `shoal -n 1 -p no:cacheprovider <args>` on `fixture` (with `env` set), checks the
+/// exit code and compares its stdout, from the `created:` line on (all of it with
+/// `--report-json -`), with the snapshot `name`. pytest's layout is the one it uses off CI
+/// (on CI it does not cut the short summary's lines to the terminal's width).
+fn assert_run(name: &str, fixture: &str, args: &[&str], env: &[(&str, &str)], code: i32) {
+    let project = Project::new(fixture);
+    let mut run = project
+        .shoal(["-n", "1", "-p", "no:cacheprovider"].iter().chain(args))
+        .env_remove("CI")
+        .env_remove("BUILD_NUMBER");
+    for (key, value) in env {
+        run = run.env(key, value);
+    }
+    let out = run.run();
+    out.assert_code(code);
+    let text = if args.contains(&"--report-json") {
+        out.stdout.clone()
+    } else {
+        after_header(&out)
+    };
+    assert_output(name, &project, &text);
+}
+
 #[test]
 fn a_crashed_worker_s_report() {
-    let project = Project::new("faults_crash");
-    let out = shoal(
-        &project,
-        &[
-            "-k",
-            "sigkill_self or exit_in_setup or before and 0",
-            "test_crash.py",
-        ],
-    )
-    .run();
-    out.assert_code(1);
-    assert_output("crashed_worker", &project, &after_header(&out));
+    let args = [
+        "-k",
+        "sigkill_self or exit_in_setup or before and 0",
+        "test_crash.py",
+    ];
+    assert_run("crashed_worker", "faults_crash", &args, &[], 1);
 }
 
 #[test]
 fn worker_errors_outside_any_test() {
-    let project = Project::new("faults_session_exit");
-    let out = shoal::<&str>(&project, &[])
-        .env("FAULTS_MODE", "sessionfinish")
-        .run();
-    out.assert_code(1);
-    assert_output("worker_errors", &project, &after_header(&out));
+    let env = [("FAULTS_MODE", "sessionfinish")];
+    assert_run("worker_errors", "faults_session_exit", &[], &env, 1);
 }
 
 #[test]
 fn flaky_tests_in_the_summary() {
-    let project = Project::new("faults_retry");
-    let out = shoal(
-        &project,
-        &["-rA", "--retries", "2", "-k", "fails_twice or filler and 0"],
-    )
-    .run();
-    out.assert_code(0);
-    assert_output("flaky", &project, &after_header(&out));
+    let args = ["-rA", "--retries", "2", "-k", "fails_twice or filler and 0"];
+    assert_run("flaky", "faults_retry", &args, &[], 0);
 }
 
 #[test]
 fn the_stop_line_after_maxfail() {
-    let project = Project::new("maxfail");
-    let out = shoal(&project, &["--maxfail", "2"]).run();
-    out.assert_code(1);
-    assert_output("maxfail", &project, &after_header(&out));
+    assert_run("maxfail", "maxfail", &["--maxfail", "2"], &[], 1);
 }
 
 #[test]
 fn report_json_events() {
-    let project = Project::new("reports_events");
-    let out = shoal(
-        &project,
-        &["--report-json", "-", "-k", "passed_plain or failed_assert"],
-    )
-    .run();
-    out.assert_code(1);
-    assert_output("report_json", &project, &out.stdout);
+    let args = ["--report-json", "-", "-k", "passed_plain or failed_assert"];
+    assert_run("report_json", "reports_events", &args, &[], 1);
 }
