@@ -185,6 +185,8 @@ pub struct Resolved {
     pub maxprocesses: Option<usize>,
     /// `--max-worker-restart`; `None`: xdist's default, four per worker.
     pub max_worker_restart: Option<usize>,
+    /// `--failure-output`, else `immediate` under pytest-instafail's `--instafail`.
+    pub failure_output: FailureOutput,
 }
 
 /// A setting read from pytest's addopts or from `[tool.shoal]` is invalid.
@@ -278,6 +280,11 @@ impl RunOptions {
             dist,
             maxprocesses: self.maxprocesses.or(pytest.maxprocesses),
             max_worker_restart,
+            failure_output: self.failure_output.unwrap_or(if pytest.instafail {
+                FailureOutput::Immediate
+            } else {
+                FailureOutput::End
+            }),
         })
     }
 }

@@ -39,7 +39,7 @@ use self::{
 use crate::{
     connection::{self, ConnId, Event, Peer, Process},
     durations::DurationStore,
-    options::{Dist, FailureOutput, RunOptions, StartMethod},
+    options::{Dist, RunOptions, StartMethod},
     python::Interpreter,
     reporter::{events::EventLog, ReporterEvent, Reporters, RunEnd, Terminal},
     results::{crash_report, Results, StopReason, TestRecord},
@@ -248,11 +248,7 @@ impl Dispatcher {
         let events_on_stdout = options.report_json.as_deref() == Some("-");
         let terminal = Terminal::new(
             (*settings).clone(),
-            options.failure_output.unwrap_or(if settings.instafail {
-                FailureOutput::Immediate
-            } else {
-                FailureOutput::End
-            }),
+            resolved.failure_output,
             events_on_stdout,
         );
         let events = options
