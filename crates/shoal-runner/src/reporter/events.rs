@@ -9,9 +9,63 @@ use std::{
     time::Duration,
 };
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use shoal_protocol::{Outcome, When};
 
 use crate::results::{Results, TestRecord};
+
+/// One line of the log; `docs/events.md` says what each field means.
+#[derive(Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum Event<'a> {
+    RunStart {
+        version: u32,
+        workers: usize,
+        tests: usize,
+        testrunuid: &'a str,
+    },
+    WorkerStart {
+        worker: &'a str,
+    },
+    WorkerStop {
+        worker: &'a str,
+        exit: &'a str,
+    },
+    Test {
+        nodeid: &'a str,
+        worker: &'a str,
+        outcome: &'static str,
+        duration: f64,
+        phases: Vec<Phase<'a>>,
+    },
+    RunEnd {
+        exit_code: i32,
+        duration: f64,
+        counts: Counts,
+        not_run: usize,
+    },
+}
+
+/// Tests per outcome, an object whose keys come in the order the outcomes first occurred.
+struct Counts(Vec<(&'static str, usize)>);
+
+impl Serialize for Counts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().copied())
+    }
+}
+
+/// One of a test's pytest reports.
+#[derive(Serialize)]
+struct Phase<'a> {
+    when: When,
+    outcome: &'a Outcome,
+    category: &'a str,
+    duration: f64,
+    longrepr: Option<&'a str>,
+    message: Option<&'a str>,
+    sections: &'a [(String, String)],
+}
 
 /// The schema version, in every `run_start` event.
 pub const EVENTS_VERSION: u32 = 1;
@@ -48,8 +102,8 @@ impl EventLog {
         })
     }
 
-    fn emit(&mut self, event: Value) -> Result<(), EventsError> {
-        let line = serde_json::to_string(&event).expect("JSON serializes");
+    fn emit(&mut self, event: &Event<'_>) -> Result<(), EventsError> {
+        let line = serde_json::to_string(event).expect("events serialize");
         writeln!(self.out, "{line}")
             .and_then(|()| self.out.flush())
             .map_err(|source| EventsError {
@@ -61,50 +115,46 @@ impl EventLog {
     pub fn run_start(
         &mut self,
         workers: usize,
-        total: usize,
+        tests: usize,
         testrunuid: &str,
     ) -> Result<(), EventsError> {
-        self.emit(json!({
-            "event": "run_start",
-            "version": EVENTS_VERSION,
-            "workers": workers,
-            "tests": total,
-            "testrunuid": testrunuid,
-        }))
+        self.emit(&Event::RunStart {
+            version: EVENTS_VERSION,
+            workers,
+            tests,
+            testrunuid,
+        })
     }
 
     pub fn worker_start(&mut self, worker: &str) -> Result<(), EventsError> {
-        self.emit(json!({"event": "worker_start", "worker": worker}))
+        self.emit(&Event::WorkerStart { worker })
     }
 
     pub fn worker_stop(&mut self, worker: &str, exit: &str) -> Result<(), EventsError> {
-        self.emit(json!({"event": "worker_stop", "worker": worker, "exit": exit}))
+        self.emit(&Event::WorkerStop { worker, exit })
     }
 
     pub fn test(&mut self, record: &TestRecord) -> Result<(), EventsError> {
-        let phases: Vec<Value> = record
+        let phases = record
             .reports
             .iter()
-            .map(|r| {
-                json!({
-                    "when": r.when,
-                    "outcome": r.outcome,
-                    "category": r.category,
-                    "duration": r.duration,
-                    "longrepr": r.text,
-                    "message": r.message,
-                    "sections": r.sections,
-                })
+            .map(|r| Phase {
+                when: r.when,
+                outcome: &r.outcome,
+                category: &r.category,
+                duration: r.duration,
+                longrepr: r.text.as_deref(),
+                message: r.message.as_deref(),
+                sections: &r.sections,
             })
             .collect();
-        self.emit(json!({
-            "event": "test",
-            "nodeid": record.nodeid,
-            "worker": record.worker,
-            "outcome": record.outcome(),
-            "duration": record.reports.iter().map(|r| r.duration).sum::<f64>(),
-            "phases": phases,
-        }))
+        self.emit(&Event::Test {
+            nodeid: &record.nodeid,
+            worker: &record.worker,
+            outcome: record.outcome(),
+            duration: record.reports.iter().map(|r| r.duration).sum(),
+            phases,
+        })
     }
 
     pub fn run_end(
@@ -113,17 +163,18 @@ impl EventLog {
         exit_code: i32,
         elapsed: Duration,
     ) -> Result<(), EventsError> {
-        let mut counts = serde_json::Map::new();
-        for record in results.records() {
-            let entry = counts.entry(record.outcome()).or_insert(json!(0));
-            *entry = json!(entry.as_u64().unwrap_or(0) + 1);
+        let mut counts: Vec<(&'static str, usize)> = Vec::new();
+        for outcome in results.records().iter().map(TestRecord::outcome) {
+            match counts.iter_mut().find(|(o, _)| *o == outcome) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((outcome, 1)),
+            }
         }
-        self.emit(json!({
-            "event": "run_end",
-            "exit_code": exit_code,
-            "duration": elapsed.as_secs_f64(),
-            "counts": counts,
-            "not_run": results.not_run(),
-        }))
+        self.emit(&Event::RunEnd {
+            exit_code,
+            duration: elapsed.as_secs_f64(),
+            counts: Counts(counts),
+            not_run: results.not_run(),
+        })
     }
 }
