@@ -5,9 +5,12 @@
 //! this module assembles them into the `<testsuite>` with the run's totals, and stands in for
 //! pytest where a worker died before it could report a test.
 
-use std::{collections::BTreeMap, fs, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, fs, io, path::PathBuf, time::Duration};
 
-use quick_xml::escape::escape;
+use quick_xml::{
+    events::{BytesDecl, BytesText, Event},
+    Writer,
+};
 use shoal_protocol::{JunitSettings, Outcome};
 
 use crate::results::Results;
@@ -26,14 +29,31 @@ pub fn write(
     results: &Results,
     elapsed: Duration,
 ) -> Result<(), JunitError> {
+    let path = PathBuf::from(&settings.path);
+    let error = |source| JunitError {
+        path: path.clone(),
+        source,
+    };
+    let xml = document(settings, results, elapsed).map_err(error)?;
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(error)?;
+    }
+    fs::write(&path, xml).map_err(error)
+}
+
+/// The whole file: pytest's `<testcase>` elements (with earlier attempts added) and ours for
+/// the tests pytest never reported, inside the `<testsuite>` with the run's totals.
+fn document(settings: &JunitSettings, results: &Results, elapsed: Duration) -> io::Result<Vec<u8>> {
     let mut stats: BTreeMap<&str, i64> = BTreeMap::new();
     let mut double_failures = 0;
-    let mut cases = String::new();
+    let mut cases = Writer::new(Vec::new());
     if let Some(delta) = results.collect_junit() {
         for (key, n) in &delta.stats {
             *stats.entry(key.as_str()).or_default() += n;
         }
-        delta.testcases.iter().for_each(|case| cases.push_str(case));
+        for case in &delta.testcases {
+            cases.get_mut().extend_from_slice(case.as_bytes());
+        }
     }
     for record in results.records() {
         match &record.junit {
@@ -42,9 +62,11 @@ pub fn write(
                     *stats.entry(key.as_str()).or_default() += n;
                 }
                 double_failures += delta.double_failures;
-                let retries = retry_elements(record);
+                let retries = retry_elements(record)?;
                 for case in &delta.testcases {
-                    cases.push_str(&with_children(case, &retries));
+                    cases
+                        .get_mut()
+                        .extend_from_slice(with_children(case, &retries).as_bytes());
                 }
             }
             None => {
@@ -55,13 +77,16 @@ pub fn write(
                     .iter()
                     .find_map(|r| r.message.as_deref())
                     .unwrap_or("test did not report");
-                cases.push_str(&format!(
-                    "<testcase classname=\"{}\" name=\"{}\" time=\"0.000\"><failure message=\"{}\">{}</failure></testcase>",
-                    escape(&classname),
-                    escape(&name),
-                    escape(message),
-                    escape(message),
-                ));
+                cases
+                    .create_element("testcase")
+                    .with_attributes([
+                        ("classname", classname.as_str()),
+                        ("name", &name),
+                        ("time", "0.000"),
+                    ])
+                    .write_inner_content(|case| {
+                        text_element(case, "failure", message, message).map(drop)
+                    })?;
                 *stats.entry("failure").or_default() += 1;
             }
         }
@@ -69,56 +94,82 @@ pub fn write(
     let count = |key: &str| stats.get(key).copied().unwrap_or(0);
     let tests =
         count("passed") + count("failure") + count("skipped") + count("error") - double_failures;
-    let mut properties = String::new();
-    let mut seen = Vec::new();
+    let mut properties: Vec<(&str, &str)> = Vec::new();
     for (name, value) in results.junit_properties() {
-        if seen.contains(&(name, value)) {
-            continue; // every worker may record the same suite property
+        // Every worker may record the same suite property.
+        if !properties.contains(&(name, value)) {
+            properties.push((name, value));
         }
-        seen.push((name, value));
-        properties.push_str(&format!(
-            "<property name=\"{}\" value=\"{}\" />",
-            escape(name),
-            escape(value)
-        ));
     }
-    if !properties.is_empty() {
-        properties = format!("<properties>{properties}</properties>");
-    }
+    let mut xml = Writer::new(Vec::new());
+    xml.write_event(Event::Decl(BytesDecl::new("1.0", Some("utf-8"), None)))?;
+    let suites = xml.create_element("testsuites");
     let suites = match &settings.suites_name {
-        Some(name) => format!("<testsuites name=\"{}\">", escape(name)),
-        None => "<testsuites>".to_owned(),
+        Some(name) => suites.with_attribute(("name", name.as_str())),
+        None => suites,
     };
-    let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"utf-8\"?>{suites}<testsuite name=\"{}\" errors=\"{}\" failures=\"{}\" skipped=\"{}\" tests=\"{tests}\" time=\"{:.3}\" timestamp=\"{}\" hostname=\"{}\">{properties}{cases}</testsuite></testsuites>",
-        escape(&settings.suite_name),
-        count("error"),
-        count("failure"),
-        count("skipped"),
-        elapsed.as_secs_f64(),
-        escape(&settings.timestamp),
-        escape(hostname()),
-    );
-    let path = PathBuf::from(&settings.path);
-    let error = |source| JunitError {
-        path: path.clone(),
-        source,
-    };
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(error)?;
-    }
-    fs::write(&path, xml).map_err(error)
+    let totals = [
+        ("errors", count("error")),
+        ("failures", count("failure")),
+        ("skipped", count("skipped")),
+        ("tests", tests),
+    ]
+    .map(|(key, n)| (key, n.to_string()));
+    let time = format!("{:.3}", elapsed.as_secs_f64());
+    let host = hostname();
+    suites.write_inner_content(|suites| {
+        suites
+            .create_element("testsuite")
+            .with_attribute(("name", settings.suite_name.as_str()))
+            .with_attributes(totals.iter().map(|(key, n)| (*key, n.as_str())))
+            .with_attributes([
+                ("time", time.as_str()),
+                ("timestamp", &settings.timestamp),
+                ("hostname", &host),
+            ])
+            .write_inner_content(|suite| {
+                if !properties.is_empty() {
+                    suite
+                        .create_element("properties")
+                        .write_inner_content(|list| {
+                            for (name, value) in &properties {
+                                list.create_element("property")
+                                    .with_attributes([("name", *name), ("value", *value)])
+                                    .write_empty()?;
+                            }
+                            Ok(())
+                        })?;
+                }
+                suite.get_mut().extend_from_slice(cases.get_ref());
+                Ok(())
+            })
+            .map(drop)
+    })?;
+    Ok(xml.into_inner())
+}
+
+/// `<tag message="...">text</tag>`.
+fn text_element<'w>(
+    writer: &'w mut Writer<Vec<u8>>,
+    tag: &'w str,
+    message: &str,
+    text: &str,
+) -> io::Result<&'w mut Writer<Vec<u8>>> {
+    writer
+        .create_element(tag)
+        .with_attribute(("message", message))
+        .write_text_content(BytesText::new(text))
 }
 
 /// Earlier failed attempts, as Maven Surefire records reruns: `flakyFailure` when the test
 /// passed in the end, `rerunFailure` when it never did.
-fn retry_elements(record: &crate::results::TestRecord) -> String {
+fn retry_elements(record: &crate::results::TestRecord) -> io::Result<String> {
     let tag = if record.failed() {
         "rerunFailure"
     } else {
         "flakyFailure"
     };
-    let mut out = String::new();
+    let mut out = Writer::new(Vec::new());
     for attempt in &record.earlier_attempts {
         let failed = attempt
             .reports
@@ -128,13 +179,9 @@ fn retry_elements(record: &crate::results::TestRecord) -> String {
             .and_then(|r| r.message.as_deref())
             .unwrap_or("failed");
         let text = failed.and_then(|r| r.text.as_deref()).unwrap_or("");
-        out.push_str(&format!(
-            "<{tag} message=\"{}\">{}</{tag}>",
-            escape(message),
-            escape(text)
-        ));
+        text_element(&mut out, tag, message, text)?;
     }
-    out
+    Ok(String::from_utf8_lossy(&out.into_inner()).into_owned())
 }
 
 /// Inserts child elements at the end of a `<testcase>` element.
