@@ -986,9 +986,10 @@ class _Inbox:
         with self._changed:
             while len(self._queue) < 2 and not self._finishing:
                 if self._threaded:
-                    self._changed.wait()
+                    # The reader may have failed (the controller gone) before this wait.
                     if self._failure is not None:
                         _read_failed(self._failure)
+                    self._changed.wait()
                 else:
                     self._take_message(self._channel.recv())
             while not self._threaded and self._channel.ready():
