@@ -62,6 +62,12 @@ pub struct Peer {
     stream: UnixStream,
 }
 
+impl From<UnixStream> for Peer {
+    fn from(stream: UnixStream) -> Self {
+        Self { stream }
+    }
+}
+
 impl Peer {
     /// Sends one message; an error means the process is gone, which its reader also reports.
     pub fn send(&mut self, message: &ToPython) -> Result<(), FrameError> {
@@ -91,7 +97,7 @@ pub fn listen(socket: &Path, events: Sender<Event>) -> std::io::Result<()> {
 
 fn read_connection(conn: ConnId, stream: UnixStream, events: &Sender<Event>) {
     let peer = match stream.try_clone() {
-        Ok(stream) => Peer { stream },
+        Ok(stream) => Peer::from(stream),
         Err(e) => {
             let _ = events.send(Event::Closed {
                 conn,

@@ -8,7 +8,7 @@ use std::{
 
 use shoal_protocol::{CollectedItem, FromPython, PytestSettings, Role, ToPython, Warning};
 
-use super::{validate, worker::WorkerEnd, Dispatcher};
+use super::{pool::WorkerEnd, validate, Dispatcher};
 use crate::{
     connection::{self, Event, Process},
     options::StartMethod,
@@ -218,9 +218,7 @@ impl Dispatcher {
                 self.add_plugin_summary(text, warnings)
             }
             FromPython::Forked { worker, pid } => {
-                if let Some(slot) = self.workers.iter_mut().find(|w| w.id() == worker) {
-                    slot.pid = Some(pid);
-                }
+                self.pool.forked(&worker, pid);
             }
             other => self.notice(&format!(
                 "shoal: ignored unexpected message from the collector: {other:?}"
@@ -241,7 +239,7 @@ impl Dispatcher {
     /// merge their workers' results there). A collector already gone has no one to tell.
     pub(super) fn node_down(&mut self, w: usize, end: Result<serde_json::Value, String>) {
         if let Some((_, peer)) = self.collector.as_mut() {
-            let worker = self.workers[w].identity.workerid.clone();
+            let worker = self.pool.worker(w).id().to_owned();
             let (workeroutput, error) = match end {
                 Ok(workeroutput) => (Some(workeroutput), None),
                 Err(error) => (None, Some(error)),

@@ -1,54 +1,65 @@
-//! The run's one decision-maker: it reacts to [`Event`]s from every process in turn, asks the
-//! work source what to send, records results and drives the reporters.
+//! The run's one event loop: it reacts to [`Event`]s from every process in turn and routes
+//! each to the part that owns it.
 //!
 //! A run has three stages: the collector collects and the controller decides how many workers
-//! it wants; the workers are forked (or spawned) together and run tests; the collector is told
-//! to finish and the summary is printed. Every way a process can end is an event, and every
-//! deadline (timeouts, kill grace periods) bounds the wait for the next one, so the loop always
-//! ends: a test whose worker died is reported, never waited for.
+//! it wants ([`Dispatcher::plan`]); the workers are forked (or spawned) together and run tests;
+//! the collector is told to finish and the summary is printed. The parts:
+//!
+//! - [`pool`] owns every worker process: starting, replacing, stopping in stages, and telling
+//!   when one is gone ([`pool::WorkerLost`]);
+//! - [`crate::work`] decides which test each worker runs next;
+//! - [`run`] decides what a finished test or a lost worker means (records, retries,
+//!   `--maxfail`, crashes blamed on a test) and the exit code;
+//! - [`validate`] checks every message from Python before anything acts on it;
+//! - the reporters ([`crate::reporter`]) hear everything worth showing or writing.
+//!
+//! Every way a process can end is an event, and every deadline (timeouts, kill grace periods)
+//! bounds the wait for the next one, so the loop always ends: a test whose worker died is
+//! reported, never waited for.
 
 mod collector;
 mod estimate;
 mod foreground;
+mod pool;
+mod run;
 mod run_once;
 mod validate;
-mod worker;
 
 use std::{
     collections::HashMap,
-    io::Read,
     os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
-    process::{ExitStatus, Stdio},
+    process::ExitStatus,
     time::{Duration, Instant},
 };
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use shoal_protocol::{
-    CollectedItem, FromPython, Outcome, PytestSettings, Role, SessionExit, ToPython, Warning,
-    WorkerIdentity, PROTOCOL_VERSION,
+    CollectedItem, FromPython, Role, ToPython, Warning, WorkerIdentity, PROTOCOL_VERSION,
 };
 
 pub use self::validate::{drive_bookkeeping, MAX_SECONDS};
 use self::{
     collector::{collector_end, Collection},
     estimate::Estimate,
+    pool::{Pool, Replacement, Starter, WorkerEnd},
+    run::{Outlet, Run, TestDone},
     run_once::RunOnceFixtures,
-    worker::{KillReason, Phase, Worker, WorkerEnd},
 };
 use crate::{
-    connection::{self, ConnId, Event, Peer, Process},
+    connection::{ConnId, Event, Peer, Process},
     durations::DurationStore,
     options::{Dist, RunOptions, StartMethod},
     python::Interpreter,
     reporter::{events::EventLog, ReporterEvent, Reporters, RunEnd, Terminal},
-    results::{crash_report, Results, StopReason, TestRecord},
+    results::{Results, StopReason},
     signals,
-    work::{self, Command, Scheduler, WorkSource},
+    work::{self, Command, Scheduler},
     ExitCode, RunError,
 };
 
 /// Everything one run needs to start its Python processes.
+#[derive(Clone)]
 pub struct Launch {
     pub interpreter: Interpreter,
     pub plugin: PathBuf,
@@ -69,35 +80,6 @@ impl Launch {
     }
 }
 
-/// The state of the test-running stage.
-struct Run {
-    items: Vec<CollectedItem>,
-    settings: Box<PytestSettings>,
-    start: StartMethod,
-    /// Which test each worker runs next.
-    work: Box<dyn WorkSource>,
-    results: Results,
-    estimate: Estimate,
-    /// Failed phases so far, for `--maxfail`.
-    failures: usize,
-    stop: Option<StopReason>,
-    /// Crashed workers that may still be replaced.
-    restarts_left: usize,
-    /// `--max-worker-restart`, for the line that says it was reached.
-    max_restarts: usize,
-    /// Workers that crashed so far.
-    crashes: usize,
-    /// Per test: the attempts that failed and will be retried or reported with the last one.
-    failed_attempts: HashMap<usize, Vec<TestRecord>>,
-    run_deadline: Option<Instant>,
-    /// Since when shoal is suspended (Ctrl-Z): deadlines move by the time spent stopped.
-    paused_since: Option<Instant>,
-    interrupts: usize,
-    run_once: RunOnceFixtures,
-    /// The first `pytest.exit()` a worker reported: the run ends with its line and code.
-    exit: Option<SessionExit>,
-}
-
 pub struct Dispatcher {
     launch: Launch,
     events: Receiver<Event>,
@@ -108,10 +90,8 @@ pub struct Dispatcher {
     collector_exit: Option<ExitStatus>,
     /// Whether shoal itself killed the collector ([`Dispatcher::kill_collector`]).
     collector_signalled: bool,
-    conns: HashMap<ConnId, usize>,
-    workers: Vec<Worker>,
-    /// Whether pytest colours its output; spawned workers are told so explicitly.
-    color: bool,
+    /// Every worker; empty until they are planned.
+    pool: Pool,
     /// Every reporter, from the moment the workers are planned.
     reporters: Option<Reporters>,
     /// What the collector's plugins print in pytest's terminal summary.
@@ -122,7 +102,14 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(launch: Launch, events: Receiver<Event>, sender: Sender<Event>) -> Self {
+        let starter = Starter {
+            method: StartMethod::Fork,
+            launch: launch.clone(),
+            color: false,
+            sender: sender.clone(),
+        };
         Self {
+            pool: Pool::new(Vec::new(), starter, 0),
             launch,
             events,
             sender,
@@ -131,9 +118,6 @@ impl Dispatcher {
             collector_pid: None,
             collector_exit: None,
             collector_signalled: false,
-            conns: HashMap::new(),
-            workers: Vec::new(),
-            color: false,
             reporters: None,
             plugin_summary: String::new(),
             collector_warnings: Vec::new(),
@@ -149,7 +133,7 @@ impl Dispatcher {
             return Ok(code);
         }
         let mut run = self.plan(collection)?;
-        while !self.workers.iter().all(Worker::finished) {
+        while !self.pool.all_finished() {
             let event = match self.next_event(&run) {
                 Ok(event) => event,
                 Err(RecvTimeoutError::Timeout) => {
@@ -173,14 +157,9 @@ impl Dispatcher {
                 .map_err(|_| RecvTimeoutError::Disconnected);
         }
         let deadline = self
-            .workers
-            .iter()
-            .filter_map(|w| {
-                let test = w
-                    .running
-                    .and_then(|(index, since)| self.timeout_of(run, index).map(|t| since + t));
-                test.into_iter().chain(w.kill_deadline()).min()
-            })
+            .pool
+            .deadline(|index| run.timeout_of(index))
+            .into_iter()
             .chain(run.run_deadline)
             .min();
         match deadline {
@@ -194,23 +173,12 @@ impl Dispatcher {
         }
     }
 
-    /// The test's timeout: its mark, else `--timeout`, else the ini `timeout`.
-    fn timeout_of(&self, run: &Run, index: usize) -> Option<Duration> {
-        run.items[index]
-            .timeout
-            .or(self.launch.options.timeout)
-            .or(run.settings.timeout)
-            .filter(|t| *t > 0.0)
-            .and_then(|t| Duration::try_from_secs_f64(t).ok())
-    }
-
     /// Decides workers, schedule and reporters once the collection is known, and starts the
     /// workers.
     fn plan(&mut self, collection: Collection) -> Result<Run, RunError> {
         let options = self.launch.options.clone();
         let settings = collection.settings;
         let resolved = options.resolve(&settings)?;
-        self.color = settings.color;
         let units = work::units(resolved.dist, &collection.items, settings.loadscope_reorder);
         let requested = resolved
             .workers
@@ -225,6 +193,12 @@ impl Dispatcher {
             _ => StartMethod::Fork,
         };
         let max_restarts = resolved.max_worker_restart.unwrap_or(4 * count);
+        let starter = Starter {
+            method: start,
+            launch: self.launch.clone(),
+            color: settings.color,
+            sender: self.sender.clone(),
+        };
         let mut store = settings.cache_dir.as_ref().map(|dir| {
             let rootdir = settings.rootdir.as_deref().map(Path::new);
             DurationStore::load(DurationStore::path_in(Path::new(dir)), rootdir)
@@ -281,9 +255,9 @@ impl Dispatcher {
             || settings.timeout.is_some()
             || collection.items.iter().any(|i| i.timeout.is_some());
         let run_dir = self.launch.socket.parent().map(Path::to_path_buf);
-        for n in 0..count {
+        let identities = (0..count).map(|n| {
             let workerid = format!("gw{n}");
-            let identity = WorkerIdentity {
+            WorkerIdentity {
                 stack_file: run_dir
                     .as_ref()
                     .map(|d| d.join(format!("stack-{workerid}")).display().to_string()),
@@ -301,9 +275,9 @@ impl Dispatcher {
                 replay: collection.replay,
                 steals: resolved.dist == Dist::WorkSteal,
                 workerinput: collection.workerinput.clone(),
-            };
-            self.workers.push(Worker::new(identity));
-        }
+            }
+        });
+        self.pool = Pool::new(identities.collect(), starter, max_restarts);
         let run = Run {
             estimate,
             work: {
@@ -320,13 +294,11 @@ impl Dispatcher {
             },
             items: collection.items,
             settings,
-            start,
             results,
+            retries: options.retries,
+            timeout: options.timeout,
             failures: 0,
             stop: None,
-            restarts_left: max_restarts,
-            max_restarts,
-            crashes: 0,
             failed_attempts: HashMap::new(),
             run_deadline: options
                 .run_timeout
@@ -337,7 +309,8 @@ impl Dispatcher {
             exit: None,
         };
         for w in 0..count {
-            self.start_worker(w, start)?;
+            let collector = self.collector.as_mut().map(|(_, peer)| peer);
+            self.pool.start(w, collector)?;
         }
         Ok(run)
     }
@@ -348,8 +321,8 @@ impl Dispatcher {
                 self.introduce(conn, hello, peer)?;
                 Vec::new()
             }
-            Event::Message { conn, message } => match self.conns.get(&conn) {
-                Some(&w) => {
+            Event::Message { conn, message } => match self.pool.slot_of(conn) {
+                Some(w) => {
                     match validate::worker_message(&message, w, run.work.as_ref(), &run.run_once) {
                         Ok(()) => self.worker_message(w, message, run)?,
                         Err(what) => {
@@ -364,20 +337,15 @@ impl Dispatcher {
                 }
             },
             Event::Closed { conn, error } => {
-                if let Some(w) = self.conns.remove(&conn) {
-                    if let Some(error) = error {
-                        self.notice(&format!(
-                            "shoal: failed to read from worker '{}': {}; stopping it",
-                            self.workers[w].id(),
-                            crate::error_chain(&error)
-                        ));
-                        self.workers[w].kill_now();
-                    }
-                    let worker = &mut self.workers[w];
-                    worker.closed = true;
-                    worker.peer = None;
-                    worker.lost = run.work.worker_lost(w);
+                if let (Some(w), Some(error)) = (self.pool.slot_of(conn), error) {
+                    self.notice(&format!(
+                        "shoal: failed to read from worker '{}': {}; stopping it",
+                        self.pool.worker(w).id(),
+                        crate::error_chain(&error)
+                    ));
+                    self.pool.worker_mut(w).kill_now();
                 }
+                self.pool.closed(conn, |w| run.work.worker_lost(w));
                 Vec::new()
             }
             Event::Output { worker, bytes } => {
@@ -385,9 +353,7 @@ impl Dispatcher {
                     worker: &worker,
                     bytes: &bytes,
                 });
-                if let Some(slot) = self.workers.iter_mut().find(|w| w.id() == worker) {
-                    slot.remember_output(&bytes);
-                }
+                self.pool.output(&worker, &bytes);
                 Vec::new()
             }
             Event::OutputClosed { worker } => {
@@ -406,7 +372,7 @@ impl Dispatcher {
                 status,
             } => {
                 self.collector_exit = Some(status);
-                if run.start == StartMethod::Fork && !self.workers.iter().all(Worker::finished) {
+                if self.pool.method() == StartMethod::Fork && !self.pool.all_finished() {
                     self.notice(&format!(
                         "shoal: the collecting process, parent of the forked workers, ended ({}) while they ran",
                         collector_end(status)
@@ -417,15 +383,7 @@ impl Dispatcher {
                         collector_end(status)
                     ));
                 }
-                // Forked workers die with their parent; nothing more will say how.
-                for worker in &mut self.workers {
-                    if run.start == StartMethod::Fork {
-                        worker.end.get_or_insert(WorkerEnd::Unknown);
-                    }
-                    if worker.peer.is_none() {
-                        worker.closed = true;
-                    }
-                }
+                self.pool.collector_exited();
                 Vec::new()
             }
             Event::Signal(signal) => self.on_signal(signal, run),
@@ -449,14 +407,14 @@ impl Dispatcher {
                 run.work.worker_ready(w)
             }
             FromPython::TestStart { index } => {
-                self.workers[w].running = Some((index, Instant::now()));
+                self.pool.worker_mut(w).running = Some((index, Instant::now()));
                 self.report(ReporterEvent::TestStarted {
                     nodeid: &run.items[index].nodeid,
                 });
                 Vec::new()
             }
             FromPython::TestPartial { index, reports } => {
-                self.workers[w].partial = Some((index, reports));
+                self.pool.worker_mut(w).partial = Some((index, reports));
                 Vec::new()
             }
             FromPython::TestDone {
@@ -468,31 +426,19 @@ impl Dispatcher {
                 exit,
                 replay,
             } => {
-                self.workers[w].running = None;
-                self.workers[w].partial = None;
-                self.workers[w].recent_output.clear();
-                let record = TestRecord {
+                let worker = self.pool.worker_mut(w);
+                worker.test_finished();
+                let id = worker.id().to_owned();
+                let done = TestDone {
                     index,
-                    nodeid: run.items[index].nodeid.clone(),
-                    worker: self.workers[w].id().to_owned(),
                     headline,
                     reports,
                     warnings,
                     junit,
-                    earlier_attempts: Vec::new(),
-                    display: run.items[index].display.clone(),
+                    exit,
+                    replay,
                 };
-                let mut commands = run.work.test_done(w, index);
-                if let Some(exit) = exit {
-                    commands.extend(session_exit(run, exit));
-                    if record.reports.iter().all(|r| r.category.is_empty()) {
-                        // Stopped before any outcome pytest counts (in its setup or call): it
-                        // did not run, and is counted so.
-                        return Ok(commands);
-                    }
-                }
-                commands.extend(self.finish_test(record, replay, w, run));
-                commands
+                run.test_done(w, &id, done, &mut self.outlet())
             }
             FromPython::Released { indices } => run.work.released(w, indices),
             FromPython::FixtureRequest { name } => {
@@ -520,7 +466,7 @@ impl Dispatcher {
                 Vec::new()
             }
             FromPython::InternalError => {
-                let worker = self.workers[w].id().to_owned();
+                let worker = self.pool.worker(w).id().to_owned();
                 if run.stop.is_none() {
                     run.stop = Some(StopReason::InternalError(worker));
                     return Ok(run.work.stop());
@@ -534,7 +480,7 @@ impl Dispatcher {
             } => {
                 run.results.add_junit_properties(junit_properties);
                 run.results.add_session_warnings(warnings);
-                self.workers[w].done = true;
+                self.pool.worker_mut(w).session_done();
                 self.node_down(w, Ok(workeroutput));
                 Vec::new()
             }
@@ -548,77 +494,26 @@ impl Dispatcher {
     fn protocol_violation(&mut self, w: usize, what: &str) {
         self.notice(&format!(
             "shoal: worker '{}' sent {what}; stopping it",
-            self.workers[w].id()
+            self.pool.worker(w).id()
         ));
-        self.workers[w].kill_now();
-    }
-
-    /// Records a finished test, unless it failed and has retries left: then it runs again.
-    /// Only the recorded attempt's report hook calls (`replay`) go to the collector, so its
-    /// plugins count each test once, as the terminal does.
-    fn finish_test(
-        &mut self,
-        mut record: TestRecord,
-        replay: Option<Vec<serde_json::Value>>,
-        w: usize,
-        run: &mut Run,
-    ) -> Vec<Command> {
-        let index = record.index;
-        let failed = record.failed();
-        let previous = run.failed_attempts.get(&index).map_or(0, Vec::len);
-        let retries = run.items[index]
-            .reruns
-            .unwrap_or(self.launch.options.retries);
-        if failed && previous < retries && run.stop.is_none() {
-            self.report(ReporterEvent::TestRetrying(&record));
-            run.failed_attempts.entry(index).or_default().push(record);
-            return run.work.retry(index, w);
-        }
-        record.earlier_attempts = run.failed_attempts.remove(&index).unwrap_or_default();
-        if let (Some(events), Some((_, peer))) = (replay, self.collector.as_mut()) {
-            let worker = record.worker.clone();
-            let _ = peer.send(&ToPython::Replay { worker, events });
-        }
-        if failed {
-            run.failures += record
-                .reports
-                .iter()
-                .filter(|r| r.outcome == Outcome::Failed && r.wasxfail.is_none())
-                .count();
-        }
-        self.report(ReporterEvent::TestFinished(&record));
-        run.estimate.done(index);
-        run.results.record(record);
-        let maxfail = run.settings.maxfail;
-        if maxfail > 0 && run.failures >= maxfail && run.stop.is_none() {
-            run.stop = Some(StopReason::MaxFail(maxfail));
-            return run.work.stop();
-        }
-        Vec::new()
-    }
-
-    /// Sends one message to a worker; a failure means it died, which its events report.
-    fn send_to(&mut self, w: usize, message: &ToPython) {
-        if let Some(peer) = self.workers[w].peer.as_mut() {
-            let _ = peer.send(message);
-        }
+        self.pool.worker_mut(w).kill_now();
     }
 
     fn send_replies(&mut self, replies: run_once::Replies) {
         for (w, message) in replies {
-            self.send_to(w, &message);
+            self.pool.send(w, &message);
         }
     }
 
     /// Releases run-once owners once every other worker is done, and fails the waiters of a
     /// setup whose worker died.
     fn run_once_housekeeping(&mut self, run: &mut Run) {
-        let workers = &self.workers;
+        let pool = &self.pool;
         let replies = run.run_once.housekeeping(
-            workers.len(),
-            |w| workers[w].closed,
-            |w| workers[w].done || workers[w].finished(),
-            |w| workers[w].id().to_owned(),
+            pool.len(),
+            |w| pool.worker(w).is_closed(),
+            |w| pool.worker(w).state.session_done() || pool.worker(w).finished(),
+            |w| pool.worker(w).id().to_owned(),
         );
         self.send_replies(replies);
     }
@@ -626,34 +521,30 @@ impl Dispatcher {
     /// After every event: account for dead workers, replace them, show who runs what.
     fn after_event(&mut self, run: &mut Run) -> Result<(), RunError> {
         self.run_once_housekeeping(run);
-        let now = Instant::now();
-        for w in 0..self.workers.len() {
-            self.workers[w].advance_kill(now);
-            let accounted = self.workers[w].accounted;
-            let commands = self.account_lost(w, run);
+        self.pool.advance_kills(Instant::now());
+        for lost in self.pool.take_lost() {
+            let (w, session_done) = (lost.slot, lost.session_done);
+            if !session_done {
+                let error = format!("worker '{}' crashed ({})", lost.worker, lost.end.describe());
+                self.node_down(w, Err(error));
+            }
+            let commands = run.worker_lost(lost, &mut self.outlet());
             self.send(commands);
-            let worker = &self.workers[w];
-            if !accounted && worker.accounted && !worker.done && run.stop.is_none() {
-                self.tell_crash(w, run);
+            if !session_done && run.stop.is_none() {
+                self.tell_crash(w);
             }
         }
         while let Some(w) = run.work.needs_worker() {
-            let worker = &self.workers[w];
-            if !worker.finished() || self.collector_gone(run) {
+            if self.collector_gone() {
                 break;
             }
-            let crashed = !worker.done;
-            if crashed && run.restarts_left == 0 {
+            let collector = self.collector.as_mut().map(|(_, peer)| peer);
+            if !self.pool.replace(w, collector)? {
                 break;
             }
-            if crashed {
-                run.restarts_left -= 1;
-            }
-            self.workers[w].restart();
             run.work.revive(w);
-            self.start_worker(w, run.start)?;
         }
-        for w in 0..self.workers.len() {
+        for w in 0..self.pool.len() {
             let running = run.work.running(w);
             self.report(ReporterEvent::Running {
                 worker: w,
@@ -666,8 +557,8 @@ impl Dispatcher {
         Ok(())
     }
 
-    fn collector_gone(&self, run: &Run) -> bool {
-        run.start == StartMethod::Fork && self.collector_exit.is_some()
+    fn collector_gone(&self) -> bool {
+        self.pool.method() == StartMethod::Fork && self.collector_exit.is_some()
     }
 
     /// A deadline passed: a test overran its timeout, a kill step is due, or the run is over.
@@ -678,21 +569,9 @@ impl Dispatcher {
             run.stop.get_or_insert(StopReason::RunTimeout);
             let commands = run.work.stop();
             self.send(commands);
-            for worker in &mut self.workers {
-                worker.begin_kill(KillReason::RunOver, now);
-            }
+            self.pool.stop_all(now);
         }
-        for w in 0..self.workers.len() {
-            if let Some((index, since)) = self.workers[w].running {
-                if let Some(limit) = self.timeout_of(run, index) {
-                    if since + limit <= now {
-                        let seconds = limit.as_secs_f64();
-                        self.workers[w].begin_kill(KillReason::Timeout { index, seconds }, now);
-                    }
-                }
-            }
-            self.workers[w].advance_kill(now);
-        }
+        self.pool.on_deadline(now, |index| run.timeout_of(index));
     }
 
     /// Ctrl-C / SIGTERM: stop scheduling and interrupt the tests as pytest would; a second
@@ -702,12 +581,7 @@ impl Dispatcher {
             signals::SIGINT | signals::SIGTERM => {
                 run.interrupts += 1;
                 run.stop = Some(StopReason::Interrupted);
-                for worker in &mut self.workers {
-                    match run.interrupts {
-                        1 if !worker.finished() => worker.signal(signals::SIGINT),
-                        _ => worker.kill_now(),
-                    }
-                }
+                self.pool.interrupt(run.interrupts);
                 run.work.stop()
             }
             signals::SIGTSTP => {
@@ -719,11 +593,7 @@ impl Dispatcher {
             signals::SIGCONT => {
                 if let Some(since) = run.paused_since.take() {
                     let paused = since.elapsed();
-                    for worker in &mut self.workers {
-                        if let Some((_, started)) = worker.running.as_mut() {
-                            *started += paused;
-                        }
-                    }
+                    self.pool.shift_clocks(paused);
                     if let Some(at) = run.run_deadline.as_mut() {
                         *at += paused;
                     }
@@ -737,9 +607,7 @@ impl Dispatcher {
 
     /// Sends a signal to the collector's process group and to every worker.
     fn signal_all(&self, signal: i32) {
-        for worker in self.workers.iter().filter(|w| !w.finished()) {
-            worker.signal(signal);
-        }
+        self.pool.signal_all(signal);
         if let Some(pid) = self.collector_pid {
             signals::to_group(pid, signal);
         }
@@ -764,15 +632,12 @@ impl Dispatcher {
         match (role, worker) {
             (Role::Collector, _) => self.collector = Some((conn, peer)),
             (Role::Worker, Some(id)) => {
-                let Some(w) = self.workers.iter().position(|x| x.id() == id) else {
+                if self.pool.connected(conn, &id, peer, pid).is_none() {
                     return Err(RunError::Unexpected {
                         who: format!("connection {conn}"),
                         message: format!("hello from unknown worker {id:?}"),
                     });
-                };
-                self.conns.insert(conn, w);
-                self.workers[w].peer = Some(peer);
-                self.workers[w].process = Some(pid);
+                }
                 self.report(ReporterEvent::WorkerStarted { worker: &id });
             }
             (Role::Worker | Role::Output, None) | (Role::Output, Some(_)) => {
@@ -786,249 +651,33 @@ impl Dispatcher {
     }
 
     fn worker_ended(&mut self, id: &str, pid: u32, end: WorkerEnd) {
-        let Some(worker) = self.workers.iter_mut().find(|w| w.id() == id) else {
-            return;
-        };
-        if worker.pid.is_some_and(|p| p != pid) {
-            return; // an earlier process of a restarted slot
+        if self.pool.exited(id, pid, end) {
+            self.report(ReporterEvent::WorkerStopped {
+                worker: id,
+                end: &end.describe(),
+            });
         }
-        worker.end = Some(end);
-        // Whatever its tests started dies with it; that also closes a connection a child
-        // process may have inherited.
-        signals::to_group(pid, signals::SIGKILL);
-        if worker.peer.is_none() {
-            worker.closed = true; // it never connected, or its connection is already gone
-        }
-        self.report(ReporterEvent::WorkerStopped {
-            worker: id,
-            end: &end.describe(),
-        });
-    }
-
-    /// Once a dead worker is fully accounted for: the test it was running fails (crash or
-    /// timeout) and the rest of its queue goes back to the scheduler.
-    fn account_lost(&mut self, w: usize, run: &mut Run) -> Vec<Command> {
-        let worker = &mut self.workers[w];
-        let Some(end) = worker.end else {
-            return Vec::new();
-        };
-        if !worker.closed || worker.accounted {
-            return Vec::new();
-        }
-        worker.accounted = true;
-        if !worker.done {
-            let error = format!("worker '{}' crashed ({})", worker.id(), end.describe());
-            self.node_down(w, Err(error));
-        }
-        let worker = &mut self.workers[w];
-        // pytest's own ways for a session to end; anything else after it is worth a word.
-        let pytest_end = matches!(end, WorkerEnd::Code(0 | 1 | 2 | 5))
-            || run
-                .exit
-                .as_ref()
-                .is_some_and(|exit| end == exit_status(exit));
-        if worker.lost.is_empty() {
-            if !worker.done && run.stop.is_none() {
-                // Between tests or in session teardown: no test to blame, but not silent.
-                run.results.add_session_error(format!(
-                    "worker '{}' crashed outside any test ({})",
-                    worker.id(),
-                    end.describe()
-                ));
-            } else if worker.done && !pytest_end && worker.kill.is_none() && run.stop.is_none() {
-                // Its session, teardown included, was over (`worker_done`) and every report
-                // had arrived: nothing was lost, so the run's outcome stands.
-                let note = format!(
-                    "shoal: note: worker '{}' ended after its session finished ({}); nothing was lost",
-                    worker.id(),
-                    end.describe()
-                );
-                self.notice(&note);
-            }
-            // The others may now take the share this worker would have had.
-            return run.work.requeue(w, Vec::new());
-        }
-        let mut lost = std::mem::take(&mut worker.lost);
-        if worker.done || matches!(run.stop, Some(StopReason::Interrupted)) {
-            // Its session ended normally, or the user interrupted the run: what it did not
-            // run was discarded, not crashed on. The others may now take a larger share.
-            return run.work.requeue(w, Vec::new());
-        }
-        let id = worker.id().to_owned();
-        // A test that started is never run again (but for --retries): the crash is blamed on
-        // the test it started last and had not reported. Without a state file to tell, that
-        // is the first one it held.
-        let started = match worker
-            .identity
-            .state_file
-            .as_deref()
-            .and_then(worker::read_phase)
-        {
-            None => Some((0, Phase::Call)),
-            Some((_, Phase::Idle)) => None,
-            // Not among the lost: that test's report arrived.
-            Some((index, phase)) => lost.iter().position(|&i| i == index).map(|at| (at, phase)),
-        };
-        let Some((at, phase)) = started else {
-            // Between two tests: nothing to blame; none of what it held had started, so it
-            // all runs elsewhere.
-            if worker.kill.is_none() {
-                run.results.add_session_error(format!(
-                    "worker '{id}' crashed between tests ({})",
-                    end.describe()
-                ));
-            }
-            return run.work.requeue(w, lost);
-        };
-        let running = lost.remove(at);
-        let nodeid = run.items[running].nodeid.clone();
-        let message = match worker.kill.map(|k| k.reason) {
-            Some(KillReason::Timeout { seconds, .. }) => format!(
-                "Timeout: '{nodeid}' ran longer than {seconds}s; worker '{id}' was stopped ({})",
-                end.describe()
-            ),
-            Some(KillReason::RunOver) => format!(
-                "Timeout: the run exceeded --run-timeout while '{nodeid}' ran on worker '{id}'"
-            ),
-            None => format!(
-                "worker '{id}' crashed while running '{nodeid}' ({}, {})",
-                end.describe(),
-                phase.describe()
-            ),
-        };
-        // The collector's reporting plugins hear of it as xdist's controller tells them.
-        let replay = worker.identity.replay.then(|| {
-            vec![serde_json::json!({"hook": "crash", "nodeid": nodeid, "message": message})]
-        });
-        let mut report = crash_report(message, phase.when());
-        if !worker.recent_output.is_empty() {
-            // What the worker wrote outside pytest's capture since its last test, a fatal
-            // error's stack among it.
-            let text = report.text.get_or_insert_with(String::new);
-            text.push_str(&format!(
-                "\n----- output of worker '{id}' before it ended -----\n"
-            ));
-            text.push_str(&String::from_utf8_lossy(
-                worker.recent_output.make_contiguous(),
-            ));
-        }
-        if let Some(stack) = worker
-            .kill
-            .and(worker.identity.stack_file.as_deref())
-            .and_then(|path| std::fs::read_to_string(path).ok())
-            .filter(|s| !s.is_empty())
-        {
-            let text = report.text.get_or_insert_with(String::new);
-            text.push_str("\nStacks of every thread when the timeout fired:\n");
-            text.push_str(&stack);
-        }
-        // A crash in the last test's teardown keeps what the test had reported before it.
-        let mut reports = match worker.partial.take() {
-            Some((index, earlier)) if index == running && phase == Phase::Teardown => earlier,
-            _ => Vec::new(),
-        };
-        reports.push(report);
-        let record = TestRecord {
-            index: running,
-            nodeid: nodeid.clone(),
-            worker: id,
-            headline: Some(nodeid.rsplit("::").next().unwrap_or("").to_owned()),
-            reports,
-            warnings: Vec::new(),
-            junit: None,
-            earlier_attempts: Vec::new(),
-            display: run.items[running].display.clone(),
-        };
-        let mut commands = run.work.requeue(w, lost);
-        commands.extend(self.finish_test(record, replay, w, run));
-        commands
     }
 
     /// pytest-xdist's lines for a crashed worker: it is down, and it is replaced, or the
     /// restart limit is reached (said once; shoal's live workers still finish the run).
-    fn tell_crash(&mut self, w: usize, run: &mut Run) {
-        let id = self.workers[w].id().to_owned();
+    fn tell_crash(&mut self, w: usize) {
+        let id = self.pool.worker(w).id().to_owned();
         self.report(ReporterEvent::WorkerLine(&format!(
             "[{id}] node down: Not properly terminated"
         )));
-        run.crashes += 1;
-        if run.crashes <= run.max_restarts {
-            self.report(ReporterEvent::WorkerLine(&format!(
+        match self.pool.crashed() {
+            Replacement::Replacing => self.report(ReporterEvent::WorkerLine(&format!(
                 "replacing crashed worker {id}"
-            )));
-        } else if run.crashes == run.max_restarts + 1 {
-            self.report(ReporterEvent::RestartLimit(&match run.max_restarts {
-                0 => format!("worker {id} crashed and worker restarting disabled"),
-                n => format!("maximum crashed workers reached: {n}"),
-            }));
-        }
-    }
-
-    fn start_worker(&mut self, w: usize, start: StartMethod) -> Result<(), RunError> {
-        let identity = self.workers[w].identity.clone();
-        for path in identity.stack_file.iter().chain(&identity.state_file) {
-            let _ = std::fs::remove_file(path);
-        }
-        match start {
-            StartMethod::Fork => {
-                let Some((_, collector)) = self.collector.as_mut() else {
-                    return Ok(()); // the collector is gone: the slot stays empty
-                };
-                collector
-                    .send(&ToPython::Fork { identity })
-                    .map_err(|source| RunError::Protocol {
-                        who: "the collector".into(),
-                        source,
-                    })
+            ))),
+            Replacement::LimitReached { max } => {
+                self.report(ReporterEvent::RestartLimit(&match max {
+                    0 => format!("worker {id} crashed and worker restarting disabled"),
+                    n => format!("maximum crashed workers reached: {n}"),
+                }))
             }
-            StartMethod::Spawn => self.spawn_worker(w, identity),
+            Replacement::None => {}
         }
-    }
-
-    fn spawn_worker(&mut self, w: usize, identity: WorkerIdentity) -> Result<(), RunError> {
-        let mut args = self.launch.options.pytest_args.clone();
-        if let (true, Some(base)) = (identity.distributed, &identity.basetemp) {
-            args.push(format!("--basetemp={base}/popen-{}", identity.workerid));
-        }
-        if self.color {
-            args.push("--color=yes".into()); // its output is a pipe, but ends on our terminal
-        }
-        let id = identity.workerid.clone();
-        let mut command = self.launch.command(Role::Worker, Some(&identity), &args);
-        if identity.distributed {
-            // Set before Python starts: conftests read them at import time.
-            command
-                .env("PYTEST_XDIST_WORKER", &identity.workerid)
-                .env(
-                    "PYTEST_XDIST_WORKER_COUNT",
-                    identity.workercount.to_string(),
-                )
-                .env("PYTEST_XDIST_TESTRUNUID", &identity.testrunuid);
-        }
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| RunError::Spawn {
-                python: self.launch.interpreter.path.clone(),
-                source,
-            })?;
-        let pid = child.id();
-        self.workers[w].pid = Some(pid);
-        let stdout = child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>);
-        let stderr = child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>);
-        for stream in stdout.into_iter().chain(stderr) {
-            let (worker, events) = (id.clone(), self.sender.clone());
-            std::thread::spawn(move || connection::forward_output(stream, worker, &events));
-        }
-        connection::watch(child, Process::Worker { id, pid }, self.sender.clone());
-        Ok(())
     }
 
     /// A spawned worker must have collected exactly what the collector did.
@@ -1056,7 +705,7 @@ impl Dispatcher {
             diff = "\n  (same node ids in a different order)".into();
         }
         Err(RunError::CollectionMismatch {
-            worker: self.workers[w].id().to_owned(),
+            worker: self.pool.worker(w).id().to_owned(),
             diff,
         })
     }
@@ -1068,7 +717,7 @@ impl Dispatcher {
                 Command::Shutdown { worker, discard } => (worker, ToPython::Shutdown { discard }),
                 Command::Steal { worker, count } => (worker, ToPython::Steal { count }),
             };
-            self.send_to(worker, &message);
+            self.pool.send(worker, &message);
         }
     }
 
@@ -1081,7 +730,7 @@ impl Dispatcher {
         if run.results.not_run() > 0 && run.stop.is_none() {
             run.stop = Some(StopReason::NoWorkers);
         }
-        let status = run_status(&run);
+        let status = run.status();
         self.finish_collector(Some(status.code().into()))?;
         run.results
             .add_session_warnings(std::mem::take(&mut self.collector_warnings));
@@ -1123,6 +772,14 @@ impl Dispatcher {
         }
     }
 
+    /// Where the run's decisions go out (see [`run::Outlet`]).
+    fn outlet(&mut self) -> DispatcherOutlet<'_> {
+        DispatcherOutlet {
+            reporters: &mut self.reporters,
+            collector: self.collector.as_mut().map(|(_, peer)| peer),
+        }
+    }
+
     /// One of shoal's own lines for stderr, through the reporters once they exist, so that it
     /// never tears the live view.
     fn notice(&mut self, text: &str) {
@@ -1133,50 +790,31 @@ impl Dispatcher {
     }
 }
 
-/// How the run ends as its workers and the controller saw it, before the collector finishes
-/// the session (which it is told, and which may still fail the run: see `Dispatcher::finish`).
-fn run_status(run: &Run) -> ExitCode {
-    match &run.stop {
-        Some(StopReason::Interrupted) => ExitCode::Interrupted,
-        Some(StopReason::InternalError(_)) => ExitCode::InternalError,
-        Some(StopReason::Exit(exit)) => {
-            ExitCode::from_pytest(exit.returncode.unwrap_or(PYTEST_EXIT_DEFAULT))
-        }
-        Some(StopReason::RunTimeout) => ExitCode::TestsFailed,
-        _ if run.results.any_failed() || run.results.not_run() > 0 => ExitCode::TestsFailed,
-        _ => ExitCode::Ok,
-    }
-}
-
-/// pytest's exit status after `pytest.exit()` without a `returncode`: interrupted.
-const PYTEST_EXIT_DEFAULT: i32 = 2;
-
-/// A worker's `pytest.exit()` stops the run as pytest's stops, at once; one from the worker's
-/// session teardown (its last test's teardown) comes, as in pytest, after every test, so the
-/// other workers finish theirs.
-fn session_exit(run: &mut Run, exit: SessionExit) -> Vec<Command> {
-    let last_test = exit.last_test;
-    run.exit.get_or_insert(exit.clone());
-    if last_test || run.stop.is_some() {
-        return Vec::new();
-    }
-    run.stop = Some(StopReason::Exit(exit));
-    run.work.stop()
-}
-
-/// How a worker process ends after that `pytest.exit()` (a code of eight bits).
-fn exit_status(exit: &SessionExit) -> WorkerEnd {
-    WorkerEnd::Code(
-        ExitCode::from_pytest(exit.returncode.unwrap_or(PYTEST_EXIT_DEFAULT))
-            .code()
-            .into(),
-    )
-}
-
 /// A message's name, for errors: its `type` in the protocol.
 fn message_kind(message: &FromPython) -> String {
     serde_json::to_value(message)
         .ok()
         .and_then(|v| v.get("type")?.as_str().map(str::to_owned))
         .unwrap_or_else(|| "?".into())
+}
+
+/// The reporters and the collector, as the run's decisions see them.
+struct DispatcherOutlet<'a> {
+    reporters: &'a mut Option<Reporters>,
+    collector: Option<&'a mut Peer>,
+}
+
+impl Outlet for DispatcherOutlet<'_> {
+    fn report(&mut self, event: ReporterEvent<'_>) {
+        if let Some(reporters) = self.reporters.as_mut() {
+            reporters.report(event);
+        }
+    }
+
+    fn replay(&mut self, worker: &str, events: Vec<serde_json::Value>) {
+        if let Some(peer) = self.collector.as_mut() {
+            let worker = worker.to_owned();
+            let _ = peer.send(&ToPython::Replay { worker, events });
+        }
+    }
 }

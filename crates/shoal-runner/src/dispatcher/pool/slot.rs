@@ -1,12 +1,12 @@
-//! One worker slot: the process that fills it now, how it ended, and the stages of stopping
-//! it when a test overruns its timeout.
+//! One worker slot: the process that fills it now, where it is in its life, how it ended, and
+//! the stages of stopping it when a test overruns its timeout.
 
 use std::{
     process::ExitStatus,
     time::{Duration, Instant},
 };
 
-use shoal_protocol::{When, WorkerIdentity};
+use shoal_protocol::{PhaseReport, When, WorkerIdentity};
 
 use crate::{connection::Peer, signals};
 
@@ -119,50 +119,70 @@ pub struct Kill {
     next: Instant,
 }
 
+/// Where a slot's process is in its life. A process ends by two events that come in either
+/// order, its connection closing and its exit status; only when both have come is everything
+/// it will ever say known, and the pool reports it lost ([`super::WorkerLost`]).
+#[derive(Debug, Default)]
+pub enum WorkerState {
+    /// Forked or spawned (or about to be), not yet connected.
+    #[default]
+    Starting,
+    /// Connected, taking tests. `session_done`: its pytest session finished normally
+    /// (`worker_done`), so tests it did not run were discarded, not crashed on.
+    Connected { session_done: bool },
+    /// One of its two ends came: `lost` once the connection closed (the tests it had been sent
+    /// and not finished), `end` once the process ended.
+    Ending {
+        session_done: bool,
+        lost: Option<Vec<usize>>,
+        end: Option<WorkerEnd>,
+    },
+    /// Both ends came and the dispatcher was told; the slot waits to be filled again.
+    Gone { session_done: bool },
+}
+
+impl WorkerState {
+    pub fn session_done(&self) -> bool {
+        match *self {
+            Self::Starting => false,
+            Self::Connected { session_done }
+            | Self::Ending { session_done, .. }
+            | Self::Gone { session_done, .. } => session_done,
+        }
+    }
+}
+
 /// One `gwN` slot; a crashed worker's replacement takes over the same slot and id.
 #[derive(Debug)]
 pub struct Worker {
     pub identity: WorkerIdentity,
+    pub state: WorkerState,
     pub peer: Option<Peer>,
     /// The worker's keeper, its parent, whose pid names the worker's process group (see the
     /// plugin's `_start_worker_under_keeper`); known once forked or spawned.
     pub pid: Option<u32>,
     /// The worker process itself, as its `hello` says; signalled directly only while it is
     /// the keeper's child.
-    pub process: Option<u32>,
-    /// The connection closed.
-    pub closed: bool,
-    /// Its pytest session finished normally (`worker_done`): tests it did not run were
-    /// discarded, not crashed on.
-    pub done: bool,
-    /// Tests it had been sent and not finished, when its connection closed.
-    pub lost: Vec<usize>,
-    pub end: Option<WorkerEnd>,
+    process: Option<u32>,
     /// The test it is running and since when (only reported when timeouts are on).
     pub running: Option<(usize, Instant)>,
-    pub kill: Option<Kill>,
-    /// Its end has been reported (crash, timeout or clean exit).
-    pub accounted: bool,
+    kill: Option<Kill>,
     /// The end of what it printed since its last test finished.
-    pub recent_output: std::collections::VecDeque<u8>,
+    recent_output: std::collections::VecDeque<u8>,
     /// The last test's reports before its (session) teardown: `test_partial`.
-    pub partial: Option<(usize, Vec<shoal_protocol::PhaseReport>)>,
+    pub partial: Option<(usize, Vec<PhaseReport>)>,
 }
 
 impl Worker {
     pub fn new(identity: WorkerIdentity) -> Self {
         Self {
             identity,
+            state: WorkerState::Starting,
             peer: None,
             pid: None,
             process: None,
-            closed: false,
-            done: false,
-            lost: Vec::new(),
-            end: None,
             running: None,
             kill: None,
-            accounted: false,
             recent_output: std::collections::VecDeque::new(),
             partial: None,
         }
@@ -172,6 +192,111 @@ impl Worker {
         &self.identity.workerid
     }
 
+    /// It said hello from process `process` over `peer`.
+    pub fn connected(&mut self, peer: Peer, process: u32) {
+        self.peer = Some(peer);
+        self.process = Some(process);
+        if let WorkerState::Starting = self.state {
+            self.state = WorkerState::Connected {
+                session_done: false,
+            };
+        }
+    }
+
+    /// Its pytest session finished normally.
+    pub fn session_done(&mut self) {
+        if let WorkerState::Connected { session_done } = &mut self.state {
+            *session_done = true;
+        }
+    }
+
+    /// Its connection closed while it held `lost`.
+    pub fn closed(&mut self, lost: Vec<usize>) {
+        self.peer = None;
+        self.state = match std::mem::take(&mut self.state) {
+            WorkerState::Connected { session_done } => WorkerState::Ending {
+                session_done,
+                lost: Some(lost),
+                end: None,
+            },
+            WorkerState::Ending {
+                session_done, end, ..
+            } => WorkerState::Ending {
+                session_done,
+                lost: Some(lost),
+                end,
+            },
+            other => other,
+        };
+    }
+
+    /// Its process ended; without a connection (it never connected, or it is already gone),
+    /// that is both of its ends.
+    pub fn ended(&mut self, end: WorkerEnd) {
+        self.set_end(|_| end);
+    }
+
+    /// The collector, parent of every forked worker, ended: a worker that has no other end yet
+    /// ended with it, how is unknown.
+    pub fn parent_gone(&mut self) {
+        self.set_end(|known| known.unwrap_or(WorkerEnd::Unknown));
+    }
+
+    fn set_end(&mut self, end: impl FnOnce(Option<WorkerEnd>) -> WorkerEnd) {
+        let session_done = self.state.session_done();
+        self.state = match std::mem::take(&mut self.state) {
+            WorkerState::Starting => WorkerState::Ending {
+                session_done,
+                lost: Some(Vec::new()),
+                end: Some(end(None)),
+            },
+            WorkerState::Connected { .. } => WorkerState::Ending {
+                session_done,
+                lost: None,
+                end: Some(end(None)),
+            },
+            WorkerState::Ending {
+                lost, end: known, ..
+            } => WorkerState::Ending {
+                session_done,
+                lost,
+                end: Some(end(known)),
+            },
+            gone @ WorkerState::Gone { .. } => gone,
+        };
+    }
+
+    /// The collector ended under `spawn`: a worker that never connected never will.
+    pub fn never_connecting(&mut self) {
+        if let WorkerState::Starting = self.state {
+            self.state = WorkerState::Ending {
+                session_done: false,
+                lost: Some(Vec::new()),
+                end: None,
+            };
+        }
+    }
+
+    /// The connection closed: no more messages come from it.
+    pub fn is_closed(&self) -> bool {
+        matches!(
+            self.state,
+            WorkerState::Ending { lost: Some(_), .. } | WorkerState::Gone { .. }
+        )
+    }
+
+    /// The process is gone and every event about it has arrived.
+    pub fn finished(&self) -> bool {
+        matches!(
+            self.state,
+            WorkerState::Ending {
+                lost: Some(_),
+                end: Some(_),
+                ..
+            } | WorkerState::Gone { .. }
+        )
+    }
+
     /// Keeps the last [`RECENT_OUTPUT`] bytes the worker printed.
     pub fn remember_output(&mut self, bytes: &[u8]) {
         self.recent_output.extend(bytes);
@@ -179,9 +304,56 @@ impl Worker {
         self.recent_output.drain(..excess);
     }
 
-    /// The process is gone and every event about it has arrived.
-    pub fn finished(&self) -> bool {
-        self.closed && self.end.is_some()
+    /// A test finished: what it printed before belongs to that test.
+    pub fn test_finished(&mut self) {
+        self.running = None;
+        self.partial = None;
+        self.recent_output.clear();
+    }
+
+    /// Once both of its ends came: the slot is gone, and what the dispatcher must know of
+    /// its end is handed over.
+    pub fn take_lost(&mut self, slot: usize) -> Option<super::WorkerLost> {
+        let WorkerState::Ending {
+            session_done,
+            lost: Some(_),
+            end: Some(end),
+        } = self.state
+        else {
+            return None;
+        };
+        let WorkerState::Ending {
+            lost: Some(tests), ..
+        } = std::mem::replace(&mut self.state, WorkerState::Gone { session_done })
+        else {
+            unreachable!("matched above");
+        };
+        let kill = self.kill.map(|k| k.reason);
+        let position = match self.identity.state_file.as_deref() {
+            None => super::Position::Unknown,
+            Some(path) => match read_phase(path) {
+                None => super::Position::Unknown,
+                Some((_, Phase::Idle)) => super::Position::BetweenTests,
+                Some((index, phase)) => super::Position::InTest { index, phase },
+            },
+        };
+        let stack = kill
+            .and(self.identity.stack_file.as_deref())
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .filter(|s| !s.is_empty());
+        Some(super::WorkerLost {
+            slot,
+            worker: self.id().to_owned(),
+            end,
+            session_done,
+            tests,
+            position,
+            kill,
+            output: String::from_utf8_lossy(self.recent_output.make_contiguous()).into_owned(),
+            stack,
+            partial: self.partial.take(),
+            replay: self.identity.replay,
+        })
     }
 
     /// Resets the slot for a replacement process.
