@@ -11,8 +11,8 @@ use std::{
 };
 
 use crate::common::{
-    assert_no_rendezvous_timeout, assert_same_outcomes, field, plugin_pytest, plugin_shoal,
-    workers_used, Output, Project,
+    assert_no_rendezvous_timeout, assert_same_outcomes, field, joined, plugin_pytest, plugin_shoal,
+    workers_used, Output, Project, Run,
 };
 use serde_json::Value;
 
@@ -36,13 +36,8 @@ fn stray_coverage_files(project: &Project) -> Vec<String> {
 #[test]
 fn pytest_cov_reports_the_same_lines_as_serial_pytest() {
     let project = Project::new("plugin_cov");
-    let args = [
-        "--cov=pkg",
-        "--cov-report=term-missing",
-        "-p",
-        "no:cacheprovider",
-    ];
-    let serial = project.pytest(["-p", "no:xdist"].iter().chain(&args)).run();
+    let args = ["--cov=pkg", "--cov-report=term-missing"];
+    let serial = project.serial(&args).run();
     serial.assert_code(0);
     let expected = coverage_rows(&serial.all_output());
     assert!(
@@ -51,9 +46,7 @@ fn pytest_cov_reports_the_same_lines_as_serial_pytest() {
         serial.context()
     );
     for start in ["fork", "spawn"] {
-        let shoal = project
-            .shoal(["-n", "2", "--start", start].iter().chain(&args))
-            .run();
+        let shoal = project.shoal_n2(&joined(&["--start", start], &args)).run();
         shoal.assert_code(0);
         assert_eq!(
             coverage_rows(&shoal.all_output()),
@@ -306,8 +299,7 @@ fn pytest_randomly_shuffles_like_serial_pytest_and_p_no_randomly_turns_it_off() 
         &["-n", "2"],
         &["-n", "2", "--start", "spawn"],
     ] {
-        let args: Vec<&str> = mode.iter().chain(&off).copied().collect();
-        let out = plugin_shoal(&project, &args).run();
+        let out = plugin_shoal(&project, &joined(mode, &off)).run();
         out.assert_code(0);
         assert!(seed_lines(&out).is_empty(), "{mode:?}\n{}", out.context());
         let records = project.take_records();
@@ -358,8 +350,7 @@ fn serial_reruns(project: &Project) -> Output {
 
 /// `shoal <mode> --reruns 2 -rA`.
 fn shoal_reruns(project: &Project, mode: &[&str]) -> Output {
-    let args: Vec<&str> = mode.iter().chain(&RERUN_ARGS).copied().collect();
-    plugin_shoal(project, &args).run()
+    plugin_shoal(project, &joined(mode, &RERUN_ARGS)).run()
 }
 
 #[test]
@@ -439,8 +430,7 @@ fn pytest_rerunfailures_rerun_summary_with_r_r() {
     let serial = plugin_pytest(&project, &args).run();
     let expected = rerun_summary(&serial);
     assert_eq!(expected.len(), 5, "{}", serial.context());
-    let shoal_args: Vec<&str> = ["-n", "2"].iter().chain(&args).copied().collect();
-    let shoal = plugin_shoal(&project, &shoal_args).run();
+    let shoal = plugin_shoal(&project, &joined(&["-n", "2"], &args)).run();
     shoal.assert_code(1);
     assert_eq!(
         rerun_summary(&shoal),
@@ -449,6 +439,25 @@ fn pytest_rerunfailures_rerun_summary_with_r_r() {
         serial.context(),
         shoal.context()
     );
+}
+
+/// `shoal -n 2 --start <start> <args>` in the plugins' venv, each process's first test waiting
+/// for another worker (so both take tests): it must report what `serial` did. Its output and
+/// its records.
+#[track_caller]
+fn shoal_like_serial(
+    project: &Project,
+    start: &str,
+    args: &[&str],
+    serial: &Output,
+) -> (Output, Vec<Value>) {
+    let shoal = plugin_shoal(project, &joined(&["-n", "2", "--start", start], args))
+        .rendezvous()
+        .run();
+    assert_same_outcomes(serial, &shoal);
+    let records = project.take_records();
+    assert_no_rendezvous_timeout(&records, &shoal);
+    (shoal, records)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -468,15 +477,7 @@ fn pytest_asyncio_tests_and_async_fixtures_pass() {
     );
     project.take_records();
     for start in ["fork", "spawn"] {
-        let shoal_args: Vec<&str> = ["-n", "2", "--start", start]
-            .iter()
-            .chain(&args)
-            .copied()
-            .collect();
-        let shoal = plugin_shoal(&project, &shoal_args).rendezvous().run();
-        assert_same_outcomes(&serial, &shoal);
-        let records = project.take_records();
-        assert_no_rendezvous_timeout(&records, &shoal);
+        let (shoal, records) = shoal_like_serial(&project, start, &args, &serial);
         assert_eq!(workers_used(&records).len(), 2, "{}", shoal.context());
     }
 }
@@ -517,20 +518,12 @@ fn hypothesis_property_tests_and_example_database_across_workers() {
     // Twice forked (the second replays the saved counterexample, from whichever worker saved
     // it), then spawned: the workers share .hypothesis/ each time.
     for (run, start) in ["fork", "fork", "spawn"].into_iter().enumerate() {
-        let shoal_args: Vec<&str> = ["-n", "2", "--start", start]
-            .iter()
-            .chain(&args)
-            .copied()
-            .collect();
-        let shoal = plugin_shoal(&project, &shoal_args).rendezvous().run();
-        assert_same_outcomes(&serial, &shoal);
+        let (shoal, records) = shoal_like_serial(&project, start, &args, &serial);
         assert!(
             shoal.stdout.contains("x=1000,"),
             "run {run}: the shrunk counterexample\n{}",
             shoal.context()
         );
-        let records = project.take_records();
-        assert_no_rendezvous_timeout(&records, &shoal);
         assert_eq!(workers_used(&records).len(), 2, "{}", shoal.context());
         assert!(
             examples_saved(&project) > 0,
@@ -597,15 +590,7 @@ fn pytest_django_each_worker_gets_its_own_test_database() {
     );
 
     for start in ["fork", "spawn"] {
-        let shoal_args: Vec<&str> = ["-n", "2", "--start", start]
-            .iter()
-            .chain(&args)
-            .copied()
-            .collect();
-        let shoal = plugin_shoal(&project, &shoal_args).rendezvous().run();
-        assert_same_outcomes(&serial, &shoal);
-        let records = project.take_records();
-        assert_no_rendezvous_timeout(&records, &shoal);
+        let (shoal, records) = shoal_like_serial(&project, start, &args, &serial);
         let seen = databases_by_worker(&records);
         assert_eq!(
             seen.keys().collect::<Vec<_>>(),
@@ -664,25 +649,26 @@ fn pytest_django_each_worker_gets_its_own_test_database() {
 const PYTEST_TIMEOUT_MESSAGE: &str = "Timeout (>1.0s) from pytest-timeout";
 const SHOAL_TIMEOUT_MESSAGE: &str = "Timeout: 'test_timeout.py::test_hangs' ran longer than 1";
 
+/// pytest-timeout's limit, 1 s, as the ini option `timeout`.
+const TIMEOUT_1S: [&str; 6] = [
+    "-p",
+    "no:cacheprovider",
+    "-p",
+    "no:randomly",
+    "-o",
+    "timeout=1",
+];
+
+/// `shoal -n 2` with [`TIMEOUT_1S`] on one file of the fixture.
+fn shoal_timeout_1s<'p>(project: &'p Project, file: &str) -> Run<'p> {
+    plugin_shoal(project, &[&["-n", "2"], &TIMEOUT_1S[..], &[file]].concat())
+}
+
 #[test]
 fn pytest_timeout_ini_timeout_fails_a_hanging_test() {
     let project = Project::new("plugin_timeout");
     let started = Instant::now();
-    let out = plugin_shoal(
-        &project,
-        &[
-            "-n",
-            "2",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:randomly",
-            "-o",
-            "timeout=1",
-            "test_timeout.py",
-        ],
-    )
-    .run();
+    let out = shoal_timeout_1s(&project, "test_timeout.py").run();
     let elapsed = started.elapsed();
     out.assert_code(1);
     out.assert_stdout_contains("timeout: 1.0s"); // pytest-timeout's header line
@@ -709,26 +695,12 @@ fn pytest_timeout_ini_timeout_fails_a_hanging_test() {
 #[test]
 fn pytest_timeout_fires_in_process_before_a_longer_shoal_timeout() {
     let project = Project::new("plugin_timeout");
-    let args = [
-        "-rA",
-        "-p",
-        "no:cacheprovider",
-        "-p",
-        "no:randomly",
-        "-o",
-        "timeout=1",
-        "test_timeout.py",
-    ];
+    let args = [&["-rA"], &TIMEOUT_1S[..], &["test_timeout.py"]].concat();
     let serial = plugin_pytest(&project, &args).run();
     serial.assert_code(1);
     serial.assert_stdout_contains(PYTEST_TIMEOUT_MESSAGE);
     // shoal takes --timeout for itself: its controller waits 5 s, pytest-timeout 1 s.
-    let shoal_args: Vec<&str> = ["-n", "2", "--timeout", "5"]
-        .iter()
-        .chain(&args)
-        .copied()
-        .collect();
-    let shoal = plugin_shoal(&project, &shoal_args).run();
+    let shoal = plugin_shoal(&project, &joined(&["-n", "2", "--timeout", "5"], &args)).run();
     assert_same_outcomes(&serial, &shoal);
     shoal.assert_stdout_contains(PYTEST_TIMEOUT_MESSAGE);
     assert!(
@@ -742,21 +714,7 @@ fn pytest_timeout_fires_in_process_before_a_longer_shoal_timeout() {
 fn shoal_timeout_is_the_backstop_when_pytest_timeout_cannot_fire() {
     let project = Project::new("plugin_timeout");
     let started = Instant::now();
-    let out = plugin_shoal(
-        &project,
-        &[
-            "-n",
-            "2",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:randomly",
-            "-o",
-            "timeout=1",
-            "test_backstop.py",
-        ],
-    )
-    .run();
+    let out = shoal_timeout_1s(&project, "test_backstop.py").run();
     let elapsed = started.elapsed();
     out.assert_code(1);
     out.assert_stdout_contains("FAILED test_backstop.py::test_blocks_alarm");
@@ -788,8 +746,7 @@ fn gc_get_referrers_sees_import_time_objects_in_forked_workers() {
         &["-n", "0"],
         &["-n", "2", "--start", "spawn"],
     ] {
-        let shoal_args: Vec<&str> = mode.iter().chain(&args).copied().collect();
-        assert_same_outcomes(&serial, &plugin_shoal(&project, &shoal_args).run());
+        assert_same_outcomes(&serial, &plugin_shoal(&project, &joined(mode, &args)).run());
     }
 }
 

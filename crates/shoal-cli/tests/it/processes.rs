@@ -229,14 +229,11 @@ fn a_timeout_ends_a_test_that_left_the_workers_process_group() {
 #[test]
 fn children_the_suite_started_are_left_for_it_to_wait_for() {
     let project = Project::new("collector_children");
-    let args = ["-p", "no:cacheprovider", "-rA"];
-    let serial = project.pytest(["-p", "no:xdist"].iter().chain(&args)).run();
+    let serial = project.serial(&["-rA"]).run();
     serial.assert_code(0);
     let expected = project.take_records();
     for start in START_METHODS {
-        let out = project
-            .shoal(["-n", "2", "--start", start].iter().chain(&args))
-            .run();
+        let out = project.shoal_n2(&["--start", start, "-rA"]).run();
         assert_same_outcomes(&serial, &out);
         let records = project.take_records();
         // Serial pytest: one process waits for both. shoal: the collector (and, spawned,

@@ -10,7 +10,7 @@ use std::{
     path::Path,
 };
 
-use crate::common::{Output, Project};
+use crate::common::{joined, Output, Project};
 use serde_json::Value;
 
 // ============================================================================================
@@ -214,15 +214,7 @@ fn assert_same_junit_with(extra: &[&str], shoal_extra: &[&str]) -> Element {
 /// [`assert_same_junit_with`] on another fixture (whose runs must exit 1).
 fn assert_same_junit_in(fixture: &str, extra: &[&str], shoal_extra: &[&str]) -> Element {
     let project = Project::new(fixture);
-    let mut serial_args = vec![
-        "-p",
-        "no:xdist",
-        "-p",
-        "no:cacheprovider",
-        "--junitxml=a.xml",
-    ];
-    serial_args.extend_from_slice(extra);
-    let serial = project.pytest(&serial_args).run();
+    let serial = project.serial(&joined(&["--junitxml=a.xml"], extra)).run();
     serial.assert_code(1);
     let mut shoal_args = vec!["-n", "2", "--junitxml=b.xml"];
     if shoal_extra.first() == Some(&"-n") {
@@ -432,18 +424,7 @@ fn junit_file_in_a_new_directory_is_created() {
 #[test]
 fn junit_note_names_the_file_once() {
     let project = Project::new("reports_junit");
-    let serial = project
-        .pytest([
-            "-p",
-            "no:xdist",
-            "-p",
-            "no:cacheprovider",
-            "--junitxml=out/a.xml",
-        ])
-        .run();
-    let out = project
-        .shoal(["-n", "2", "-p", "no:cacheprovider", "--junitxml=out/a.xml"])
-        .run();
+    let (serial, out) = project.serial_and_shoal(&["--junitxml=out/a.xml"]);
     out.assert_code(1);
     let notes = |o: &Output| -> Vec<String> {
         o.stdout
@@ -469,26 +450,9 @@ fn junit_counts_collection_errors_like_pytest() {
         "test_broken.py",
         "import module_that_does_not_exist_xyz\n\ndef test_x():\n    pass\n",
     );
-    let serial = project
-        .pytest([
-            "-p",
-            "no:xdist",
-            "-p",
-            "no:cacheprovider",
-            "--continue-on-collection-errors",
-            "--junitxml=a.xml",
-        ])
-        .run();
-    let shoal = project
-        .shoal([
-            "-n",
-            "2",
-            "-p",
-            "no:cacheprovider",
-            "--continue-on-collection-errors",
-            "--junitxml=b.xml",
-        ])
-        .run();
+    let on = "--continue-on-collection-errors";
+    let serial = project.serial(&[on, "--junitxml=a.xml"]).run();
+    let shoal = project.shoal_n2(&[on, "--junitxml=b.xml"]).run();
     let expected = read_xml(&project, "a.xml", &serial);
     let actual = read_xml(&project, "b.xml", &shoal);
     assert_eq!(
@@ -956,13 +920,8 @@ fn assert_slowest_are_the_sleepers(entries: &[(f64, String, String)], output: &O
 #[test]
 fn durations_lists_the_slowest_phases_like_pytest() {
     let project = Project::new("reports_durations");
-    let serial = project
-        .pytest(["-p", "no:xdist", "-p", "no:cacheprovider", "--durations=3"])
-        .run();
+    let (serial, out) = project.serial_and_shoal(&["--durations=3"]);
     serial.assert_code(0);
-    let out = project
-        .shoal(["-n", "2", "-p", "no:cacheprovider", "--durations=3"])
-        .run();
     out.assert_code(0);
     // A conftest that reads reports makes the collecting process replay them: pytest's own
     // durations section must still print once, with or without workers.
@@ -1017,13 +976,8 @@ fn durations_lists_the_slowest_phases_like_pytest() {
 fn durations_min_hides_fast_phases_like_pytest() {
     let args = ["--durations=0", "--durations-min=0.09"];
     let project = Project::new("reports_durations");
-    let mut serial_args = vec!["-p", "no:xdist", "-p", "no:cacheprovider"];
-    serial_args.extend(args);
-    let serial = project.pytest(&serial_args).run();
+    let (serial, out) = project.serial_and_shoal(&args);
     serial.assert_code(0);
-    let mut shoal_args = vec!["-n", "2", "-p", "no:cacheprovider"];
-    shoal_args.extend(args);
-    let out = project.shoal(&shoal_args).run();
     out.assert_code(0);
 
     let expected_section = durations_section(&serial, "slowest durations");

@@ -73,11 +73,8 @@ fn a_failing_run_once_setup_errors_every_test_that_needs_it() {
 /// (so that one sets the fixture up and the other is told how it went), and under pytest.
 fn on_two_workers(selection: &str) -> (crate::common::Output, crate::common::Output) {
     let project = Project::new("run_once_fixture");
-    let args = ["-p", "no:cacheprovider", "-q", "-rsx", "-k", selection];
-    let shoal = project
-        .shoal(["-n", "2"].iter().chain(&args))
-        .rendezvous()
-        .run();
+    let args = ["-q", "-rsx", "-k", selection];
+    let shoal = project.shoal_n2(&args).rendezvous().run();
     let workers: std::collections::BTreeSet<String> = project
         .take_records()
         .iter()
@@ -90,7 +87,7 @@ fn on_two_workers(selection: &str) -> (crate::common::Output, crate::common::Out
         "both workers must take part\n{}",
         shoal.context()
     );
-    let pytest = project.pytest(["-p", "no:xdist"].iter().chain(&args)).run();
+    let pytest = project.serial(&args).run();
     (shoal, pytest)
 }
 

@@ -676,12 +676,8 @@ fn dash_s_passes_bytes_through_unchanged() {
 #[test]
 fn captured_output_of_a_failure_is_shown_like_pytest() {
     let project = Project::new("reports_junit");
-    let serial = project
-        .pytest(["-p", "no:xdist", "-p", "no:cacheprovider"])
-        .run();
-    let out = project
-        .shoal(["-n", "2", "--start", "spawn", "-p", "no:cacheprovider"])
-        .run();
+    let serial = project.serial(&[]).run();
+    let out = project.shoal_n2(&["--start", "spawn"]).run();
     out.assert_code(1);
     let expected = section_block(&serial.stdout, "test_output_fail")
         .unwrap_or_else(|| panic!("{}", serial.context()));
@@ -762,15 +758,10 @@ fn captured_output_stays_with_its_test_with_forked_workers() {
 #[test]
 fn same_warning_from_both_workers_is_listed_once_like_pytest() {
     let project = Project::new("reports_warnings");
-    let serial = project
-        .pytest(["-p", "no:xdist", "-p", "no:cacheprovider"])
-        .run();
+    let serial = project.serial(&[]).run();
     serial.assert_code(0);
     project.take_records();
-    let out = project
-        .shoal(["-n", "2", "-p", "no:cacheprovider"])
-        .rendezvous()
-        .run();
+    let out = project.shoal_n2(&[]).rendezvous().run();
     out.assert_code(0);
     let records = project.take_records();
     crate::common::assert_no_rendezvous_timeout(&records, &out);
@@ -818,18 +809,7 @@ fn same_warning_from_both_workers_is_listed_once_like_pytest() {
 #[test]
 fn disable_warnings_hides_the_summary_but_keeps_the_count_like_pytest() {
     let project = Project::new("reports_warnings");
-    let serial = project
-        .pytest([
-            "-p",
-            "no:xdist",
-            "-p",
-            "no:cacheprovider",
-            "--disable-warnings",
-        ])
-        .run();
-    let out = project
-        .shoal(["-n", "2", "-p", "no:cacheprovider", "--disable-warnings"])
-        .run();
+    let (serial, out) = project.serial_and_shoal(&["--disable-warnings"]);
     out.assert_code(0);
     assert!(warnings_summary(&serial).is_none(), "{}", serial.context());
     assert!(warnings_summary(&out).is_none(), "{}", out.context());
@@ -843,11 +823,8 @@ fn collection_warnings_are_counted_like_pytest() {
         "test_import_warning.py",
         "import warnings\n\nwarnings.warn(\"warning at import time\", UserWarning)\n\n\ndef test_after_import_warning():\n    pass\n",
     );
-    let serial = project
-        .pytest(["-p", "no:xdist", "-p", "no:cacheprovider"])
-        .run();
+    let (serial, out) = project.serial_and_shoal(&[]);
     serial.assert_code(0);
-    let out = project.shoal(["-n", "2", "-p", "no:cacheprovider"]).run();
     out.assert_code(0);
     assert_eq!(
         warnings_summary(&out),
@@ -911,13 +888,8 @@ fn cache_warnings_are_counted_like_pytest() {
 #[track_caller]
 fn assert_same_short_summary(chars: &str) {
     let project = Project::new("reports_junit");
-    let serial = project
-        .pytest(["-p", "no:xdist", "-p", "no:cacheprovider", chars])
-        .run();
+    let (serial, out) = project.serial_and_shoal(&[chars]);
     serial.assert_code(1);
-    let out = project
-        .shoal(["-n", "2", "-p", "no:cacheprovider", chars])
-        .run();
     out.assert_code(1);
     let context = || {
         format!(
@@ -996,12 +968,7 @@ fn short_summary_ra_lower_and_rp_match_pytest() {
 #[test]
 fn passes_section_with_ra_matches_pytest() {
     let project = Project::new("reports_junit");
-    let serial = project
-        .pytest(["-p", "no:xdist", "-p", "no:cacheprovider", "-rA"])
-        .run();
-    let out = project
-        .shoal(["-n", "2", "-p", "no:cacheprovider", "-rA"])
-        .run();
+    let (serial, out) = project.serial_and_shoal(&["-rA"]);
     for title in ["test_output_pass", "TestNested.test_nested_pass"] {
         let expected = section_block(&serial.stdout, title).unwrap_or_else(|| {
             panic!(
@@ -1032,12 +999,6 @@ fn xdist(project: &Project, args: &[&str]) -> Output {
     let mut all = vec!["-n", "2", "-p", "xdist", "-p", "no:cacheprovider"];
     all.extend_from_slice(args);
     project.pytest(all).run()
-}
-
-fn shoal_n2(project: &Project, args: &[&str]) -> Output {
-    let mut all = vec!["-n", "2", "-p", "no:cacheprovider"];
-    all.extend_from_slice(args);
-    project.shoal(all).run()
 }
 
 /// The lines xdist prints while bringing its workers up and about crashed workers (`node
@@ -1092,7 +1053,7 @@ fn startup_lines_are_xdists_at_every_verbosity() {
         &["test_words.py", "-v"],
     ] {
         let expected = xdist(&project, args);
-        let out = shoal_n2(&project, args);
+        let out = project.shoal_n2(args).run();
         let lines = xdist_lines(&expected);
         assert!(
             !lines.is_empty(),
@@ -1115,15 +1076,10 @@ fn verbose_names_xdists_scheduler() {
         "worksteal",
         "each",
     ] {
-        let out = shoal_n2(
-            &project,
-            &["test_words.py::test_pass", "-v", "--dist", dist],
-        );
+        let args = ["test_words.py::test_pass", "-v", "--dist", dist];
+        let out = project.shoal_n2(&args).run();
         out.assert_code(0);
-        let expected = xdist(
-            &project,
-            &["test_words.py::test_pass", "-v", "--dist", dist],
-        );
+        let expected = xdist(&project, &args);
         let scheduling = |o: &Output| {
             o.stdout
                 .lines()
@@ -1149,7 +1105,7 @@ fn crashed_worker_lines_are_xdists() {
     };
     for args in [&["crash"][..], &["crash", "--max-worker-restart", "1"]] {
         let expected = xdist(&project, args);
-        let out = shoal_n2(&project, args);
+        let out = project.shoal_n2(args).run();
         out.assert_code(1);
         let lines = xdist_lines(&expected);
         assert!(
@@ -1161,7 +1117,9 @@ fn crashed_worker_lines_are_xdists() {
         // xdist repeats the limit in the summary.
         assert_eq!(summary(&out), summary(&expected), "{}", out.context());
     }
-    let out = shoal_n2(&project, &["crash", "--max-worker-restart", "0"]);
+    let out = project
+        .shoal_n2(&["crash", "--max-worker-restart", "0"])
+        .run();
     out.assert_code(1);
     let disabled = "worker gw? crashed and worker restarting disabled";
     let lines = xdist_lines(&out);
@@ -1187,7 +1145,7 @@ fn crashed_worker_lines_are_xdists() {
 fn failure_sections_name_the_worker_like_xdist() {
     let project = Project::new("xdist_words");
     let expected = xdist(&project, &["test_words.py"]);
-    let out = shoal_n2(&project, &["test_words.py"]);
+    let out = project.shoal_n2(&["test_words.py"]).run();
     out.assert_code(1);
     let block = |o: &Output| {
         section_block(&o.stdout, "test_fail")
@@ -1218,10 +1176,7 @@ fn section_titles(output: &Output) -> Vec<String> {
 #[test]
 fn subtest_sections_keep_their_labels_like_pytest() {
     let project = Project::new("xdist_words");
-    let serial = project
-        .pytest(["-p", "no:xdist", "-p", "no:cacheprovider", "test_words.py"])
-        .run();
-    let out = shoal_n2(&project, &["test_words.py"]);
+    let (serial, out) = project.serial_and_shoal(&["test_words.py"]);
     out.assert_code(1);
     let mut want = section_titles(&serial);
     assert!(
@@ -1246,17 +1201,7 @@ fn passes_section_follows_the_warnings_summary_like_pytest() {
             .map(|l| l.trim_matches('=').trim().to_owned())
             .collect()
     };
-    let serial = project
-        .pytest([
-            "-p",
-            "no:xdist",
-            "-p",
-            "no:cacheprovider",
-            "-rA",
-            "test_words.py",
-        ])
-        .run();
-    let out = shoal_n2(&project, &["-rA", "test_words.py"]);
+    let (serial, out) = project.serial_and_shoal(&["-rA", "test_words.py"]);
     let want = headers(&serial);
     assert!(want.contains(&"PASSES".to_owned()), "{}", serial.context());
     assert_eq!(headers(&out)[1..], want[1..], "{}", out.context());
@@ -1283,22 +1228,13 @@ fn very_verbose_shows_each_node_id_before_its_result_like_xdist() {
         starts.dedup();
         starts
     };
-    let expected = xdist(
-        &project,
-        &[
-            "-vv",
-            "test_words.py::test_pass",
-            "test_words.py::test_param",
-        ],
-    );
-    let out = shoal_n2(
-        &project,
-        &[
-            "-vv",
-            "test_words.py::test_pass",
-            "test_words.py::test_param",
-        ],
-    );
+    let args = [
+        "-vv",
+        "test_words.py::test_pass",
+        "test_words.py::test_param",
+    ];
+    let expected = xdist(&project, &args);
+    let out = project.shoal_n2(&args).run();
     out.assert_code(0);
     let want = starts(&expected);
     assert_eq!(want.len(), 3, "{}", expected.context());
@@ -1323,9 +1259,7 @@ fn keyboard_interrupt_in_a_test_stops_the_run_like_pytest() {
             .map(|l| l.to_string())
             .collect()
     };
-    let serial = project
-        .pytest(["-p", "no:xdist", "-p", "no:cacheprovider", "interrupt"])
-        .run();
+    let serial = project.serial(&["interrupt"]).run();
     serial.assert_code(2);
     let want = after_separator(&serial);
     assert!(
@@ -1333,7 +1267,7 @@ fn keyboard_interrupt_in_a_test_stops_the_run_like_pytest() {
         "{}",
         serial.context()
     );
-    let out = shoal_n2(&project, &["interrupt"]);
+    let out = project.shoal_n2(&["interrupt"]).run();
     out.assert_code(2);
     assert_eq!(after_separator(&out), want, "{}", out.context());
 }

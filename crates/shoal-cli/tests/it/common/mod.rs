@@ -173,6 +173,23 @@ impl Project {
         Run::new(self, command)
     }
 
+    /// The serial reference of a comparison with shoal: pytest without pytest-xdist or the cache
+    /// (neither run may see the other's `lastfailed`),
+    /// `python -m pytest -p no:xdist -p no:cacheprovider <args>`.
+    pub fn serial(&self, args: &[&str]) -> Run<'_> {
+        self.pytest(joined(&["-p", "no:xdist", "-p", "no:cacheprovider"], args))
+    }
+
+    /// shoal's side of [`Project::serial`]: `shoal -n 2 -p no:cacheprovider <args>`.
+    pub fn shoal_n2(&self, args: &[&str]) -> Run<'_> {
+        self.shoal(joined(&["-n", "2", "-p", "no:cacheprovider"], args))
+    }
+
+    /// [`Project::serial`], then [`Project::shoal_n2`], with the same `args`: (serial, shoal).
+    pub fn serial_and_shoal(&self, args: &[&str]) -> (Output, Output) {
+        (self.serial(args).run(), self.shoal_n2(args).run())
+    }
+
     /// `python <args>`: a script of the project's that drives a run (on a pseudo-terminal,
     /// say).
     pub fn python_script<I, S>(&self, args: I) -> Run<'_>
@@ -200,6 +217,11 @@ impl Project {
             })
             .collect()
     }
+}
+
+/// A command line from two lists: `first`, then `rest`.
+pub fn joined<'a>(first: &[&'a str], rest: &[&'a str]) -> Vec<&'a str> {
+    [first, rest].concat()
 }
 
 /// Copies a directory tree, leaving out Python's and pytest's caches.
