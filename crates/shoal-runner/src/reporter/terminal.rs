@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use anstyle::{AnsiColor, Reset, Style};
 use shoal_protocol::{Outcome, PhaseReport, PytestSettings, SessionExit, When};
 
 use super::live::{Live, Tally};
@@ -32,31 +33,26 @@ const KNOWN_CATEGORIES: [&str; 8] = [
 
 const PROGRESS_WIDTH: usize = " [100%]".len();
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Color {
-    Red,
-    Green,
-    Yellow,
-    Cyan,
+/// The colour pytest gives a category's letters, words and counts.
+fn category_color(category: &str) -> AnsiColor {
+    match category {
+        "failed" | "error" => AnsiColor::Red,
+        "passed" => AnsiColor::Green,
+        _ => AnsiColor::Yellow,
+    }
 }
 
-impl Color {
-    fn code(self) -> &'static str {
-        match self {
-            Color::Red => "31",
-            Color::Green => "32",
-            Color::Yellow => "33",
-            Color::Cyan => "36",
-        }
-    }
-
-    fn of_category(category: &str) -> Self {
-        match category {
-            "failed" | "error" => Color::Red,
-            "passed" => Color::Green,
-            _ => Color::Yellow,
-        }
-    }
+/// pytest's `TerminalWriter.markup`: one escape sequence per markup, the colour before bold
+/// (red bold is `ESC[31m ESC[1m`, as pytest writes it), then a reset. Two styles rendered one
+/// after the other, because anstyle renders one style's effects before its colour.
+fn markup(text: &str, color: Option<AnsiColor>, bold: bool) -> String {
+    let color = Style::new().fg_color(color.map(Into::into));
+    let weight = if bold {
+        Style::new().bold()
+    } else {
+        Style::new()
+    };
+    format!("{color}{weight}{text}{Reset}")
 }
 
 /// Writes the run's progress and summary to stdout.
@@ -102,18 +98,11 @@ impl Terminal {
         }
     }
 
-    fn paint(&self, text: &str, color: Option<Color>, bold: bool) -> String {
+    fn paint(&self, text: &str, color: Option<AnsiColor>, bold: bool) -> String {
         if !self.settings.color || (color.is_none() && !bold) {
             return text.to_owned();
         }
-        let mut codes = Vec::new();
-        if bold {
-            codes.push("1");
-        }
-        if let Some(color) = color {
-            codes.push(color.code());
-        }
-        format!("\x1b[{}m{text}\x1b[0m", codes.join(";"))
+        markup(text, color, bold)
     }
 
     /// pytest's `TerminalWriter.sep`.
@@ -275,10 +264,14 @@ impl Terminal {
     /// A test failed and will run again (`--retries`): `R`, or a RETRY line with `-v`.
     pub fn retrying(&mut self, record: &TestRecord) {
         if self.settings.verbose > 0 {
-            let word = self.paint("RETRY", Some(Color::Yellow), false);
+            let word = self.paint("RETRY", Some(AnsiColor::Yellow), false);
             self.line(&format!("[{}] {word} {}", record.worker, record.shown()));
         } else if self.live.is_none() {
-            let _ = write!(self.out, "{}", self.paint("R", Some(Color::Yellow), false));
+            let _ = write!(
+                self.out,
+                "{}",
+                self.paint("R", Some(AnsiColor::Yellow), false)
+            );
             self.column += 1;
         }
     }
@@ -300,9 +293,12 @@ impl Terminal {
         }
         if self.settings.verbose > 0 {
             for report in record.reports.iter().filter(|r| !r.word.is_empty()) {
-                let color = Color::of_category(&report.category);
-                let progress =
-                    self.paint(&format!("{} ", self.percent()), Some(Color::Cyan), false);
+                let color = category_color(&report.category);
+                let progress = self.paint(
+                    &format!("{} ", self.percent()),
+                    Some(AnsiColor::Cyan),
+                    false,
+                );
                 let word = self.paint(&report.word, Some(color), false);
                 // As pytest-xdist prints it: `[gw0] [ 50%] ERROR path::test`, whatever the phase.
                 let label = record.shown();
@@ -310,7 +306,7 @@ impl Terminal {
             }
         } else if self.live.is_none() {
             for report in record.reports.iter().filter(|r| !r.letter.is_empty()) {
-                let color = Color::of_category(&report.category);
+                let color = category_color(&report.category);
                 let letter = self.paint(&report.letter, Some(color), false);
                 let _ = write!(self.out, "{letter}");
                 self.column += report.letter.chars().count();
@@ -318,11 +314,19 @@ impl Terminal {
             if self.done == self.total {
                 let fill = self.settings.width.saturating_sub(self.column + 1);
                 let msg = format!("{:>fill$}", self.percent().trim_start());
-                let _ = write!(self.out, "{}", self.paint(&msg, Some(Color::Green), false));
+                let _ = write!(
+                    self.out,
+                    "{}",
+                    self.paint(&msg, Some(AnsiColor::Green), false)
+                );
                 self.ensure_newline();
             } else if self.column + PROGRESS_WIDTH + 1 >= self.settings.width {
                 let msg = self.percent();
-                let _ = write!(self.out, "{}", self.paint(&msg, Some(Color::Green), false));
+                let _ = write!(
+                    self.out,
+                    "{}",
+                    self.paint(&msg, Some(AnsiColor::Green), false)
+                );
                 self.ensure_newline();
             }
         }
@@ -349,7 +353,7 @@ impl Terminal {
             let header = self.sep('=', "WORKER ERRORS");
             self.line(&header);
             for error in results.session_errors() {
-                let line = self.paint(error, Some(Color::Red), false);
+                let line = self.paint(error, Some(AnsiColor::Red), false);
                 self.line(&line);
             }
         }
@@ -411,7 +415,7 @@ impl Terminal {
         };
         let line = self.sep('!', &title);
         // pytest does not colour its exit line.
-        let color = (!matches!(stop, StopReason::Exit(_))).then_some(Color::Red);
+        let color = (!matches!(stop, StopReason::Exit(_))).then_some(AnsiColor::Red);
         let line = self.paint(&line, color, false);
         self.line(&line);
         if let StopReason::Exit(SessionExit {
@@ -421,7 +425,7 @@ impl Terminal {
         {
             self.line(location);
             let hint = "(to show a full traceback on KeyboardInterrupt use --full-trace)";
-            let hint = self.paint(hint, Some(Color::Yellow), false);
+            let hint = self.paint(hint, Some(AnsiColor::Yellow), false);
             self.line(&hint);
         }
     }
@@ -483,7 +487,7 @@ impl Terminal {
                 continue;
             };
             let sep = self.sep('_', headline_of(record, report));
-            let sep = self.paint(&sep, Some(Color::Green), true);
+            let sep = self.paint(&sep, Some(AnsiColor::Green), true);
             self.line(&sep);
             self.line(text.strip_suffix('\n').unwrap_or(text));
         }
@@ -510,7 +514,7 @@ impl Terminal {
                 headline.to_owned()
             };
             let sep = self.sep('_', &headline);
-            let sep = self.paint(&sep, Some(Color::Red), true);
+            let sep = self.paint(&sep, Some(AnsiColor::Red), true);
             self.line(&sep);
         }
         if let Some(text) = &report.text {
@@ -532,7 +536,7 @@ impl Terminal {
             return;
         }
         let header = self.sep('=', "warnings summary");
-        let header = self.paint(&header, Some(Color::Yellow), false);
+        let header = self.paint(&header, Some(AnsiColor::Yellow), false);
         self.line(&header);
         for (message, locations) in grouped {
             if locations.is_empty() {
@@ -603,7 +607,7 @@ impl Terminal {
             }
         }
         for record in results.records().iter().filter(|r| r.flaky()) {
-            let word = self.paint("FLAKY", Some(Color::Yellow), false);
+            let word = self.paint("FLAKY", Some(AnsiColor::Yellow), false);
             let tries = record.earlier_attempts.len() + 1;
             lines.push(format!("{word} {} - passed on try {tries}", record.shown()));
         }
@@ -611,7 +615,7 @@ impl Terminal {
             return;
         }
         let header = self.sep('=', "short test summary info");
-        let header = self.paint(&header, Some(Color::Cyan), true);
+        let header = self.paint(&header, Some(AnsiColor::Cyan), true);
         self.line(&header);
         for line in lines {
             self.line(&line);
@@ -619,7 +623,7 @@ impl Terminal {
     }
 
     fn simple_lines(&self, results: &Results, category: &str, lines: &mut Vec<String>) {
-        let color = Color::of_category(category);
+        let color = category_color(category);
         for (record, report) in results.category(category) {
             let plain = format!("{} {}", report.word, record.shown());
             let mut line = format!(
@@ -655,7 +659,7 @@ impl Terminal {
             }
         }
         for ((path, line, reason), count, word) in folded {
-            let word = self.paint(&word, Some(Color::Yellow), false);
+            let word = self.paint(&word, Some(AnsiColor::Yellow), false);
             let reason = reason.strip_prefix("Skipped: ").unwrap_or(&reason);
             lines.push(match line {
                 Some(line) => format!("{word} [{count}] {path}:{line}: {reason}"),
@@ -666,7 +670,7 @@ impl Terminal {
 
     fn xfail_lines(&self, results: &Results, category: &str, lines: &mut Vec<String>) {
         for (record, report) in results.category(category) {
-            let word = self.paint(&report.word, Some(Color::Yellow), false);
+            let word = self.paint(&report.word, Some(AnsiColor::Yellow), false);
             let mut line = if report.when == When::Call || category == "xpassed" {
                 format!("{word} {}", record.shown())
             } else {
@@ -707,13 +711,13 @@ impl Terminal {
         let not_run = results.not_run();
         let flaky = results.records().iter().filter(|r| r.flaky()).count();
         let main = if seen("failed") || seen("error") || not_run > 0 {
-            Color::Red
+            AnsiColor::Red
         } else if seen("warnings") || seen("xpassed") || unknown || flaky > 0 {
-            Color::Yellow
+            AnsiColor::Yellow
         } else if seen("passed") {
-            Color::Green
+            AnsiColor::Green
         } else {
-            Color::Yellow
+            AnsiColor::Yellow
         };
         let mut parts: Vec<String> = counts
             .iter()
@@ -846,6 +850,19 @@ mod tests {
         assert_eq!(plural(2, "error"), "2 errors");
         assert_eq!(plural(1, "warnings"), "1 warning");
         assert_eq!(plural(3, "passed"), "3 passed");
+    }
+
+    #[test]
+    fn colours_are_pytests_escape_sequences() {
+        assert_eq!(
+            markup("1 failed", Some(AnsiColor::Red), true),
+            "\x1b[31m\x1b[1m1 failed\x1b[0m"
+        );
+        assert_eq!(
+            markup("PASSED", Some(AnsiColor::Green), false),
+            "\x1b[32mPASSED\x1b[0m"
+        );
+        assert_eq!(markup("title", None, true), "\x1b[1mtitle\x1b[0m");
     }
 
     #[test]
