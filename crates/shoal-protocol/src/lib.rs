@@ -15,6 +15,9 @@ use serde::{de::DeserializeOwned, Serialize};
 
 mod messages;
 
+#[cfg(test)]
+mod doc_check;
+
 pub use messages::*;
 
 /// The version both sides announce in `hello`; a mismatch ends the run with a clear error.
