@@ -6,7 +6,7 @@
 //! its own, so nothing a test prints can corrupt it.
 //!
 //! `docs/protocol.md` is the reference for every message; the Python side lives in
-//! `crates/shoal-runner/python/shoal_plugin.py`. Both must change together, and any change
+//! `crates/shoal-runner/python/_shoal/`. Both must change together, and any change
 //! that an older peer would misread bumps [`PROTOCOL_VERSION`].
 
 use std::io::{self, Read, Write};

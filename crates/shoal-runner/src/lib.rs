@@ -19,7 +19,7 @@ pub mod work;
 use std::{
     fs,
     io::Write,
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -116,7 +116,7 @@ pub enum RunError {
     CollectorDied { status: String },
     #[error("start shoal's plugin with {python}: it ended ({status}) without speaking shoal's protocol; --python must name a Python 3 interpreter with pytest installed")]
     NotPython { python: PathBuf, status: String },
-    /// The bootstrap found the plugin file or the run directory open to other users.
+    /// The bootstrap found a file of the plugin, or its directory, open to other users.
     #[error("load shoal's plugin: Python refused it because the run directory is not private to this user (its reason is above)")]
     PluginUntrusted,
     #[error(transparent)]
@@ -156,8 +156,7 @@ impl RunError {
 pub fn run(options: RunOptions) -> Result<ExitCode, RunError> {
     let interpreter = python::Interpreter::discover(options.python.as_deref())?;
     let dir = run_dir().map_err(RunError::RunDir)?;
-    let plugin = dir.path().join("shoal_plugin.py");
-    write_private(&plugin, python::PLUGIN_SOURCE.as_bytes()).map_err(RunError::RunDir)?;
+    let plugin = write_plugin(dir.path()).map_err(RunError::RunDir)?;
     let socket = dir.path().join("s");
     let (sender, events) = crossbeam_channel::unbounded();
     connection::listen(&socket, sender.clone()).map_err(RunError::RunDir)?;
@@ -195,13 +194,13 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// The modes of the run directory and of every file in it: the invoking user's alone. They
-/// are set explicitly after creation, never left to the umask: the plugin file runs as the
-/// user, so another user who could write it could run code as them.
+/// The modes of the run directory and of every directory and file in it: the invoking user's
+/// alone. They are set explicitly after creation, never left to the umask: the plugin's files
+/// run as the user, so another user who could write one could run code as them.
 const PRIVATE_DIR: u32 = 0o700;
 const PRIVATE_FILE: u32 = 0o600;
 
-/// A private directory for the plugin file, the socket and the workers' stack and state files
+/// A private directory for the plugin package, the socket and the workers' stack and state files
 /// (the plugin's bootstrap refuses to load from a directory that is not). Unix socket paths
 /// are limited to about 100 bytes, so a long `$TMPDIR` falls back to `/tmp`.
 fn run_dir() -> std::io::Result<tempfile::TempDir> {
@@ -217,6 +216,33 @@ fn run_dir() -> std::io::Result<tempfile::TempDir> {
         .tempdir_in(base)?;
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(PRIVATE_DIR))?;
     Ok(dir)
+}
+
+/// Writes the plugin package into the run directory `dir`, every directory and file of it
+/// private: the directory it is in.
+fn write_plugin(dir: &Path) -> std::io::Result<PathBuf> {
+    for (path, source) in python::PLUGIN_FILES {
+        let path = dir.join(path);
+        let mut parents: Vec<&Path> = path
+            .ancestors()
+            .skip(1)
+            .take_while(|parent| *parent != dir)
+            .collect();
+        parents.reverse();
+        for parent in parents {
+            if !parent.exists() {
+                create_private_dir(parent)?;
+            }
+        }
+        write_private(&path, source.as_bytes())?;
+    }
+    Ok(dir.join(python::PLUGIN_PACKAGE))
+}
+
+/// Makes a new directory that only the user can enter, read and write.
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new().mode(PRIVATE_DIR).create(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(PRIVATE_DIR))
 }
 
 /// Writes a new file that only the user can read and write.

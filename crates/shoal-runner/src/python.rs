@@ -1,7 +1,8 @@
 //! Finding the user's Python and starting shoal's plugin inside it.
 //!
-//! The plugin's source is compiled into the binary and written into the run's private
-//! directory, so a user needs nothing but pytest in their environment.
+//! The plugin's sources (the `_shoal` package in `python/`) are compiled into the binary and
+//! written into the run's private directory, so a user needs nothing but pytest in their
+//! environment.
 
 use std::{
     env,
@@ -13,8 +14,43 @@ use std::{
 
 use shoal_protocol::{Role, WorkerIdentity};
 
-/// The worker-side pytest plugin, carried inside the binary.
-pub const PLUGIN_SOURCE: &str = include_str!("../python/shoal_plugin.py");
+/// The name of the plugin's package (`python/_shoal`), and of the directory the run writes it
+/// to: one no suite's own module is likely to have.
+pub const PLUGIN_PACKAGE: &str = "_shoal";
+
+macro_rules! plugin_file {
+    ($path:literal) => {
+        ($path, include_str!(concat!("../python/", $path)))
+    };
+}
+
+/// The plugin package's files, carried inside the binary: each one's path below the run
+/// directory and its source.
+pub const PLUGIN_FILES: &[(&str, &str)] = &[
+    plugin_file!("_shoal/__init__.py"),
+    plugin_file!("_shoal/channel.py"),
+    plugin_file!("_shoal/collector.py"),
+    plugin_file!("_shoal/compat/__init__.py"),
+    plugin_file!("_shoal/compat/benchmark.py"),
+    plugin_file!("_shoal/compat/cov.py"),
+    plugin_file!("_shoal/compat/junitxml.py"),
+    plugin_file!("_shoal/compat/randomly.py"),
+    plugin_file!("_shoal/compat/rerunfailures.py"),
+    plugin_file!("_shoal/compat/sugar.py"),
+    plugin_file!("_shoal/compat/syrupy.py"),
+    plugin_file!("_shoal/debug.py"),
+    plugin_file!("_shoal/forking.py"),
+    plugin_file!("_shoal/keeper.py"),
+    plugin_file!("_shoal/main.py"),
+    plugin_file!("_shoal/options.py"),
+    plugin_file!("_shoal/plugins.py"),
+    plugin_file!("_shoal/report.py"),
+    plugin_file!("_shoal/run_once.py"),
+    plugin_file!("_shoal/terminal.py"),
+    plugin_file!("_shoal/wire.py"),
+    plugin_file!("_shoal/worker.py"),
+    plugin_file!("_shoal/xdist_compat.py"),
+];
 
 /// The exit status the bootstrap uses when `import pytest` fails.
 pub const PYTEST_MISSING_EXIT: i32 = 86;
@@ -52,44 +88,88 @@ if sys.version_info[:2] < ({py_major}, {py_minor}) or pytest is not None and \\
     )
 }
 
-/// Loads the plugin from the file named in `argv[1]` and hands it the rest of the arguments.
+/// Loads the plugin package from the directory named in `argv[1]` and hands its `main` the
+/// rest of the arguments.
 ///
-/// The file runs as the user, so it is read only if nobody else can have written it: it must
-/// be a regular file owned by this user and writable by no one else, in a directory that is
-/// this user's alone (the run directory, 0700). The source is read from the descriptor that
-/// was checked. Otherwise the bootstrap says why and exits with status 87.
+/// The files run as the user, so they are read only if nobody else can have written them: the
+/// package directory's parent (the run directory) and every directory in the package must be
+/// this user's alone (0700), and every file in it a regular file owned by this user and
+/// writable by no one else, opened without following a symlink. Every file is checked, and
+/// read from the descriptor that was checked, before anything is imported; otherwise the
+/// bootstrap says which file and why, and exits with status 87. The package is then imported
+/// from those sources (a finder on `sys.meta_path` that knows only its modules), not from
+/// `sys.path`, so nothing is read twice and no bytecode is written; tracebacks name the
+/// files where they were written.
 const BOOTSTRAP: &str = "\
 import os, stat, sys
+def _refuse(path, problem):
+    print(f'shoal: refusing to load the plugin {path}: {problem}', file=sys.stderr)
+    sys.exit(87)
+def _check(path, checks):
+    for what, st, others in checks:
+        if st.st_uid != os.geteuid():
+            _refuse(path, f'{what} belongs to uid {st.st_uid}, not to uid {os.geteuid()}')
+        if st.st_mode & others:
+            _refuse(path, f'{what} has mode {stat.S_IMODE(st.st_mode):o}, open to other users')
 def _private_source(path):
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as e:
-        return None, e.strerror
+        _refuse(path, e.strerror)
     with os.fdopen(fd, 'rb') as file:
-        checks = [('its directory', os.stat(os.path.dirname(path)), 0o077), ('it', os.fstat(fd), 0o022)]
-        for what, st, others in checks:
-            if st.st_uid != os.geteuid():
-                return None, f'{what} belongs to uid {st.st_uid}, not to uid {os.geteuid()}'
-            if st.st_mode & others:
-                return None, f'{what} has mode {stat.S_IMODE(st.st_mode):o}, open to other users'
-        if not stat.S_ISREG(checks[1][1].st_mode):
-            return None, 'it is not a regular file'
-        return file.read(), None
-source, problem = _private_source(sys.argv[1])
-if problem:
-    print(f'shoal: refusing to load the plugin {sys.argv[1]}: {problem}', file=sys.stderr)
-    sys.exit(87)
+        st = os.fstat(fd)
+        _check(path, [('its directory', os.stat(os.path.dirname(path)), 0o077), ('it', st, 0o022)])
+        if not stat.S_ISREG(st.st_mode):
+            _refuse(path, 'it is not a regular file')
+        return file.read()
+def _private_package(root):
+    modules = {}
+    try:
+        st = os.lstat(root)
+    except OSError as e:
+        _refuse(root, e.strerror)
+    if not stat.S_ISDIR(st.st_mode):
+        _refuse(root, 'it is not a directory')
+    _check(root, [('its directory', os.stat(os.path.dirname(root)), 0o077), ('it', st, 0o077)])
+    def walk(directory, package):
+        for entry in sorted(os.scandir(directory), key=lambda entry: entry.name):
+            if entry.is_dir(follow_symlinks=False):
+                walk(entry.path, f'{package}.{entry.name}')
+                continue
+            source = _private_source(entry.path)
+            if entry.name.endswith('.py'):
+                init = entry.name == '__init__.py'
+                name = package if init else f'{package}.{entry.name[:-3]}'
+                modules[name] = (entry.path, source, init)
+    walk(root, os.path.basename(root))
+    return modules
+_root = os.path.abspath(sys.argv[1])
+_modules = _private_package(_root)
 try:
     import pytest
 except ImportError:
     sys.exit(86)
-import importlib.util
-spec = importlib.util.spec_from_loader('_shoal_plugin', loader=None, origin=sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-module.__file__ = sys.argv[1]
-sys.modules['_shoal_plugin'] = module
-exec(compile(source, sys.argv[1], 'exec'), module.__dict__)
-sys.exit(module.main(sys.argv[2:]))
+import importlib, importlib.abc, importlib.machinery, importlib.util
+class _CheckedSources(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
+    def find_spec(self, name, path=None, target=None):
+        if name not in _modules:
+            return None
+        filename, _, package = _modules[name]
+        spec = importlib.machinery.ModuleSpec(name, self, origin=filename, is_package=package)
+        spec.has_location = True
+        if package:
+            spec.submodule_search_locations = [os.path.dirname(filename)]
+        return spec
+    def get_source(self, name):
+        return importlib.util.decode_source(_modules[name][1])
+    def get_code(self, name):
+        filename, source, _ = _modules[name]
+        return compile(source, filename, 'exec', dont_inherit=True)
+    def is_package(self, name):
+        return _modules[name][2]
+sys.meta_path.insert(0, _CheckedSources())
+_main = importlib.import_module(os.path.basename(_root) + '.main')
+sys.exit(_main.main(sys.argv[2:]))
 ";
 
 /// No usable Python interpreter could be found.
@@ -158,7 +238,8 @@ impl Interpreter {
         }
     }
 
-    /// A command that runs the plugin in `role`, connected to `socket`, with pytest's `args`.
+    /// A command that runs the plugin (the package directory `plugin`, see [`BOOTSTRAP`]) in
+    /// `role`, connected to `socket`, with pytest's `args`.
     pub fn plugin_command(
         &self,
         plugin: &Path,
@@ -260,67 +341,155 @@ mod tests {
             .expect("a Python to run the bootstrap with")
     }
 
-    /// Runs the bootstrap on a plugin whose `main` returns 42, written with `file_mode` into a
-    /// directory with `dir_mode` (after `prepare` had its say): its exit code and stderr.
-    fn bootstrap(dir_mode: u32, file_mode: u32, prepare: impl FnOnce(&Path)) -> (i32, String) {
-        let dir = tempfile::tempdir().unwrap();
-        let plugin = dir.path().join("shoal_plugin.py");
-        fs::write(&plugin, "def main(argv):\n    return 42\n").unwrap();
-        fs::set_permissions(&plugin, fs::Permissions::from_mode(file_mode)).unwrap();
-        prepare(&plugin);
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(dir_mode)).unwrap();
+    /// Runs the bootstrap on a private plugin package laid out as shoal's (`_shoal/main.py`,
+    /// whose `main` returns 42, and a `compat` subpackage) after `prepare` had its say with
+    /// the package directory: its exit code and stderr.
+    fn bootstrap(prepare: impl FnOnce(&Path)) -> (i32, String) {
+        let run_dir = tempfile::tempdir().unwrap();
+        let package = run_dir.path().join(PLUGIN_PACKAGE);
+        let files = [
+            ("__init__.py", ""),
+            (
+                "main.py",
+                "from .compat import shim\ndef main(argv):\n    return shim.ANSWER\n",
+            ),
+            ("compat/__init__.py", ""),
+            ("compat/shim.py", "ANSWER = 42\n"),
+        ];
+        for (path, source) in files {
+            let path = package.join(path);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, source).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        for dir in [run_dir.path(), &package, &package.join("compat")] {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        prepare(&package);
         let out = interpreter()
-            .plugin_command(&plugin, &dir.path().join("s"), Role::Collector, None, &[])
+            .plugin_command(
+                &package,
+                &run_dir.path().join("s"),
+                Role::Collector,
+                None,
+                &[],
+            )
             .output()
             .unwrap();
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(run_dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         (out.status.code().expect("the bootstrap exited"), stderr)
     }
 
+    fn chmod(path: &Path, mode: u32) {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
     #[track_caller]
-    fn assert_refused((code, stderr): (i32, String), why: &str) {
+    fn assert_refused((code, stderr): (i32, String), file: &str, why: &str) {
         assert_eq!(code, PLUGIN_UNTRUSTED_EXIT, "{stderr}");
-        assert!(
-            stderr.contains("shoal: refusing to load the plugin") && stderr.contains(why),
-            "{stderr}"
-        );
+        let refusal = "shoal: refusing to load the plugin ";
+        let line = stderr.lines().find(|line| line.starts_with(refusal));
+        let line = line.unwrap_or_else(|| panic!("no refusal in {stderr}"));
+        assert!(line.contains(file) && line.ends_with(why), "{stderr}");
     }
 
     #[test]
     fn the_bootstrap_loads_a_private_plugin() {
-        let (code, stderr) = bootstrap(0o700, 0o600, |_| {});
+        let (code, stderr) = bootstrap(|_| {});
         assert!(!stderr.contains("refusing"), "{stderr}");
         assert!(matches!(code, 42 | PYTEST_MISSING_EXIT), "{code}: {stderr}");
     }
 
     #[test]
-    fn the_bootstrap_refuses_a_plugin_others_may_write() {
-        assert_refused(bootstrap(0o700, 0o620, |_| {}), "it has mode 620");
-        assert_refused(bootstrap(0o700, 0o602, |_| {}), "it has mode 602");
+    fn the_bootstrap_refuses_a_plugin_file_others_may_write() {
+        let shim = "_shoal/compat/shim.py";
+        assert_refused(
+            bootstrap(|package| chmod(&package.join("compat/shim.py"), 0o620)),
+            shim,
+            "it has mode 620, open to other users",
+        );
+        assert_refused(
+            bootstrap(|package| chmod(&package.join("main.py"), 0o602)),
+            "_shoal/main.py",
+            "it has mode 602, open to other users",
+        );
+        // Not only the modules it imports: every file in the package.
+        assert_refused(
+            bootstrap(|package| {
+                let stray = package.join("compat/notes.txt");
+                fs::write(&stray, "").unwrap();
+                chmod(&stray, 0o666);
+            }),
+            "_shoal/compat/notes.txt",
+            "it has mode 666, open to other users",
+        );
     }
 
     #[test]
     fn the_bootstrap_refuses_a_directory_open_to_others() {
         assert_refused(
-            bootstrap(0o755, 0o600, |_| {}),
-            "its directory has mode 755",
+            bootstrap(|package| chmod(&package.join("compat"), 0o755)),
+            "_shoal/compat/__init__.py",
+            "its directory has mode 755, open to other users",
         );
         assert_refused(
-            bootstrap(0o1777, 0o600, |_| {}),
-            "its directory has mode 1777",
+            bootstrap(|package| chmod(package, 0o1777)),
+            "_shoal",
+            "it has mode 1777, open to other users",
+        );
+        assert_refused(
+            bootstrap(|package| chmod(package.parent().unwrap(), 0o755)),
+            "_shoal",
+            "its directory has mode 755, open to other users",
         );
     }
 
     #[test]
     fn the_bootstrap_refuses_a_symlink() {
         assert_refused(
-            bootstrap(0o700, 0o600, |plugin| {
-                let real = plugin.with_extension("real");
-                fs::rename(plugin, &real).unwrap();
-                std::os::unix::fs::symlink(&real, plugin).unwrap();
+            bootstrap(|package| {
+                let shim = package.join("compat/shim.py");
+                let real = package.parent().unwrap().join("shim.py");
+                fs::rename(&shim, &real).unwrap();
+                std::os::unix::fs::symlink(&real, &shim).unwrap();
             }),
+            "_shoal/compat/shim.py",
             "Too many levels of symbolic links",
+        );
+        assert_refused(
+            bootstrap(|package| {
+                let compat = package.join("compat");
+                let real = package.parent().unwrap().join("compat");
+                fs::rename(&compat, &real).unwrap();
+                std::os::unix::fs::symlink(&real, &compat).unwrap();
+            }),
+            "_shoal/compat",
+            "Too many levels of symbolic links",
+        );
+    }
+
+    #[test]
+    fn every_file_of_the_plugin_package_is_carried() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
+        let mut on_disk = Vec::new();
+        let mut pending = vec![dir.join(PLUGIN_PACKAGE)];
+        while let Some(next) = pending.pop() {
+            for entry in fs::read_dir(next).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if path.extension().is_some_and(|e| e == "py") {
+                    let relative = path.strip_prefix(&dir).unwrap();
+                    on_disk.push(relative.to_str().unwrap().to_owned());
+                }
+            }
+        }
+        on_disk.sort();
+        let carried: Vec<&str> = PLUGIN_FILES.iter().map(|(path, _)| *path).collect();
+        assert_eq!(
+            carried, on_disk,
+            "PLUGIN_FILES must list every module of the package"
         );
     }
 
@@ -330,10 +499,12 @@ mod tests {
             println!("skipped: only root can give a file to another user");
             return;
         }
-        let give_away =
-            |plugin: &Path| std::os::unix::fs::chown(plugin, Some(65534), None).unwrap();
+        let give_away = |package: &Path| {
+            std::os::unix::fs::chown(package.join("compat/shim.py"), Some(65534), None).unwrap()
+        };
         assert_refused(
-            bootstrap(0o700, 0o600, give_away),
+            bootstrap(give_away),
+            "_shoal/compat/shim.py",
             "it belongs to uid 65534, not to uid 0",
         );
     }

@@ -1,6 +1,6 @@
-//! Nobody else in: the run's private directory, the plugin file Python loads from it, the
-//! socket and the workers' stack and state files belong to the invoking user alone, whatever
-//! the umask says.
+//! Nobody else in: the run's private directory, the plugin package Python loads from it (its
+//! directories and files), the socket and the workers' stack and state files belong to the
+//! invoking user alone, whatever the umask says.
 //!
 //! The fixture test (`tests/fixtures/private_run_dir`) looks at the run directory from inside a
 //! worker and records modes and owners; running as root, it also tries to get in as a second
@@ -60,6 +60,7 @@ fn assert_private(record: &Value, out: &crate::common::Output) {
     // What the run dir must hold while a test runs.
     for name in [
         ".",
+        record["package"].as_str().unwrap(),
         record["plugin"].as_str().unwrap(),
         record["socket"].as_str().unwrap(),
         &format!("stack-{worker}"),
@@ -73,7 +74,7 @@ fn assert_private(record: &Value, out: &crate::common::Output) {
     }
     for (name, entry) in entries {
         let mode = entry["mode"].as_u64().unwrap();
-        let expected = if name == "." { 0o700 } else { 0o600 };
+        let expected = if entry["dir"] == true { 0o700 } else { 0o600 };
         assert_eq!(
             mode, expected,
             "{name} in the run dir has mode {mode:o}, not {expected:o}\n{record}"

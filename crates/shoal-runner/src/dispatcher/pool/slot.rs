@@ -159,7 +159,7 @@ pub struct Worker {
     pub state: WorkerState,
     pub peer: Option<Peer>,
     /// The worker's keeper, its parent, whose pid names the worker's process group (see the
-    /// plugin's `_start_worker_under_keeper`); known once forked or spawned.
+    /// plugin's `keeper.start_worker_under_keeper`); known once forked or spawned.
     pub pid: Option<u32>,
     /// The worker process itself, as its `hello` says; signalled directly only while it is
     /// the keeper's child.
