@@ -218,8 +218,9 @@ fn run_dir() -> std::io::Result<tempfile::TempDir> {
     Ok(dir)
 }
 
-/// Writes the plugin package into the run directory `dir`, every directory and file of it
-/// private: the directory it is in.
+/// Writes the plugin package into the run directory `dir`, its directories and files private
+/// like the rest of the run directory; returns the package directory, which the bootstrap
+/// loads (and checks) file by file.
 fn write_plugin(dir: &Path) -> std::io::Result<PathBuf> {
     for (path, source) in python::PLUGIN_FILES {
         let path = dir.join(path);
