@@ -11,6 +11,7 @@ use clap::{ArgAction, Command, CommandFactory, FromArgMatches, Parser};
 use shoal_runner::{
     options::{Dist, FailureOutput, StartMethod},
     parallelism::WorkerCount,
+    shard::{merge::MergeOptions, ShardSpec},
     RunOptions,
 };
 
@@ -78,6 +79,51 @@ pub struct Cli {
     /// How many crashed workers may be replaced in all. [default: 4 per worker]
     #[arg(long, value_name = "N")]
     pub max_worker_restart: Option<usize>,
+
+    /// Run only share K of N of the suite (one CI machine of N), balanced by recorded
+    /// durations; 'auto' reads K and N from the CI's variables. Merge the shards' JUnit files
+    /// with `shoal merge`.
+    #[arg(long, value_name = "K/N|auto")]
+    pub shard: Option<ShardSpec>,
+}
+
+/// Merge the JUnit files of `shoal --shard K/N` runs into one run: `shoal merge FILE...`.
+///
+/// Checks that the files come from one collection, that every shard is there once and that
+/// every test has exactly one result (else lists what is wrong and exits 3); then prints
+/// pytest's summary for the whole run and exits with pytest's code for it.
+#[derive(Debug, Parser)]
+#[command(name = "shoal merge", version)]
+pub struct MergeCli {
+    /// The shards' JUnit files.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// Write the whole run's JUnit file here.
+    #[arg(long, value_name = "PATH")]
+    pub junitxml: Option<PathBuf>,
+
+    /// Fold the shards' test durations into the durations store (.pytest_cache/shoal/) and
+    /// pytest-split's .test_durations in the working directory, for the next split.
+    #[arg(long)]
+    pub durations: bool,
+}
+
+/// The command line asks for `shoal merge` (a pytest path named `merge` is `./merge`).
+pub fn is_merge(argv: &[String]) -> bool {
+    argv.get(1).is_some_and(|arg| arg == "merge")
+}
+
+/// Parses `shoal merge ...`; the error is clap's, ready to print.
+pub fn parse_merge(argv: &[String]) -> Result<MergeOptions, clap::Error> {
+    let cli = MergeCli::try_parse_from(
+        std::iter::once("shoal merge".to_owned()).chain(argv[2..].iter().cloned()),
+    )?;
+    Ok(MergeOptions {
+        files: cli.files,
+        junitxml: cli.junitxml,
+        durations: cli.durations,
+    })
 }
 
 /// Splits `argv` (without the program name) into shoal's arguments and pytest's.
@@ -154,6 +200,7 @@ pub fn parse(argv: Vec<String>) -> Result<RunOptions, clap::Error> {
         run_timeout: cli.run_timeout,
         retries: cli.retries,
         max_worker_restart: cli.max_worker_restart,
+        shard: cli.shard,
         pytest_args,
         mainargv: argv,
     })

@@ -9,17 +9,12 @@ use shoal_runner::ExitCode;
 
 fn main() -> ProcessExit {
     let argv: Vec<String> = std::env::args().collect();
+    if cli::is_merge(&argv) {
+        return merge(&argv);
+    }
     let options = match cli::parse(argv) {
         Ok(options) => options,
-        Err(err) => {
-            let code = if err.use_stderr() {
-                ExitCode::UsageError
-            } else {
-                ExitCode::Ok // --help, --version
-            };
-            let _ = err.print();
-            return ProcessExit::from(code);
-        }
+        Err(err) => return usage(&err),
     };
     let options = match std::env::current_dir()
         .map_err(|e| e.to_string())
@@ -35,6 +30,35 @@ fn main() -> ProcessExit {
         }
     };
     match shoal_runner::run(options) {
+        Ok(code) => ProcessExit::from(code),
+        Err(err) => {
+            eprintln!(
+                "shoal: error: failed to {}",
+                shoal_runner::error_chain(&err)
+            );
+            ProcessExit::from(err.exit_code())
+        }
+    }
+}
+
+/// clap's error or help, and the exit code it stands for.
+fn usage(err: &clap::Error) -> ProcessExit {
+    let code = if err.use_stderr() {
+        ExitCode::UsageError
+    } else {
+        ExitCode::Ok // --help, --version
+    };
+    let _ = err.print();
+    ProcessExit::from(code)
+}
+
+/// `shoal merge FILE...`.
+fn merge(argv: &[String]) -> ProcessExit {
+    let options = match cli::parse_merge(argv) {
+        Ok(options) => options,
+        Err(err) => return usage(&err),
+    };
+    match shoal_runner::shard::merge::merge(&options) {
         Ok(code) => ProcessExit::from(code),
         Err(err) => {
             eprintln!(

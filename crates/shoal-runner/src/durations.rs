@@ -104,6 +104,12 @@ impl DurationStore {
         }
     }
 
+    /// Only pytest-split's `.test_durations` in `rootdir`, for a run without pytest's cache
+    /// (`-p no:cacheprovider`): read, never saved.
+    pub fn from_pytest_split(rootdir: &Path) -> Self {
+        Self::load(PathBuf::new(), Some(rootdir))
+    }
+
     /// The warnings about what it read, once.
     pub fn take_problems(&mut self) -> Vec<String> {
         std::mem::take(&mut self.problems)
@@ -157,6 +163,22 @@ impl DurationStore {
         fs::write(&tmp, text).map_err(error)?;
         fs::rename(&tmp, &self.path).map_err(error)
     }
+}
+
+/// Writes pytest-split's `.test_durations` at `path`: the tests it held, with each test of
+/// `results` at its latest duration (setup to teardown), sorted by node id.
+pub fn write_pytest_split(path: &Path, results: &Results) -> Result<(), StoreError> {
+    let mut problems = Vec::new();
+    let mut tests = read_pytest_split(path, &mut problems);
+    for record in results.records() {
+        let seconds = record.reports.iter().map(|r| r.duration).sum();
+        tests.insert(record.nodeid.clone(), seconds);
+    }
+    let text = serde_json::to_string_pretty(&tests).expect("JSON serializes");
+    fs::write(path, text + "\n").map_err(|source| StoreError {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// pytest-split's `.test_durations`: a JSON object of node id -> seconds; anything else is

@@ -13,6 +13,7 @@ pub mod parallelism;
 pub mod python;
 pub mod reporter;
 pub mod results;
+pub mod shard;
 pub mod signals;
 pub mod work;
 
@@ -100,6 +101,13 @@ pub enum RunError {
     RunDir(#[source] std::io::Error),
     #[error(transparent)]
     Options(#[from] options::OptionsError),
+    #[error(transparent)]
+    Shard(#[from] shard::ShardError),
+    #[error("touch Bazel's TEST_SHARD_STATUS_FILE {path}")]
+    ShardStatus {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("talk to {who}")]
     Protocol { who: String, source: FrameError },
     #[error(
@@ -137,7 +145,8 @@ impl RunError {
             | Self::NotPython { .. }
             | Self::NoTerminal { .. }
             | Self::VersionsUnsupported { .. }
-            | Self::Options(_) => ExitCode::UsageError,
+            | Self::Options(_)
+            | Self::Shard(_) => ExitCode::UsageError,
             // The interpreter itself cannot be executed: the user's choice of it is at fault.
             Self::Spawn { source, .. }
                 if matches!(
@@ -154,6 +163,21 @@ impl RunError {
 
 /// Runs the suite as `options` ask and returns pytest's exit code for it.
 pub fn run(options: RunOptions) -> Result<ExitCode, RunError> {
+    let shard = options
+        .shard
+        .map(|spec| spec.choose(|name| std::env::var(name).ok()))
+        .transpose()?;
+    if let Some(path) = shard.as_ref().and_then(|s| s.status_file.as_ref()) {
+        // Bazel asks a test runner that shards to say so by touching this file.
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| RunError::ShardStatus {
+                path: path.clone(),
+                source,
+            })?;
+    }
     let interpreter = python::Interpreter::discover(options.python.as_deref())?;
     let dir = run_dir().map_err(RunError::RunDir)?;
     let plugin = write_plugin(dir.path()).map_err(RunError::RunDir)?;
@@ -168,6 +192,7 @@ pub fn run(options: RunOptions) -> Result<ExitCode, RunError> {
         plugin,
         socket,
         options,
+        shard,
     };
     dispatcher::Dispatcher::new(launch, events, sender).run()
 }

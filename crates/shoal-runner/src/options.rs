@@ -171,6 +171,8 @@ pub struct RunOptions {
     pub retries: usize,
     /// `--max-worker-restart`: how many crashed workers may be replaced in all.
     pub max_worker_restart: Option<usize>,
+    /// `--shard K/N` or `auto`: run only this CI machine's share of the suite.
+    pub shard: Option<crate::shard::ShardSpec>,
     /// Everything that is not shoal's, handed to pytest unchanged.
     pub pytest_args: Vec<String>,
     /// shoal's whole command line, for `config.workerinput["mainargv"]`.

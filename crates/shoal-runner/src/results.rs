@@ -79,8 +79,9 @@ pub struct Results {
     records: Vec<TestRecord>,
     /// Per collection index: how many times it ran (more than once only under `--dist each`).
     runs: Vec<usize>,
-    /// Runs expected per test: the worker count under `each`, else one.
-    runs_expected: usize,
+    /// Per collection index: the runs expected, the worker count under `each`, else one (none
+    /// for a test another CI shard runs).
+    expected: Vec<usize>,
     /// Warnings raised outside tests: while collecting, in session teardown.
     session_warnings: Vec<Warning>,
     junit_properties: Vec<(String, String)>,
@@ -97,12 +98,21 @@ impl Results {
         Self {
             records: Vec::new(),
             runs: vec![0; items],
-            runs_expected,
+            expected: vec![runs_expected; items],
             session_warnings: Vec::new(),
             junit_properties: Vec::new(),
             session_errors: Vec::new(),
             collect_errors: Vec::new(),
             collect_junit: None,
+        }
+    }
+
+    /// Only the tests at `indices` are this run's to run (a CI shard's share).
+    pub fn expect_only(&mut self, indices: &[usize]) {
+        let runs = self.expected.iter().copied().max().unwrap_or(1);
+        self.expected.fill(0);
+        for &index in indices {
+            self.expected[index] = runs;
         }
     }
 
@@ -122,6 +132,11 @@ impl Results {
             })
             .collect();
         self.collect_junit = junit;
+    }
+
+    /// The files that failed to collect, as records of their own.
+    pub fn collect_errors(&self) -> &[TestRecord] {
+        &self.collect_errors
     }
 
     /// junitxml's record of the collection errors.
@@ -175,7 +190,8 @@ impl Results {
     pub fn not_run(&self) -> usize {
         self.runs
             .iter()
-            .map(|&n| self.runs_expected.saturating_sub(n))
+            .zip(&self.expected)
+            .map(|(&ran, &expected)| expected.saturating_sub(ran))
             .sum()
     }
 

@@ -21,6 +21,7 @@ mod reports;
 mod run_once;
 mod serial;
 mod session_exit;
+mod sharding;
 mod shared_setup;
 mod snapshots;
 mod start_methods;

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 /// One XML element: enough of a DOM to compare two JUnit files.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Element {
+pub(super) struct Element {
     tag: String,
     attrs: BTreeMap<String, String>,
     text: String,
@@ -225,15 +225,26 @@ fn assert_same_junit_in(fixture: &str, extra: &[&str], shoal_extra: &[&str]) -> 
     let shoal = project.shoal(&shoal_args).run();
     shoal.assert_code(1);
 
-    let expected = read_xml(&project, "a.xml", &serial);
-    let actual = read_xml(&project, "b.xml", &shoal);
+    assert_same_junit_files(&project, ("a.xml", &serial), ("b.xml", &shoal))
+}
+
+/// Asserts that the JUnit file `actual` (written by shoal) holds what serial pytest's
+/// `expected` holds: the same testsuite (name, counts, properties) and the same testcases,
+/// timings aside. Returns serial pytest's file.
+pub(super) fn assert_same_junit_files(
+    project: &Project,
+    (expected_name, serial): (&str, &Output),
+    (actual_name, shoal): (&str, &Output),
+) -> Element {
+    let expected = read_xml(project, expected_name, serial);
+    let actual = read_xml(project, actual_name, shoal);
     let context = || {
         format!(
-            "=== serial ===\n{}\n=== shoal ===\n{}\n=== a.xml (serial) ===\n{}\n=== b.xml (shoal) ===\n{}",
+            "=== serial ===\n{}\n=== shoal ===\n{}\n=== {expected_name} (serial) ===\n{}\n=== {actual_name} (shoal) ===\n{}",
             serial.context(),
             shoal.context(),
-            fs::read_to_string(project.path.join("a.xml")).unwrap(),
-            fs::read_to_string(project.path.join("b.xml")).unwrap()
+            fs::read_to_string(project.path.join(expected_name)).unwrap(),
+            fs::read_to_string(project.path.join(actual_name)).unwrap()
         )
     };
     assert_eq!(

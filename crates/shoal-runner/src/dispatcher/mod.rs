@@ -53,6 +53,7 @@ use crate::{
     python::Interpreter,
     reporter::{events::EventLog, ReporterEvent, Reporters, RunEnd, Terminal},
     results::{Results, StopReason},
+    shard::{ShardChoice, ShardSplit},
     signals,
     work::{self, Command, Scheduler},
     ExitCode, RunError,
@@ -65,6 +66,8 @@ pub struct Launch {
     pub plugin: PathBuf,
     pub socket: PathBuf,
     pub options: RunOptions,
+    /// `--shard`: this CI machine's share of the suite.
+    pub shard: Option<ShardChoice>,
 }
 
 impl Launch {
@@ -179,11 +182,34 @@ impl Dispatcher {
         let options = self.launch.options.clone();
         let settings = collection.settings;
         let resolved = options.resolve(&settings)?;
-        let units = work::units(resolved.dist, &collection.items, settings.loadscope_reorder);
+        let mut store = settings.cache_dir.as_ref().map(|dir| {
+            let rootdir = settings.rootdir.as_deref().map(Path::new);
+            DurationStore::load(DurationStore::path_in(Path::new(dir)), rootdir)
+        });
+        let mut units = work::units(resolved.dist, &collection.items, settings.loadscope_reorder);
+        let shard = match &self.launch.shard {
+            Some(choice) => {
+                // Without pytest's cache, a committed .test_durations still balances the split.
+                let seeded = match (&store, &settings.rootdir) {
+                    (None, Some(rootdir)) => {
+                        Some(DurationStore::from_pytest_split(Path::new(rootdir)))
+                    }
+                    _ => None,
+                };
+                let history = store.as_ref().or(seeded.as_ref());
+                let split = ShardSplit::new(choice, resolved.dist, &collection.items, history)?;
+                split.keep_own(&mut units);
+                Some(split)
+            }
+            None => None,
+        };
         let requested = resolved
             .workers
             .resolve(resolved.maxprocesses, settings.auto_num_workers);
-        let count = work::useful_workers(resolved.dist, units.len(), requested);
+        let count = match &shard {
+            Some(split) if split.owned.is_empty() => 0,
+            _ => work::useful_workers(resolved.dist, units.len(), requested),
+        };
         let mut fork_unsafe = collection.fork_unsafe.clone();
         if let Some(place) = collection.identity_read.as_ref().filter(|_| requested > 0) {
             fork_unsafe.get_or_insert_with(|| format!("{place} before the workers exist"));
@@ -199,11 +225,7 @@ impl Dispatcher {
             color: settings.color,
             sender: self.sender.clone(),
         };
-        let mut store = settings.cache_dir.as_ref().map(|dir| {
-            let rootdir = settings.rootdir.as_deref().map(Path::new);
-            DurationStore::load(DurationStore::path_in(Path::new(dir)), rootdir)
-        });
-        let estimate = Estimate::new(store.as_ref(), &collection.items, count);
+        let mut estimate = Estimate::new(store.as_ref(), &collection.items, count);
         let store_problems = store.as_mut().map(DurationStore::take_problems);
         let runs_per_test = if resolved.dist == Dist::Each {
             count
@@ -213,7 +235,14 @@ impl Dispatcher {
         let mut results = Results::new(collection.items.len(), runs_per_test);
         results.add_session_warnings(collection.warnings);
         results.add_collect_errors(collection.collect_errors, collection.collect_junit);
-        let total = collection.items.len() * runs_per_test;
+        let mut total = collection.items.len() * runs_per_test;
+        if let Some(split) = &shard {
+            results.expect_only(&split.owned);
+            for index in (0..collection.items.len()).filter(|&i| !split.owns(i)) {
+                estimate.done(index);
+            }
+            total = split.owned.len();
+        }
         let start_label = match (&start, &fork_unsafe) {
             (StartMethod::Fork, _) => "fork".to_owned(),
             (StartMethod::Spawn, Some(reason)) => format!("spawn: {reason}"),
@@ -236,9 +265,23 @@ impl Dispatcher {
             settings.junit.clone(),
             settings.cache_dir.as_ref().map(PathBuf::from),
             store,
+            shard
+                .as_ref()
+                .map(|split| split.manifest_base(&collection.items)),
         ));
         for problem in store_problems.into_iter().flatten() {
             self.notice(&problem);
+        }
+        if let Some(split) = &shard {
+            if settings.junit.is_none() {
+                self.notice("shoal: note: --shard without --junitxml leaves nothing for `shoal merge` to read");
+            }
+            if split.owned.is_empty() {
+                self.notice(&format!(
+                    "shoal: shard {} has no tests: the split of {} left it empty, which is not an error",
+                    split.shard, collection.items.len()
+                ));
+            }
         }
         let testrunuid = settings
             .testrunuid
@@ -250,6 +293,9 @@ impl Dispatcher {
             testrunuid: &testrunuid,
             start_method: &start_label,
             scheduler: resolved.dist.xdist_scheduler(),
+            shard: shard
+                .as_ref()
+                .map(|split| split.start(collection.items.len())),
         });
         let timeouts = options.timeout.is_some()
             || settings.timeout.is_some()

@@ -13,7 +13,10 @@ use quick_xml::{
 };
 use shoal_protocol::{JunitSettings, Outcome};
 
-use crate::results::Results;
+use crate::{
+    results::Results,
+    shard::manifest::{Manifest, PROPERTY},
+};
 
 /// The JUnit file could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -28,13 +31,14 @@ pub fn write(
     settings: &JunitSettings,
     results: &Results,
     elapsed: Duration,
+    manifest: Option<&Manifest>,
 ) -> Result<(), JunitError> {
     let path = PathBuf::from(&settings.path);
     let error = |source| JunitError {
         path: path.clone(),
         source,
     };
-    let xml = document(settings, results, elapsed).map_err(error)?;
+    let xml = document(settings, results, elapsed, manifest).map_err(error)?;
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(error)?;
     }
@@ -43,7 +47,12 @@ pub fn write(
 
 /// The whole file: pytest's `<testcase>` elements (with earlier attempts added) and ours for
 /// the tests pytest never reported, inside the `<testsuite>` with the run's totals.
-fn document(settings: &JunitSettings, results: &Results, elapsed: Duration) -> io::Result<Vec<u8>> {
+fn document(
+    settings: &JunitSettings,
+    results: &Results,
+    elapsed: Duration,
+    manifest: Option<&Manifest>,
+) -> io::Result<Vec<u8>> {
     let mut stats: BTreeMap<&str, i64> = BTreeMap::new();
     let mut double_failures = 0;
     let mut cases = Writer::new(Vec::new());
@@ -100,6 +109,10 @@ fn document(settings: &JunitSettings, results: &Results, elapsed: Duration) -> i
         if !properties.contains(&(name, value)) {
             properties.push((name, value));
         }
+    }
+    let manifest = manifest.map(|m| serde_json::to_string(m).expect("JSON serializes"));
+    if let Some(manifest) = &manifest {
+        properties.push((PROPERTY, manifest));
     }
     let mut xml = Writer::new(Vec::new());
     xml.write_event(Event::Decl(BytesDecl::new("1.0", Some("utf-8"), None)))?;
@@ -184,9 +197,10 @@ fn retry_elements(record: &crate::results::TestRecord) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&out.into_inner()).into_owned())
 }
 
-/// Inserts child elements at the end of a `<testcase>` element.
+/// Inserts child elements at the end of a `<testcase>` element. One that holds retry elements
+/// already (a shard's, merged) is left as it is: pytest writes none of its own.
 fn with_children(case: &str, children: &str) -> String {
-    if children.is_empty() {
+    if children.is_empty() || case.contains("<flakyFailure") || case.contains("<rerunFailure") {
         return case.to_owned();
     }
     if let Some(open) = case

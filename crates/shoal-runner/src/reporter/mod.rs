@@ -22,6 +22,10 @@ pub use terminal::Terminal;
 use crate::{
     durations::DurationStore,
     results::{Results, StopReason, TestRecord},
+    shard::{
+        manifest::{Manifest, ShardRun},
+        ShardStart,
+    },
     ExitCode,
 };
 use events::{EventLog, EventsError};
@@ -36,6 +40,8 @@ pub enum ReporterEvent<'a> {
         start_method: &'a str,
         /// The xdist scheduler class the `--dist` mode stands for, shown with `-v`.
         scheduler: Option<&'a str>,
+        /// `--shard`: which share of the collection this run is.
+        shard: Option<ShardStart>,
     },
     WorkerStarted {
         worker: &'a str,
@@ -93,6 +99,8 @@ pub struct Reporters {
     junit: Option<JunitSettings>,
     cache_dir: Option<PathBuf>,
     durations: Option<DurationStore>,
+    /// `--shard`: what the JUnit file's manifest says of the shard.
+    shard: Option<ShardRun>,
 }
 
 impl Reporters {
@@ -102,6 +110,7 @@ impl Reporters {
         junit: Option<JunitSettings>,
         cache_dir: Option<PathBuf>,
         durations: Option<DurationStore>,
+        shard: Option<ShardRun>,
     ) -> Self {
         Self {
             terminal,
@@ -109,6 +118,7 @@ impl Reporters {
             junit,
             cache_dir,
             durations,
+            shard,
         }
     }
 
@@ -121,8 +131,9 @@ impl Reporters {
                 testrunuid,
                 start_method,
                 scheduler,
+                shard,
             } => {
-                terminal.start(workers, tests, start_method, scheduler);
+                terminal.start(workers, tests, start_method, scheduler, shard);
                 self.log(|log| log.run_start(workers, tests, testrunuid));
             }
             ReporterEvent::WorkerStarted { worker } => self.log(|log| log.worker_start(worker)),
@@ -157,7 +168,8 @@ impl Reporters {
         end: RunEnd<'_>,
     ) -> Result<(), junit::JunitError> {
         if let Some(path) = &self.junit {
-            junit::write(path, results, end.elapsed)?;
+            let manifest = self.shard.as_ref().map(|run| Manifest::new(run, results));
+            junit::write(path, results, end.elapsed, manifest.as_ref())?;
         }
         if let Some(dir) = &self.cache_dir {
             if let Err(e) = cache::update_lastfailed(dir, results) {

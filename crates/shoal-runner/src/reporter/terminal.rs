@@ -17,6 +17,7 @@ use super::live::{Live, Tally};
 use crate::{
     options::FailureOutput,
     results::{Results, StopReason, TestRecord},
+    shard::ShardStart,
 };
 
 /// Categories in the order pytest's final line lists them.
@@ -146,6 +147,7 @@ impl Terminal {
         total: usize,
         start_method: &str,
         scheduler: Option<&str>,
+        shard: Option<ShardStart>,
     ) {
         self.total = total;
         let plural = if workers == 1 { "worker" } else { "workers" };
@@ -156,13 +158,31 @@ impl Terminal {
                 _ => format!(" ({start_method})"),
             };
             self.line(&format!("created: {workers}/{workers} {plural}{method}"));
-            let items = if total == 1 { "item" } else { "items" };
-            self.line(&format!("{workers} {plural} [{total} {items}]"));
+            let items = match shard {
+                Some(s) => format!("{total} of {} items, shard {}", s.collected, s.shard),
+                None if total == 1 => "1 item".to_owned(),
+                None => format!("{total} items"),
+            };
+            self.line(&format!("{workers} {plural} [{items}]"));
         } else {
             self.line("bringing up nodes...");
             self.line("bringing up nodes...");
         }
         self.line("");
+        if let Some(shard) = shard.filter(|_| self.settings.verbose > 0) {
+            let from = match shard.from {
+                Some(variables) => format!("read from {variables}"),
+                None => "given by --shard".to_owned(),
+            };
+            let by = match shard.known {
+                0 => "by test count (no recorded durations)".to_owned(),
+                known => format!(
+                    "by recorded durations ({known} of {} tests known)",
+                    shard.collected
+                ),
+            };
+            self.line(&format!("shard {} {from}, split {by}", shard.shard));
+        }
         if let Some(scheduler) = scheduler.filter(|_| self.settings.verbose > 0) {
             self.line(&format!("scheduling tests via {scheduler}"));
             self.line("");

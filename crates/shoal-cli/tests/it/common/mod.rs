@@ -249,6 +249,22 @@ pub struct Run<'p> {
     timeout: Duration,
 }
 
+/// Every variable `--shard auto` reads.
+pub const SHARD_VARIABLES: [&str; 12] = [
+    "CI_NODE_INDEX",
+    "CI_NODE_TOTAL",
+    "CIRCLE_NODE_INDEX",
+    "CIRCLE_NODE_TOTAL",
+    "BUILDKITE_PARALLEL_JOB",
+    "BUILDKITE_PARALLEL_JOB_COUNT",
+    "TEST_SHARD_INDEX",
+    "TEST_TOTAL_SHARDS",
+    "TEST_SHARD_STATUS_FILE",
+    "JOB_COMPLETION_INDEX",
+    "SHOAL_SHARD_TOTAL",
+    "SHOAL_SHARD",
+];
+
 impl<'p> Run<'p> {
     fn new(project: &'p Project, mut command: Command) -> Self {
         command
@@ -266,7 +282,12 @@ impl<'p> Run<'p> {
             .env_remove("PY_COLORS")
             .env_remove("FORCE_COLOR")
             .env_remove("SHOAL_START")
-            .env_remove("SHOAL_RENDEZVOUS")
+            .env_remove("SHOAL_RENDEZVOUS");
+        // `--shard auto` reads these: a run in a sharded CI job must not see its own.
+        for variable in SHARD_VARIABLES {
+            command.env_remove(variable);
+        }
+        command
             .env("COLUMNS", "80")
             .env("LINES", "24")
             .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -284,6 +305,12 @@ impl<'p> Run<'p> {
     /// Kills the run and fails the test after `timeout` instead of [`RUN_TIMEOUT`].
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Runs in `dir` instead of the project root.
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.command.current_dir(dir);
         self
     }
 

@@ -410,6 +410,7 @@ mod tests {
             plugin: "plugin".into(),
             socket: "socket".into(),
             options: RunOptions::default(),
+            shard: None,
         };
         let starter = Starter {
             method: StartMethod::Fork,
