@@ -13,7 +13,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use shoal_protocol::When;
+use shoal_protocol::{CollectedItem, When};
 
 use crate::results::Results;
 
@@ -162,6 +162,39 @@ impl DurationStore {
         let tmp = self.path.with_extension("json.tmp");
         fs::write(&tmp, text).map_err(error)?;
         fs::rename(&tmp, &self.path).map_err(error)
+    }
+}
+
+/// Every test's expected seconds, for the estimate of time left and the split into shards.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expected {
+    /// Per collection index: its history, else the mean of the tests with history; with no
+    /// history at all, one each.
+    pub seconds: Vec<f64>,
+    /// How many tests had a history.
+    pub known: usize,
+}
+
+impl Expected {
+    pub fn new(store: Option<&DurationStore>, items: &[CollectedItem]) -> Self {
+        let history: Vec<Option<f64>> = items
+            .iter()
+            .map(|item| {
+                // The store is a file anyone may edit: a negative or endless history is none.
+                store
+                    .and_then(|s| s.expected(&item.nodeid))
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+            })
+            .collect();
+        let known: Vec<f64> = history.iter().flatten().copied().collect();
+        let fallback = match known.len() {
+            0 => 1.0,
+            n => known.iter().sum::<f64>() / n as f64,
+        };
+        Self {
+            seconds: history.iter().map(|h| h.unwrap_or(fallback)).collect(),
+            known: known.len(),
+        }
     }
 }
 

@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use shoal_protocol::CollectedItem;
-
-use crate::durations::DurationStore;
+use crate::durations::Expected;
 
 /// The expected seconds of unfinished tests, shared by the workers. Tests without history
 /// count as the average of those with; with no history at all there is no estimate.
@@ -17,22 +15,12 @@ pub struct Estimate {
 }
 
 impl Estimate {
-    pub fn new(store: Option<&DurationStore>, items: &[CollectedItem], workers: usize) -> Self {
-        let history: Vec<Option<f64>> = items
-            .iter()
-            .map(|item| store.and_then(|s| s.expected(&item.nodeid)))
-            .collect();
-        let known: Vec<f64> = history.iter().flatten().copied().collect();
-        let fallback = known.iter().sum::<f64>() / known.len().max(1) as f64;
-        let unfinished: Vec<Option<f64>> = history
-            .into_iter()
-            .map(|e| Some(e.unwrap_or(fallback)))
-            .collect();
+    pub fn new(expected: &Expected, workers: usize) -> Self {
         Self {
-            remaining: unfinished.iter().flatten().sum(),
-            unfinished,
+            remaining: expected.seconds.iter().sum(),
+            unfinished: expected.seconds.iter().copied().map(Some).collect(),
             workers: workers.max(1),
-            known: !known.is_empty(),
+            known: expected.known > 0,
         }
     }
 
@@ -43,7 +31,7 @@ impl Estimate {
     }
 
     pub fn left(&self) -> Option<Duration> {
-        // The store is a file anyone may edit: a negative or huge history shows no estimate.
+        // A huge history shows no estimate.
         self.known
             .then(|| Duration::try_from_secs_f64(self.remaining / self.workers as f64).ok())
             .flatten()

@@ -48,7 +48,7 @@ use self::{
 };
 use crate::{
     connection::{ConnId, Event, Peer, Process},
-    durations::DurationStore,
+    durations::{DurationStore, Expected},
     options::{Dist, RunOptions, StartMethod},
     python::Interpreter,
     reporter::{events::EventLog, ReporterEvent, Reporters, RunEnd, Terminal},
@@ -186,18 +186,16 @@ impl Dispatcher {
             let rootdir = settings.rootdir.as_deref().map(Path::new);
             DurationStore::load(DurationStore::path_in(Path::new(dir)), rootdir)
         });
+        // Without pytest's cache, a committed .test_durations still informs the run.
+        let seeded = match (&store, &settings.rootdir) {
+            (None, Some(rootdir)) => Some(DurationStore::from_pytest_split(Path::new(rootdir))),
+            _ => None,
+        };
+        let expected = Expected::new(store.as_ref().or(seeded.as_ref()), &collection.items);
         let mut units = work::units(resolved.dist, &collection.items, settings.loadscope_reorder);
         let shard = match &self.launch.shard {
             Some(choice) => {
-                // Without pytest's cache, a committed .test_durations still balances the split.
-                let seeded = match (&store, &settings.rootdir) {
-                    (None, Some(rootdir)) => {
-                        Some(DurationStore::from_pytest_split(Path::new(rootdir)))
-                    }
-                    _ => None,
-                };
-                let history = store.as_ref().or(seeded.as_ref());
-                let split = ShardSplit::new(choice, resolved.dist, &collection.items, history)?;
+                let split = ShardSplit::new(choice, resolved.dist, &collection.items, &expected)?;
                 split.keep_own(&mut units);
                 Some(split)
             }
@@ -225,7 +223,7 @@ impl Dispatcher {
             color: settings.color,
             sender: self.sender.clone(),
         };
-        let mut estimate = Estimate::new(store.as_ref(), &collection.items, count);
+        let mut estimate = Estimate::new(&expected, count);
         let store_problems = store.as_mut().map(DurationStore::take_problems);
         let runs_per_test = if resolved.dist == Dist::Each {
             count

@@ -424,7 +424,7 @@ mod tests {
         .unwrap();
         let calls = Calls::default();
         let run = Run {
-            estimate: Estimate::new(None, &items, 1),
+            estimate: Estimate::new(&crate::durations::Expected::new(None, &items), 1),
             results: Results::new(items.len(), 1),
             items,
             settings: Box::new(settings),

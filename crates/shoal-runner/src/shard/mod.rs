@@ -14,7 +14,7 @@ use std::{collections::BTreeMap, fmt, path::PathBuf, str::FromStr};
 
 use shoal_protocol::CollectedItem;
 
-use crate::{durations::DurationStore, options::Dist};
+use crate::{durations::Expected, options::Dist};
 
 /// Shard `index` of `total`, counted from 1 as users say it (`--shard 2/4`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,20 +206,16 @@ impl ShardSplit {
         choice: &ShardChoice,
         dist: Dist,
         items: &[CollectedItem],
-        store: Option<&DurationStore>,
+        expected: &Expected,
     ) -> Result<Self, ShardError> {
         let units = units(dist, items)?;
-        let mut parts = partition(&units, &costs(store, items), choice.shard.total);
-        let known = items
-            .iter()
-            .filter(|item| store.and_then(|s| s.expected(&item.nodeid)).is_some())
-            .count();
+        let mut parts = partition(&units, &expected.seconds, choice.shard.total);
         Ok(Self {
             shard: choice.shard,
             from: choice.from,
             split: manifest::split_digest(&parts),
             owned: parts.swap_remove(choice.shard.index - 1),
-            known,
+            known: expected.known,
         })
     }
 
@@ -344,25 +340,6 @@ pub fn units(dist: Dist, items: &[CollectedItem]) -> Result<Vec<Unit>, ShardErro
     Ok(units)
 }
 
-/// Each test's expected seconds: its history, else the mean of the tests with history; with
-/// no history at all every test counts one, which balances shards by test count.
-pub fn costs(store: Option<&DurationStore>, items: &[CollectedItem]) -> Vec<f64> {
-    let history: Vec<Option<f64>> = items
-        .iter()
-        .map(|item| {
-            store
-                .and_then(|s| s.expected(&item.nodeid))
-                .filter(|s| s.is_finite() && *s >= 0.0)
-        })
-        .collect();
-    let known: Vec<f64> = history.iter().flatten().copied().collect();
-    let fallback = match known.len() {
-        0 => 1.0,
-        n => known.iter().sum::<f64>() / n as f64,
-    };
-    history.into_iter().map(|h| h.unwrap_or(fallback)).collect()
-}
-
 /// How much above a perfect share a shard may grow to keep a splittable unit whole.
 const WHOLE_UNIT_SLACK: f64 = 0.02;
 
@@ -409,6 +386,7 @@ pub fn partition(units: &[Unit], cost: &[f64], shards: usize) -> Vec<Vec<usize>>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::durations::DurationStore;
 
     fn item(nodeid: &str) -> CollectedItem {
         let file = nodeid.split("::").next().unwrap().to_owned();
@@ -534,7 +512,7 @@ mod tests {
     fn without_history_shards_balance_by_count_and_modules_stay_whole() {
         let items = suite(12, 5);
         let units = units(Dist::Load, &items).unwrap();
-        let parts = partition(&units, &costs(None, &items), 4);
+        let parts = partition(&units, &Expected::new(None, &items).seconds, 4);
         assert_eq!(
             parts.iter().map(Vec::len).collect::<Vec<_>>(),
             [15, 15, 15, 15]
@@ -578,8 +556,8 @@ mod tests {
             serde_json::to_string(&durations).unwrap(),
         )
         .unwrap();
-        let store = DurationStore::load(dir.path().join("none.json"), Some(dir.path()));
-        let cost = costs(Some(&store), &items);
+        let store = DurationStore::from_pytest_split(dir.path());
+        let cost = Expected::new(Some(&store), &items).seconds;
         assert_eq!(cost[7], 4.0, "the mean of 1..=7");
         let parts = partition(&units(Dist::Load, &items).unwrap(), &cost, 2);
         let loads: Vec<f64> = parts
