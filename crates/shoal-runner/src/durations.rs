@@ -171,6 +171,9 @@ pub struct Expected {
     /// Per collection index: its history, else the mean of the tests with history; with no
     /// history at all, one each.
     pub seconds: Vec<f64>,
+    /// Per collection index: its setup's seconds in the last run that saw it (0 without one),
+    /// where a module or class fixture's cost shows, charged to the first test using it.
+    pub setup: Vec<f64>,
     /// How many tests had a history.
     pub known: usize,
 }
@@ -191,8 +194,19 @@ impl Expected {
             0 => 1.0,
             n => known.iter().sum::<f64>() / n as f64,
         };
+        let setup = items
+            .iter()
+            .map(|item| {
+                store
+                    .and_then(|s| s.tests.get(&item.nodeid))
+                    .map(|t| t.setup)
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .unwrap_or(0.0)
+            })
+            .collect();
         Self {
             seconds: history.iter().map(|h| h.unwrap_or(fallback)).collect(),
+            setup,
             known: known.len(),
         }
     }

@@ -208,6 +208,14 @@ impl Dispatcher {
             Some(split) if split.owned.is_empty() => 0,
             _ => work::useful_workers(resolved.dist, units.len(), requested),
         };
+        let units = work::order(
+            resolved.dist,
+            units,
+            &collection.items,
+            &expected,
+            count,
+            settings.loadscope_reorder,
+        );
         let mut fork_unsafe = collection.fork_unsafe.clone();
         if let Some(place) = collection.identity_read.as_ref().filter(|_| requested > 0) {
             fork_unsafe.get_or_insert_with(|| format!("{place} before the workers exist"));
@@ -294,6 +302,7 @@ impl Dispatcher {
             shard: shard
                 .as_ref()
                 .map(|split| split.start(collection.items.len())),
+            known_durations: expected.known,
         });
         let timeouts = options.timeout.is_some()
             || settings.timeout.is_some()
@@ -325,12 +334,15 @@ impl Dispatcher {
         let run = Run {
             estimate,
             work: {
-                let scheduler = Scheduler::new(
+                let mut scheduler = Scheduler::new(
                     resolved.dist,
                     units,
                     count,
                     work::Constraints::from_items(&collection.items),
                 );
+                if expected.known > 0 {
+                    scheduler = scheduler.with_history(expected.seconds);
+                }
                 Box::new(match start {
                     StartMethod::Fork => scheduler.in_worker_order(),
                     StartMethod::Spawn => scheduler,

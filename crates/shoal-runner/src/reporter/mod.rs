@@ -42,6 +42,8 @@ pub enum ReporterEvent<'a> {
         scheduler: Option<&'a str>,
         /// `--shard`: which share of the collection this run is.
         shard: Option<ShardStart>,
+        /// How many tests have a recorded duration, which orders the work.
+        known_durations: usize,
     },
     WorkerStarted {
         worker: &'a str,
@@ -132,8 +134,16 @@ impl Reporters {
                 start_method,
                 scheduler,
                 shard,
+                known_durations,
             } => {
-                terminal.start(workers, tests, start_method, scheduler, shard);
+                terminal.start(
+                    workers,
+                    tests,
+                    start_method,
+                    scheduler,
+                    shard,
+                    known_durations,
+                );
                 self.log(|log| log.run_start(workers, tests, testrunuid));
             }
             ReporterEvent::WorkerStarted { worker } => self.log(|log| log.worker_start(worker)),

@@ -148,6 +148,7 @@ impl Terminal {
         start_method: &str,
         scheduler: Option<&str>,
         shard: Option<ShardStart>,
+        known_durations: usize,
     ) {
         self.total = total;
         let plural = if workers == 1 { "worker" } else { "workers" };
@@ -185,6 +186,11 @@ impl Terminal {
         }
         if let Some(scheduler) = scheduler.filter(|_| self.settings.verbose > 0) {
             self.line(&format!("scheduling tests via {scheduler}"));
+            // Whether recorded durations order the work.
+            self.line(&match known_durations {
+                0 => "no recorded durations: tests go out in collection order".to_owned(),
+                n => format!("recorded durations of {n} tests: the longest go out first"),
+            });
             self.line("");
         }
         let _ = self.out.flush();

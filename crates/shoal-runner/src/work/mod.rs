@@ -11,8 +11,10 @@
 //! once it knows the test's successor, so a source keeps at least two tests pending on every
 //! worker that still has work, or tells it `Shutdown`.
 
+mod history;
 mod scheduler;
 
+pub use history::order;
 pub use scheduler::{units, useful_workers, Constraints, Scheduler};
 
 /// What the dispatcher must send.

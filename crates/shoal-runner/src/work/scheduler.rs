@@ -120,6 +120,10 @@ pub struct Scheduler {
     stopped: bool,
     /// Hand nothing out before every worker is ready (see [`Scheduler::in_worker_order`]).
     awaits_every_worker: bool,
+    /// Each test's expected seconds, from history (see [`Scheduler::with_history`]).
+    seconds: Option<Vec<f64>>,
+    /// The expected seconds of the tests in `units`, with history.
+    remaining_seconds: f64,
 }
 
 impl Scheduler {
@@ -191,7 +195,42 @@ impl Scheduler {
             constraints,
             stopped: false,
             awaits_every_worker: false,
+            seconds: None,
+            remaining_seconds: 0.0,
         }
+    }
+
+    /// Uses each test's expected seconds (from history): `load` sizes its chunks by expected
+    /// time rather than by count, and `worksteal` splits its shares up front by time.
+    pub fn with_history(mut self, seconds: Vec<f64>) -> Self {
+        if self.dist == Dist::WorkSteal {
+            let all: Vec<usize> = self
+                .workers
+                .iter_mut()
+                .flat_map(|q| q.share.drain(..))
+                .collect();
+            let total: f64 = all.iter().map(|&t| seconds[t]).sum();
+            let per = total / self.workers.len().max(1) as f64;
+            let (mut worker, mut acc) = (0, 0.0);
+            for test in all {
+                // A new share once this one holds its part (the last takes what is left).
+                if acc >= per * (worker + 1) as f64 && worker + 1 < self.workers.len() {
+                    worker += 1;
+                }
+                acc += seconds[test];
+                self.workers[worker].share.push_back(test);
+            }
+        }
+        self.remaining_seconds = self.units.iter().flatten().map(|&t| seconds[t]).sum();
+        self.seconds = Some(seconds);
+        self
+    }
+
+    /// The expected seconds of `tests`, with history.
+    fn seconds_of(&self, tests: &[usize]) -> f64 {
+        self.seconds
+            .as_ref()
+            .map_or(0.0, |s| tests.iter().map(|&t| s[t]).sum())
     }
 
     /// The first units go out once every worker is ready, in worker order, as xdist's do:
@@ -261,6 +300,7 @@ impl WorkSource for Scheduler {
             }
         } else if !tests.is_empty() {
             self.remaining += tests.len();
+            self.remaining_seconds += self.seconds_of(&tests);
             self.units.push_front(tests);
         }
         // Even with nothing given back, the others may now take a larger share.
@@ -273,6 +313,7 @@ impl WorkSource for Scheduler {
         }
         self.avoid.insert(index, failed_on);
         self.remaining += 1;
+        self.remaining_seconds += self.seconds_of(&[index]);
         self.units.push_back(vec![index]);
         self.fill()
     }
@@ -379,6 +420,7 @@ impl WorkSource for Scheduler {
         self.stopped = true;
         self.units.clear();
         self.remaining = 0;
+        self.remaining_seconds = 0.0;
         let mut commands = Vec::new();
         for (worker, queue) in self.workers.iter_mut().enumerate() {
             queue.share.clear();
@@ -430,7 +472,11 @@ impl Scheduler {
                 let mut batch: Vec<usize> = self.workers[worker].share.drain(..).collect();
                 let hold = self.fair_hold();
                 while self.workers[worker].pending.len() + batch.len() < hold {
-                    let Some(unit) = self.next_unit(worker, live) else {
+                    // What the worker holds counts: behind a long test, a single successor.
+                    let pending: Vec<usize> =
+                        self.workers[worker].pending.iter().copied().collect();
+                    let held = self.seconds_of(&pending) + self.seconds_of(&batch);
+                    let Some(unit) = self.next_unit(worker, live, held) else {
                         break;
                     };
                     batch.extend(unit);
@@ -486,8 +532,13 @@ impl Scheduler {
     }
 
     /// The next unit for `worker`; under `load`, a chunk of single tests sized to what is
-    /// left. A retried test waits for another worker while one can still take it.
-    fn next_unit(&mut self, worker: usize, live_workers: usize) -> Option<Vec<usize>> {
+    /// left (with history, less the expected time of the `held_seconds` it holds already). A retried test waits for another worker while one can still take it.
+    fn next_unit(
+        &mut self,
+        worker: usize,
+        live_workers: usize,
+        held_seconds: f64,
+    ) -> Option<Vec<usize>> {
         let others_accept = self
             .workers
             .iter()
@@ -500,8 +551,19 @@ impl Scheduler {
         let at = self.units.iter().position(acceptable)?;
         let mut unit = self.units.remove(at)?;
         if self.dist == Dist::Load && !unit.iter().any(|&t| self.constraints.constrained(t)) {
+            // A quarter of a worker's part of what is left, in tests or, with history, in
+            // expected time: large chunks early, single tests at the end.
             let chunk = (self.remaining / (4 * live_workers)).clamp(1, MAX_CHUNK);
-            while unit.len() < chunk {
+            let chunk_seconds = self.remaining_seconds / (4 * live_workers) as f64;
+            let seconds = self.seconds.as_deref();
+            let full = |unit: &Vec<usize>| match seconds {
+                Some(s) => {
+                    unit.len() >= MAX_CHUNK
+                        || held_seconds + unit.iter().map(|&t| s[t]).sum::<f64>() >= chunk_seconds
+                }
+                None => unit.len() >= chunk,
+            };
+            while !full(&unit) {
                 let next_is_free = self.units.front().is_some_and(|next| {
                     next.iter().all(|&t| !self.constraints.constrained(t))
                         && !self.avoid.contains_key(&next[0])
@@ -513,6 +575,7 @@ impl Scheduler {
             }
         }
         self.remaining = self.remaining.saturating_sub(unit.len());
+        self.remaining_seconds = (self.remaining_seconds - self.seconds_of(&unit)).max(0.0);
         Some(unit)
     }
 
@@ -929,5 +992,139 @@ mod tests {
             }]
         );
         assert!(s.test_done(0, 0).is_empty());
+    }
+
+    /// Runs `seconds.len()` tests of these durations (one file each) on `workers` workers in
+    /// simulated time, each worker running what it was sent in order, and returns when the
+    /// last one finished; with `history`, the run is ordered and chunked by the durations.
+    fn makespan(dist: Dist, seconds: &[f64], workers: usize, history: bool) -> f64 {
+        makespan_in(
+            dist,
+            seconds,
+            &(0..seconds.len()).collect::<Vec<_>>(),
+            workers,
+            history,
+        )
+    }
+
+    /// [`makespan`] with test `i` in file `files[i]`.
+    fn makespan_in(
+        dist: Dist,
+        seconds: &[f64],
+        files: &[usize],
+        workers: usize,
+        history: bool,
+    ) -> f64 {
+        let items: Vec<CollectedItem> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| item(&format!("t{f}.py::test_{i}"), None))
+            .collect();
+        let expected = crate::durations::Expected {
+            seconds: seconds.to_vec(),
+            setup: vec![0.0; seconds.len()],
+            known: if history { seconds.len() } else { 0 },
+        };
+        let units = crate::work::order(
+            dist,
+            units(dist, &items, true),
+            &items,
+            &expected,
+            workers,
+            true,
+        );
+        let mut s = Scheduler::new(dist, units, workers, Constraints::default());
+        if history {
+            s = s.with_history(seconds.to_vec());
+        }
+        let mut queues: Vec<VecDeque<usize>> = vec![VecDeque::new(); workers];
+        // When each worker's running test ends, if it runs one.
+        let mut ends: Vec<Option<f64>> = vec![None; workers];
+        let mut now = 0.0_f64;
+        let mut commands: VecDeque<Command> =
+            (0..workers).flat_map(|w| s.worker_ready(w)).collect();
+        loop {
+            while let Some(c) = commands.pop_front() {
+                match c {
+                    Command::Run { worker, indices } => queues[worker].extend(indices),
+                    Command::Shutdown { .. } => {}
+                    Command::Steal { worker, count } => {
+                        let len = queues[worker].len();
+                        let keep = len.saturating_sub(count).max(2).min(len);
+                        let released: Vec<usize> = queues[worker].drain(keep..).collect();
+                        commands.extend(s.released(worker, released));
+                    }
+                }
+            }
+            for w in 0..workers {
+                if ends[w].is_none() {
+                    if let Some(&t) = queues[w].front() {
+                        ends[w] = Some(now + seconds[t]);
+                    }
+                }
+            }
+            let Some((w, end)) = ends
+                .iter()
+                .enumerate()
+                .filter_map(|(w, e)| e.map(|e| (w, e)))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+            else {
+                return now;
+            };
+            now = end;
+            ends[w] = None;
+            let test = queues[w].pop_front().unwrap();
+            commands.extend(s.test_done(w, test));
+        }
+    }
+
+    #[test]
+    fn with_history_a_long_test_last_in_collection_order_starts_first() {
+        let mut seconds = vec![0.1; 20];
+        seconds.push(5.0);
+        let without = makespan(Dist::Load, &seconds, 2, false);
+        let with = makespan(Dist::Load, &seconds, 2, true);
+        assert!(without > 5.5, "{without}");
+        // The long test's successor (a worker must know it) waits behind it: one short test.
+        assert!(with <= 5.1 + 1e-9, "{with}");
+    }
+
+    #[test]
+    fn with_history_load_chunks_by_time_so_workers_finish_together() {
+        // Long tests early, many short ones after: chunks by count would hand one worker a
+        // chunk of long tests at the end.
+        let mut seconds = vec![1.0; 8];
+        seconds.extend(vec![0.01; 400]);
+        let total: f64 = seconds.iter().sum();
+        let with = makespan(Dist::Load, &seconds, 4, true);
+        assert!(with <= total / 4.0 * 1.05, "{with} vs {}", total / 4.0);
+    }
+
+    #[test]
+    fn with_history_worksteal_shares_are_split_by_time() {
+        let seconds: Vec<f64> = (0..8).map(|i| if i < 2 { 3.0 } else { 0.5 }).collect();
+        let s = Scheduler::new(
+            Dist::WorkSteal,
+            (0..8).map(|i| vec![i]).collect(),
+            2,
+            Constraints::default(),
+        )
+        .with_history(seconds.clone());
+        let share: Vec<f64> = s
+            .workers
+            .iter()
+            .map(|q| q.share.iter().map(|&t| seconds[t]).sum())
+            .collect();
+        assert_eq!(share, [6.0, 3.0]);
+        // By count it would be 4 + 4 tests: 7.0 s and 2.0 s.
+    }
+
+    #[test]
+    fn with_history_scope_units_go_longest_first() {
+        // Three files: two short, then one of two 2 s tests.
+        let (seconds, files) = ([0.1, 0.1, 0.1, 0.1, 2.0, 2.0], [0, 0, 1, 1, 2, 2]);
+        let without = makespan_in(Dist::LoadFile, &seconds, &files, 2, false);
+        let with = makespan_in(Dist::LoadFile, &seconds, &files, 2, true);
+        assert!(with <= 4.0 + 1e-9 && with < without, "{with} {without}");
     }
 }
