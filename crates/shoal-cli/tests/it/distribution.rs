@@ -413,3 +413,38 @@ fn worksteal_takes_tests_from_a_worker_blocked_in_a_test() {
     out.assert_code(0);
     assert_eq!(out.stats().get("passed"), Some(&6), "{}", out.context());
 }
+
+/// The first test each worker ran.
+fn first_tests(records: &[Value]) -> BTreeMap<String, String> {
+    let mut first = BTreeMap::new();
+    for (nodeid, worker) in placements(records) {
+        first.entry(worker).or_insert(nodeid);
+    }
+    first
+}
+
+#[test]
+fn recorded_durations_start_a_long_test_that_comes_last() {
+    let project = Project::new(FIXTURE);
+    let last = "test_gamma.py::test_c6";
+    let (plain, records) = run_dist(&project, &["-n", "2", "-v"]);
+    plain.assert_stdout_contains("no recorded durations: tests go out in collection order");
+    let firsts = first_tests(&records);
+    assert!(
+        !firsts.values().any(|t| t == last),
+        "without history the last test does not start first: {firsts:?}"
+    );
+    project.write(
+        ".test_durations",
+        &serde_json::json!({ last: 100.0, "test_alpha.py::test_a1": 0.01 }).to_string(),
+    );
+    let (out, records) = run_dist(&project, &["-n", "2", "-v"]);
+    out.assert_stdout_contains("recorded durations of 2 tests: the longest go out first");
+    let firsts = first_tests(&records);
+    assert!(
+        firsts.values().any(|t| t == last),
+        "the long test starts first on its worker: {firsts:?}\n{}",
+        out.context()
+    );
+    assert_each_test_once(&project, &records, &out);
+}
