@@ -31,14 +31,14 @@ fn main() -> ProcessExit {
     };
     match shoal_runner::run(options) {
         Ok(code) => ProcessExit::from(code),
-        Err(err) => {
-            eprintln!(
-                "shoal: error: failed to {}",
-                shoal_runner::error_chain(&err)
-            );
-            ProcessExit::from(err.exit_code())
-        }
+        Err(err) => failed(&err, err.exit_code()),
     }
+}
+
+/// `shoal: error: failed to ...` with the error's causes, and the exit code.
+fn failed(err: &dyn std::error::Error, code: ExitCode) -> ProcessExit {
+    eprintln!("shoal: error: failed to {}", shoal_runner::error_chain(err));
+    ProcessExit::from(code)
 }
 
 /// clap's error or help, and the exit code it stands for.
@@ -60,12 +60,6 @@ fn merge(argv: &[String]) -> ProcessExit {
     };
     match shoal_runner::shard::merge::merge(&options) {
         Ok(code) => ProcessExit::from(code),
-        Err(err) => {
-            eprintln!(
-                "shoal: error: failed to {}",
-                shoal_runner::error_chain(&err)
-            );
-            ProcessExit::from(err.exit_code())
-        }
+        Err(err) => failed(&err, err.exit_code()),
     }
 }

@@ -221,7 +221,6 @@ pub fn drive_bookkeeping(
 
 #[cfg(test)]
 mod tests {
-    use shoal_protocol::PhaseReport;
 
     use super::*;
     use crate::options::Dist;
@@ -252,20 +251,9 @@ mod tests {
                     2..=9 => FromPython::TestDone {
                         index,
                         headline: None,
-                        reports: vec![PhaseReport {
-                            when: shoal_protocol::When::Call,
-                            outcome: shoal_protocol::Outcome::Passed,
-                            duration: [0.1, -1.0, 1e300][next(3) as usize],
-                            category: "passed".into(),
-                            letter: ".".into(),
-                            word: "PASSED".into(),
-                            wasxfail: None,
-                            text: None,
-                            message: None,
-                            skip: None,
-                            sections: Vec::new(),
-                            headline: None,
-                        }],
+                        reports: vec![crate::results::passed_report(
+                            [0.1, -1.0, 1e300][next(3) as usize],
+                        )],
                         warnings: Vec::new(),
                         junit: None,
                         exit: None,

@@ -15,14 +15,14 @@ use std::{
 };
 
 use quick_xml::{events::Event, Reader};
-use shoal_protocol::{JunitDelta, JunitSettings, Outcome, PhaseReport, PytestSettings, When};
+use shoal_protocol::{JunitDelta, JunitSettings, PhaseReport, PytestSettings};
 
 use super::manifest::{Manifest, ShardTest, PROPERTY, VERSION};
 use crate::{
     durations::{self, DurationStore},
     options::FailureOutput,
     reporter::{Reporters, RunEnd, Terminal},
-    results::{Results, TestRecord},
+    results::{passed_report, Results, TestRecord},
     ExitCode,
 };
 
@@ -514,7 +514,7 @@ fn delta(cases: &[Testcase]) -> JunitDelta {
 
 fn record(index: usize, test: &ShardTest, cases: &[Testcase]) -> TestRecord {
     let reports = if test.reports.is_empty() {
-        vec![passed(test.duration)]
+        vec![passed_report(test.duration)]
     } else {
         test.reports.clone()
     };
@@ -534,24 +534,6 @@ fn record(index: usize, test: &ShardTest, cases: &[Testcase]) -> TestRecord {
         junit: Some(delta(cases)),
         earlier_attempts: test.earlier.iter().map(attempt).collect(),
         ..attempt(&Vec::new())
-    }
-}
-
-/// The report of a test that simply passed, as the manifest leaves it out.
-fn passed(duration: f64) -> PhaseReport {
-    PhaseReport {
-        when: When::Call,
-        outcome: Outcome::Passed,
-        duration,
-        category: "passed".into(),
-        letter: ".".into(),
-        word: "PASSED".into(),
-        wasxfail: None,
-        text: None,
-        message: None,
-        headline: None,
-        skip: None,
-        sections: Vec::new(),
     }
 }
 
