@@ -343,12 +343,52 @@ pub fn units(dist: Dist, items: &[CollectedItem]) -> Result<Vec<Unit>, ShardErro
 /// How much above a perfect share a shard may grow to keep a splittable unit whole.
 const WHOLE_UNIT_SLACK: f64 = 0.02;
 
-/// Splits `units` over `shards` by longest processing time first: each unit, the longest
-/// first (ties in collection order), goes to the shard with the least expected time so far
-/// (ties to the lowest shard). A splittable unit that would push its shard past a perfect
-/// share (plus [`WHOLE_UNIT_SLACK`]) is split, its tests placed one by one the same way.
-/// Returns each shard's test indices in collection order.
+/// How much longer its longest shard may be than a split test by test for a split that keeps
+/// modules whole to be preferred.
+const KEEP_TOGETHER_TOLERANCE: f64 = 0.005;
+
+/// Splits `units` over `shards` by longest processing time first (see [`assign`]), twice
+/// when some units are splittable: keeping modules whole where that costs little, and test by
+/// test. The first wins unless its longest shard is more than [`KEEP_TOGETHER_TOLERANCE`]
+/// longer. Returns each shard's test indices in collection order.
 pub fn partition(units: &[Unit], cost: &[f64], shards: usize) -> Vec<Vec<usize>> {
+    let whole = assign(units, cost, shards);
+    if units.iter().all(|u| !u.splittable || u.tests.len() == 1) {
+        return whole;
+    }
+    let singles: Vec<Unit> = units
+        .iter()
+        .flat_map(|unit| match unit.splittable {
+            true => unit
+                .tests
+                .iter()
+                .map(|&t| Unit {
+                    tests: vec![t],
+                    splittable: false,
+                })
+                .collect(),
+            false => vec![unit.clone()],
+        })
+        .collect();
+    let fine = assign(&singles, cost, shards);
+    let longest = |parts: &[Vec<usize>]| {
+        parts
+            .iter()
+            .map(|p| p.iter().map(|&i| cost[i]).sum::<f64>())
+            .fold(0.0, f64::max)
+    };
+    if longest(&whole) <= longest(&fine) * (1.0 + KEEP_TOGETHER_TOLERANCE) {
+        whole
+    } else {
+        fine
+    }
+}
+
+/// Each unit, the longest first (ties in collection order), goes to the shard with the least
+/// expected time so far (ties to the lowest shard). A splittable unit that would push its
+/// shard past a perfect share (plus [`WHOLE_UNIT_SLACK`]) is split, its tests placed one by
+/// one the same way.
+fn assign(units: &[Unit], cost: &[f64], shards: usize) -> Vec<Vec<usize>> {
     let shards = shards.max(1);
     let unit_cost = |unit: &Unit| unit.tests.iter().map(|&i| cost[i]).sum::<f64>();
     let total: f64 = units.iter().map(unit_cost).sum();
@@ -604,5 +644,47 @@ mod tests {
         let items = suite(1, 2);
         let parts = partition(&units(Dist::Load, &items).unwrap(), &[1.0; 2], 3);
         assert_eq!(parts, [vec![0], vec![1], vec![]]);
+    }
+
+    #[test]
+    fn keeping_modules_whole_never_costs_more_than_the_tolerance() {
+        // Pseudo-random suites: module sizes and test times from a fixed generator.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for _ in 0..50 {
+            let mut items = Vec::new();
+            for module in 0..(2 + next(30)) {
+                for test in 0..(1 + next(40)) {
+                    items.push(item(&format!("m{module}.py::t{test}")));
+                }
+            }
+            let cost: Vec<f64> = (0..items.len())
+                .map(|_| [0.001, 0.01, 0.1, 1.0][next(4) as usize] * (1 + next(9)) as f64)
+                .collect();
+            let units = units(Dist::Load, &items).unwrap();
+            let singles: Vec<Unit> = (0..items.len())
+                .map(|t| Unit {
+                    tests: vec![t],
+                    splittable: false,
+                })
+                .collect();
+            for shards in [2, 3, 4, 8] {
+                let longest = |parts: &[Vec<usize>]| {
+                    parts
+                        .iter()
+                        .map(|p| p.iter().map(|&i| cost[i]).sum::<f64>())
+                        .fold(0.0, f64::max)
+                };
+                let ours = longest(&partition(&units, &cost, shards));
+                let by_test = longest(&assign(&singles, &cost, shards));
+                assert!(ours <= by_test * (1.0 + KEEP_TOGETHER_TOLERANCE) + 1e-9);
+                owners(&partition(&units, &cost, shards), items.len());
+            }
+        }
     }
 }
