@@ -18,6 +18,7 @@ together (a test under load). pytest-split's two algorithms are written here fro
 documented behaviour, to compare with; shoal does not use pytest-split.
 
 usage: python3 bench/shard_balance.py --suites-dir .suites [--dist load] [--only a,b]
+       [--history-dir bench/results/histories]
 """
 
 import argparse
@@ -45,6 +46,8 @@ def parse_args(argv):
     p.add_argument("-n", dest="workers", type=int, default=2, help="workers for the history run (default 2)")
     p.add_argument("--only", default=None, help="comma-separated suite names")
     p.add_argument("--skip", default=None, help="comma-separated suite names to leave out")
+    p.add_argument("--history-dir", type=Path, default=None,
+                   help="keep each suite's recorded history here and reuse it on the next run")
     return p.parse_args(argv)
 
 
@@ -151,7 +154,14 @@ def main(argv):
             continue
         print(f"== {name}: collecting and recording a history", file=sys.stderr, flush=True)
         ids = collect(suite["dir"], python)
-        durations = history(suite["dir"], args, python)
+        saved = args.history_dir / f"{name}.json" if args.history_dir else None
+        if saved and saved.exists():
+            durations = json.loads(saved.read_text())
+        else:
+            durations = history(suite["dir"], args, python)
+            if saved:
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                saved.write_text(json.dumps(durations))
         if not ids or not durations:
             print(f"   {name}: no collection or no history; skipped", file=sys.stderr)
             continue
