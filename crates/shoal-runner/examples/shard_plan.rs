@@ -10,7 +10,7 @@ use serde::Deserialize;
 use shoal_protocol::CollectedItem;
 use shoal_runner::{
     durations::{DurationStore, Expected},
-    shard,
+    options, shard,
 };
 
 #[derive(Deserialize)]
@@ -31,7 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         serde_json::to_string(&input.durations)?,
     )?;
     let store = DurationStore::from_pytest_split(dir.path());
-    let units = shard::units(input.dist.parse()?, &input.items)?;
+    let units = shard::units(options::choice("dist", &input.dist)?, &input.items)?;
     let costs = Expected::new(Some(&store), &input.items).seconds;
     let plans: BTreeMap<String, Vec<Vec<usize>>> = input
         .shards

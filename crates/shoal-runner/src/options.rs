@@ -7,8 +7,9 @@
 use std::{
     fmt,
     path::{Path, PathBuf},
-    str::FromStr,
 };
+
+use clap::ValueEnum;
 
 use serde::Deserialize;
 use shoal_protocol::PytestSettings;
@@ -16,21 +17,28 @@ use shoal_protocol::PytestSettings;
 use crate::parallelism::{WorkerCount, WorkerCountError};
 
 /// How tests are spread over workers (`--dist`), with pytest-xdist's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Dist {
     /// Dynamic: idle workers pull more tests.
+    #[value(name = "load")]
     Load,
     /// A module (a class, for methods) stays on one worker.
+    #[value(name = "loadscope")]
     LoadScope,
     /// A file stays on one worker.
+    #[value(name = "loadfile")]
     LoadFile,
     /// Tests sharing an `xdist_group` name stay on one worker; others as `Load`.
+    #[value(name = "loadgroup")]
     LoadGroup,
     /// Even split up front; an idle worker steals half of a busy worker's queue.
+    #[value(name = "worksteal")]
     WorkSteal,
     /// Every test on every worker.
+    #[value(name = "each")]
     Each,
     /// One worker, collection order.
+    #[value(name = "no")]
     No,
 }
 
@@ -48,48 +56,10 @@ impl Dist {
             Dist::No => None,
         }
     }
-
-    const NAMES: [(&'static str, Dist); 7] = [
-        ("load", Dist::Load),
-        ("loadscope", Dist::LoadScope),
-        ("loadfile", Dist::LoadFile),
-        ("loadgroup", Dist::LoadGroup),
-        ("worksteal", Dist::WorkSteal),
-        ("each", Dist::Each),
-        ("no", Dist::No),
-    ];
-}
-
-/// `--dist` named no known mode.
-#[derive(Debug, thiserror::Error)]
-#[error("parse --dist value {value:?}: expected one of load, loadscope, loadfile, loadgroup, worksteal, each, no")]
-pub struct DistError {
-    value: String,
-}
-
-impl FromStr for Dist {
-    type Err = DistError;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        Self::NAMES
-            .iter()
-            .find(|(name, _)| *name == value)
-            .map(|(_, dist)| *dist)
-            .ok_or_else(|| DistError {
-                value: value.to_owned(),
-            })
-    }
-}
-
-impl fmt::Display for Dist {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = Self::NAMES.iter().find(|(_, d)| d == self).map(|(n, _)| *n);
-        f.write_str(name.unwrap_or("load"))
-    }
 }
 
 /// How worker processes come to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum StartMethod {
     /// Forked from the collector after collection (falls back to spawn where unsafe).
     #[default]
@@ -98,29 +68,8 @@ pub enum StartMethod {
     Spawn,
 }
 
-/// `--start` named no known method.
-#[derive(Debug, thiserror::Error)]
-#[error("parse --start value {value:?}: expected 'fork' or 'spawn'")]
-pub struct StartMethodError {
-    value: String,
-}
-
-impl FromStr for StartMethod {
-    type Err = StartMethodError;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value {
-            "fork" => Ok(Self::Fork),
-            "spawn" => Ok(Self::Spawn),
-            _ => Err(StartMethodError {
-                value: value.to_owned(),
-            }),
-        }
-    }
-}
-
 /// When failure details are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum FailureOutput {
     /// As each failing test ends.
     Immediate,
@@ -129,24 +78,34 @@ pub enum FailureOutput {
     End,
 }
 
-/// `--failure-output` named no known mode.
+/// A value read from pytest's addopts or `[tool.shoal]` names none of an option's choices.
 #[derive(Debug, thiserror::Error)]
-#[error("parse --failure-output value {value:?}: expected 'immediate' or 'end'")]
-pub struct FailureOutputError {
+#[error("parse --{option} value {value:?}: expected one of {expected}")]
+pub struct ChoiceError {
+    option: &'static str,
     value: String,
+    expected: String,
 }
 
-impl FromStr for FailureOutput {
-    type Err = FailureOutputError;
+/// `value` as one of `T`'s choices, named as on the command line (`--{option}`), where it
+/// comes from elsewhere than the command line, which clap parses.
+pub fn choice<T: ValueEnum>(option: &'static str, value: &str) -> Result<T, ChoiceError> {
+    T::from_str(value, false).map_err(|_| ChoiceError {
+        option,
+        value: value.to_owned(),
+        expected: T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .map(|v| v.get_name().to_owned())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
 
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value {
-            "immediate" => Ok(Self::Immediate),
-            "end" => Ok(Self::End),
-            _ => Err(FailureOutputError {
-                value: value.to_owned(),
-            }),
-        }
+impl fmt::Display for Dist {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = self.to_possible_value().expect("every mode has a name");
+        f.write_str(value.get_name())
     }
 }
 
@@ -204,9 +163,7 @@ pub enum OptionsError {
     #[error(transparent)]
     WorkerCount(#[from] WorkerCountError),
     #[error(transparent)]
-    Dist(#[from] DistError),
-    #[error(transparent)]
-    Start(#[from] StartMethodError),
+    Choice(#[from] ChoiceError),
     #[error("read --max-worker-restart from pytest's options: {value:?} is not a whole number")]
     MaxWorkerRestart { value: String },
 }
@@ -232,16 +189,16 @@ impl RunOptions {
         if self.dist.is_none() {
             self.dist = table
                 .dist
-                .map(|v| v.parse())
+                .map(|v| choice("dist", &v))
                 .transpose()
-                .map_err(|e: DistError| invalid(e.to_string()))?;
+                .map_err(|e| invalid(e.to_string()))?;
         }
         if self.start.is_none() {
             self.start = table
                 .start
-                .map(|v| v.parse())
+                .map(|v| choice("start", &v))
                 .transpose()
-                .map_err(|e: StartMethodError| invalid(e.to_string()))?;
+                .map_err(|e| invalid(e.to_string()))?;
         }
         self.maxprocesses = self.maxprocesses.or(table.maxprocesses);
         if self.python.is_none() {
@@ -260,7 +217,7 @@ impl RunOptions {
         };
         let dist = match (self.dist, &pytest.dist) {
             (Some(dist), _) => dist,
-            (None, Some(addopts)) => addopts.parse()?,
+            (None, Some(addopts)) => choice("dist", addopts)?,
             (None, None) => Dist::Load,
         };
         let max_worker_restart = match (self.max_worker_restart, &pytest.maxworkerrestart) {
