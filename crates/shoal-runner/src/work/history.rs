@@ -16,8 +16,13 @@ use shoal_protocol::CollectedItem;
 use crate::{durations::Expected, options::Dist};
 
 /// The share of a worker's fair part of the run (total / workers) from which a unit is a long
-/// pole, handed out first.
+/// pole, handed out first...
 const LONG_POLE: f64 = 0.1;
+
+/// ...if it also takes this many seconds: a short test that starts last delays the run by
+/// little, and moving it would undo, for nothing, the order pytest's options (`--ff`, `--nf`)
+/// or the suite's author chose.
+const LONG_POLE_SECONDS: f64 = 0.25;
 
 /// The share of a module's time its first test's extra setup (its module fixtures) must make
 /// up for the module to stay on one worker under `load`.
@@ -46,7 +51,7 @@ pub fn order(
             let units = keep_expensive_modules(units, items, expected, share);
             let (mut long, rest): (Vec<_>, Vec<_>) = units
                 .into_iter()
-                .partition(|unit| seconds(unit) >= LONG_POLE * share);
+                .partition(|unit| seconds(unit) >= (LONG_POLE * share).max(LONG_POLE_SECONDS));
             long.sort_by(|a, b| seconds(b).total_cmp(&seconds(a)).then(a[0].cmp(&b[0])));
             long.extend(rest);
             long
@@ -158,10 +163,10 @@ mod tests {
 
     #[test]
     fn a_module_with_an_expensive_fixture_stays_whole_under_load() {
-        // b.py's first test sets up a 0.2 s module fixture; a.py's tests are alike.
+        // b.py's first test sets up a 2 s module fixture; a.py's tests are alike.
         let items = items(&[("a.py", 3), ("b.py", 3)]);
-        let seconds = [0.2, 0.2, 0.2, 0.21, 0.01, 0.01];
-        let setup = [0.001, 0.001, 0.001, 0.2, 0.001, 0.001];
+        let seconds = [2.0, 2.0, 2.0, 2.1, 0.1, 0.1];
+        let setup = [0.01, 0.01, 0.01, 2.0, 0.01, 0.01];
         let order = order(
             Dist::Load,
             singles(6),
