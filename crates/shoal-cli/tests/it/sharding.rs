@@ -91,6 +91,18 @@ fn three_shards_add_up_to_serial_pytest_node_by_node() {
 }
 
 #[test]
+fn the_tests_see_their_shard_in_shoal_shard() {
+    let project = Project::empty();
+    project.write(
+        "test_env.py",
+        "import os\n\ndef test_env():\n    assert os.environ['SHOAL_SHARD'] == '1/1'\n",
+    );
+    shard(&project, 1, 1, &[]).assert_code(0);
+    shard(&project, 1, 1, &["--start", "spawn"]).assert_code(0);
+    project.shoal(["-n", "2"]).run().assert_code(1);
+}
+
+#[test]
 fn a_missing_shard_fails_the_merge_and_names_it() {
     let project = Project::new("distribution");
     all_shards(&project, 3, &[], 0);

@@ -78,8 +78,14 @@ impl Launch {
         identity: Option<&WorkerIdentity>,
         args: &[String],
     ) -> std::process::Command {
-        self.interpreter
-            .plugin_command(&self.plugin, &self.socket, role, identity, args)
+        let mut command =
+            self.interpreter
+                .plugin_command(&self.plugin, &self.socket, role, identity, args);
+        if let Some(choice) = &self.shard {
+            // Conftests tell the shards of one CI run apart by it (a database per machine).
+            command.env("SHOAL_SHARD", choice.shard.to_string());
+        }
+        command
     }
 }
 
