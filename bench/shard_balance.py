@@ -143,6 +143,7 @@ def unit_bound(items, costs, n, dist):
 
 def main(argv):
     args = parse_args(argv)
+    args.suites_dir = args.suites_dir.resolve()  # the suites run in their own directories
     python = args.suites_dir / "venv" / "bin" / "python"
     suites = read_suites(args.suites_dir, None, SHARED_SUITES)
     only = set(args.only.split(",")) if args.only else None
