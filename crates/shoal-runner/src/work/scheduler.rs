@@ -227,10 +227,10 @@ impl Scheduler {
     }
 
     /// The expected seconds of `tests`, with history.
-    fn seconds_of(&self, tests: &[usize]) -> f64 {
+    fn seconds_of<'a>(&self, tests: impl IntoIterator<Item = &'a usize>) -> f64 {
         self.seconds
             .as_ref()
-            .map_or(0.0, |s| tests.iter().map(|&t| s[t]).sum())
+            .map_or(0.0, |s| tests.into_iter().map(|&t| s[t]).sum())
     }
 
     /// The first units go out once every worker is ready, in worker order, as xdist's do:
@@ -473,9 +473,8 @@ impl Scheduler {
                 let hold = self.fair_hold();
                 while self.workers[worker].pending.len() + batch.len() < hold {
                     // What the worker holds counts: behind a long test, a single successor.
-                    let pending: Vec<usize> =
-                        self.workers[worker].pending.iter().copied().collect();
-                    let held = self.seconds_of(&pending) + self.seconds_of(&batch);
+                    let queue = &self.workers[worker].pending;
+                    let held = self.seconds_of(queue.iter().chain(&batch));
                     let Some(unit) = self.next_unit(worker, live, held) else {
                         break;
                     };
