@@ -5,12 +5,13 @@
 //! `-n 4`, `-n4`, `--dist=load`, `--dist load`) and leaves every other argument, in order,
 //! for pytest. The options are defined once, below, with their help text.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{ArgAction, Command, CommandFactory, FromArgMatches, Parser};
 use shoal_runner::{
     options::{Dist, FailureOutput, StartMethod},
     parallelism::WorkerCount,
+    queue::{report::ReportOptions, QueueArgs},
     shard::{merge::MergeOptions, ShardSpec},
     RunOptions,
 };
@@ -85,6 +86,75 @@ pub struct Cli {
     /// with `shoal merge`.
     #[arg(long, value_name = "K/N|auto")]
     pub shard: Option<ShardSpec>,
+
+    #[command(flatten)]
+    pub queue: QueueCli,
+}
+
+/// The shared queue's options, for a node (`shoal --queue`) and for `shoal report`.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Shared queue (every CI node takes tests from one Redis)")]
+pub struct QueueCli {
+    /// Take tests from the Redis queue at URL, shared by every node of the build
+    /// (redis://[[user]:password@]host[:port][/db], rediss:// for TLS). Also SHOAL_QUEUE.
+    #[arg(long, value_name = "URL")]
+    pub queue: Option<String>,
+
+    /// The build the nodes share: the same on every node of one CI run. [default: SHOAL_BUILD,
+    /// else the CI's run id: GITHUB_RUN_ID-GITHUB_RUN_ATTEMPT, CI_PIPELINE_ID,
+    /// BUILDKITE_BUILD_ID, CIRCLE_WORKFLOW_ID, BUILD_BUILDID, TRAVIS_BUILD_ID, BUILD_TAG]
+    #[arg(long, value_name = "ID")]
+    pub build: Option<String>,
+
+    /// How long a node's lease on its tests lasts unrenewed before another node takes them
+    /// over (renewed every third of it). [default: 30]
+    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
+    pub lease_timeout: Option<f64>,
+
+    /// How long the build's keys stay in Redis after their last use. [default: 28800]
+    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
+    pub queue_ttl: Option<f64>,
+
+    /// The share of the build's tests that --retries may send to other nodes in all, so a
+    /// broken build does not retry everything. [default: 0.05]
+    #[arg(long, value_name = "RATIO", value_parser = ratio)]
+    pub requeue_tolerance: Option<f64>,
+}
+
+impl QueueCli {
+    fn into_args(self) -> QueueArgs {
+        QueueArgs {
+            url: self.queue,
+            build: self.build,
+            lease_timeout: self.lease_timeout.map(Duration::from_secs_f64),
+            ttl: self.queue_ttl.map(Duration::from_secs_f64),
+            requeue_tolerance: self.requeue_tolerance,
+        }
+    }
+}
+
+/// Print the results of a whole queue build: `shoal report --queue URL --build ID`.
+///
+/// Waits until every test of the build is acknowledged, then prints pytest's summary for the
+/// whole build, writes one JUnit file and pytest's --lf cache in the working directory, and
+/// exits with pytest's code for the build (3 when tests were never run, listing them).
+#[derive(Debug, Parser)]
+#[command(name = "shoal report", version)]
+pub struct ReportCli {
+    #[command(flatten)]
+    pub queue: QueueCli,
+
+    /// Write the whole build's JUnit file here.
+    #[arg(long, value_name = "PATH")]
+    pub junitxml: Option<PathBuf>,
+
+    /// How long to wait for the build to finish.
+    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds, default_value_t = 3600.0)]
+    pub timeout: f64,
+
+    /// Fold the build's test durations into the durations store (.pytest_cache/shoal/).
+    #[arg(long)]
+    pub durations: bool,
 }
 
 /// Merge the JUnit files of `shoal --shard K/N` runs into one run: `shoal merge FILE...`.
@@ -112,6 +182,24 @@ pub struct MergeCli {
 /// The command line asks for `shoal merge` (a pytest path named `merge` is `./merge`).
 pub fn is_merge(argv: &[String]) -> bool {
     argv.get(1).is_some_and(|arg| arg == "merge")
+}
+
+/// The command line asks for `shoal report`.
+pub fn is_report(argv: &[String]) -> bool {
+    argv.get(1).is_some_and(|arg| arg == "report")
+}
+
+/// Parses `shoal report ...`; the error is clap's, ready to print.
+pub fn parse_report(argv: &[String]) -> Result<ReportOptions, clap::Error> {
+    let cli = ReportCli::try_parse_from(
+        std::iter::once("shoal report".to_owned()).chain(argv[2..].iter().cloned()),
+    )?;
+    Ok(ReportOptions {
+        queue: cli.queue.into_args(),
+        junitxml: cli.junitxml,
+        timeout: Duration::from_secs_f64(cli.timeout),
+        durations: cli.durations,
+    })
 }
 
 /// Parses `shoal merge ...`; the error is clap's, ready to print.
@@ -172,7 +260,6 @@ fn split(argv: &[String], command: &Command) -> (Vec<String>, Vec<String>) {
     (ours, theirs)
 }
 
-/// Parses shoal's command line; the error is clap's, ready to print.
 /// A number of seconds the clock can count to.
 fn seconds(text: &str) -> Result<f64, String> {
     let max = shoal_runner::dispatcher::MAX_SECONDS;
@@ -182,6 +269,24 @@ fn seconds(text: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("expected a number of seconds from 0 to {max:e}"))
 }
 
+/// More than no time at all.
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    seconds(text)?;
+    text.parse()
+        .ok()
+        .filter(|s: &f64| *s > 0.0)
+        .ok_or_else(|| "expected a number of seconds above 0".to_owned())
+}
+
+/// A share, from 0 to 1.
+fn ratio(text: &str) -> Result<f64, String> {
+    text.parse()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| "expected a number from 0 to 1".to_owned())
+}
+
+/// Parses shoal's command line; the error is clap's, ready to print.
 pub fn parse(argv: Vec<String>) -> Result<RunOptions, clap::Error> {
     let mut command = Cli::command();
     command.build(); // adds --help and --version, which are shoal's, not pytest's
@@ -201,6 +306,7 @@ pub fn parse(argv: Vec<String>) -> Result<RunOptions, clap::Error> {
         retries: cli.retries,
         max_worker_restart: cli.max_worker_restart,
         shard: cli.shard,
+        queue: cli.queue.into_args(),
         pytest_args,
         mainargv: argv,
     })

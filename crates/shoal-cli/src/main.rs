@@ -12,6 +12,9 @@ fn main() -> ProcessExit {
     if cli::is_merge(&argv) {
         return merge(&argv);
     }
+    if cli::is_report(&argv) {
+        return report(&argv);
+    }
     let options = match cli::parse(argv) {
         Ok(options) => options,
         Err(err) => return usage(&err),
@@ -59,6 +62,18 @@ fn merge(argv: &[String]) -> ProcessExit {
         Err(err) => return usage(&err),
     };
     match shoal_runner::shard::merge::merge(&options) {
+        Ok(code) => ProcessExit::from(code),
+        Err(err) => failed(&err, err.exit_code()),
+    }
+}
+
+/// `shoal report --queue URL --build ID`.
+fn report(argv: &[String]) -> ProcessExit {
+    let options = match cli::parse_report(argv) {
+        Ok(options) => options,
+        Err(err) => return usage(&err),
+    };
+    match shoal_runner::queue::report::report(&options) {
         Ok(code) => ProcessExit::from(code),
         Err(err) => failed(&err, err.exit_code()),
     }

@@ -11,6 +11,7 @@ pub mod durations;
 pub mod options;
 pub mod parallelism;
 pub mod python;
+pub mod queue;
 pub mod reporter;
 pub mod results;
 pub mod shard;
@@ -135,6 +136,10 @@ pub enum RunError {
     NoTerminal { option: &'static str },
     #[error("start worker '{worker}': it collected different tests than the collector (- only in the collector, + only in the worker):{diff}")]
     CollectionMismatch { worker: String, diff: String },
+    #[error(transparent)]
+    QueueSpec(#[from] queue::QueueSpecError),
+    #[error(transparent)]
+    Queue(#[from] queue::QueueError),
 }
 
 impl RunError {
@@ -146,6 +151,7 @@ impl RunError {
             | Self::NoTerminal { .. }
             | Self::VersionsUnsupported { .. }
             | Self::Options(_)
+            | Self::QueueSpec(_)
             | Self::Shard(_) => ExitCode::UsageError,
             // The interpreter itself cannot be executed: the user's choice of it is at fault.
             Self::Spawn { source, .. }
@@ -178,6 +184,10 @@ pub fn run(options: RunOptions) -> Result<ExitCode, RunError> {
                 source,
             })?;
     }
+    let queue = options.queue.spec(|name| std::env::var(name).ok())?;
+    if queue.is_some() && shard.is_some() {
+        return Err(queue::QueueSpecError::Shard.into());
+    }
     let interpreter = python::Interpreter::discover(options.python.as_deref())?;
     let dir = run_dir().map_err(RunError::RunDir)?;
     let plugin = write_plugin(dir.path()).map_err(RunError::RunDir)?;
@@ -193,6 +203,7 @@ pub fn run(options: RunOptions) -> Result<ExitCode, RunError> {
         socket,
         options,
         shard,
+        queue,
     };
     dispatcher::Dispatcher::new(launch, events, sender).run()
 }
@@ -213,7 +224,11 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
+        // Some errors print their cause themselves (the Redis client's do): once is enough.
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(&format!(": {cause_text}"));
+        }
         source = cause.source();
     }
     text

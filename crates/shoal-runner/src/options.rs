@@ -132,6 +132,8 @@ pub struct RunOptions {
     pub max_worker_restart: Option<usize>,
     /// `--shard K/N` or `auto`: run only this CI machine's share of the suite.
     pub shard: Option<crate::shard::ShardSpec>,
+    /// `--queue` and its settings: take tests from a queue shared by every CI node.
+    pub queue: crate::queue::QueueArgs,
     /// Everything that is not shoal's, handed to pytest unchanged.
     pub pytest_args: Vec<String>,
     /// shoal's whole command line, for `config.workerinput["mainargv"]`.

@@ -16,6 +16,8 @@ pub enum StopReason {
     Exit(SessionExit),
     /// pytest hit an internal error in this worker.
     InternalError(String),
+    /// The work source can no longer give work (a shared queue that cannot be reached).
+    WorkLost(String),
 }
 
 impl StopReason {

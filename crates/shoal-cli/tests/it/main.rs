@@ -17,6 +17,7 @@ mod plugins;
 mod postgres;
 mod privacy;
 mod processes;
+mod queue;
 mod reports;
 mod run_once;
 mod serial;

@@ -51,9 +51,10 @@ use crate::{
     durations::{DurationStore, Expected},
     options::{Dist, RunOptions, StartMethod},
     python::Interpreter,
+    queue::{QueueSource, QueueSpec, QueueSpecError, Seat},
     reporter::{events::EventLog, ReporterEvent, Reporters, RunEnd, Terminal},
     results::{Results, StopReason},
-    shard::{ShardChoice, ShardSplit},
+    shard::{manifest, ShardChoice, ShardSplit},
     signals,
     work::{self, Command, Scheduler},
     ExitCode, RunError,
@@ -68,6 +69,8 @@ pub struct Launch {
     pub options: RunOptions,
     /// `--shard`: this CI machine's share of the suite.
     pub shard: Option<ShardChoice>,
+    /// `--queue`: the queue this node shares with the build's other nodes.
+    pub queue: Option<QueueSpec>,
 }
 
 impl Launch {
@@ -142,16 +145,12 @@ impl Dispatcher {
             return Ok(code);
         }
         let mut run = self.plan(collection)?;
-        while !self.pool.all_finished() {
-            let event = match self.next_event(&run) {
-                Ok(event) => event,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.on_deadline(&mut run);
-                    continue;
-                }
+        while !self.pool.all_finished() || run.work.waiting() {
+            match self.next_event(&run) {
+                Ok(event) => self.handle(event, &mut run)?,
+                Err(RecvTimeoutError::Timeout) => self.on_deadline(&mut run),
                 Err(RecvTimeoutError::Disconnected) => break,
-            };
-            self.handle(event, &mut run)?;
+            }
             self.after_event(&mut run)?;
         }
         self.finish(run)
@@ -170,6 +169,7 @@ impl Dispatcher {
             .deadline(|index| run.timeout_of(index))
             .into_iter()
             .chain(run.run_deadline)
+            .chain(run.work.deadline())
             .min();
         match deadline {
             Some(at) => self
@@ -198,6 +198,9 @@ impl Dispatcher {
             _ => None,
         };
         let expected = Expected::new(store.as_ref().or(seeded.as_ref()), &collection.items);
+        if let (Some(_), Dist::Each) = (&self.launch.queue, resolved.dist) {
+            return Err(QueueSpecError::Dist("each").into());
+        }
         let mut units = work::units(resolved.dist, &collection.items, settings.loadscope_reorder);
         let shard = match &self.launch.shard {
             Some(choice) => {
@@ -295,9 +298,11 @@ impl Dispatcher {
                 ));
             }
         }
+        // The nodes of one queue build are one run: they share its uid.
         let testrunuid = settings
             .testrunuid
             .clone()
+            .or_else(|| self.launch.queue.as_ref().map(|q| q.testrunuid()))
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         self.report(ReporterEvent::RunStarted {
             workers: count,
@@ -337,23 +342,60 @@ impl Dispatcher {
             }
         });
         self.pool = Pool::new(identities.collect(), starter, max_restarts);
-        let run = Run {
-            estimate,
-            work: {
-                let mut scheduler = Scheduler::new(
+        let constraints = work::Constraints::from_items(&collection.items);
+        let history = (expected.known > 0).then_some(expected.seconds);
+        let work: Box<dyn work::WorkSource> = match self.launch.queue.clone() {
+            Some(spec) => {
+                // The queue hands out units one batch at a time: the local scheduler spreads
+                // each batch as `load` does (worksteal's up-front split has nothing to split).
+                let local_dist = match resolved.dist {
+                    Dist::WorkSteal => Dist::Load,
+                    dist => dist,
+                };
+                let mut local = Scheduler::new(local_dist, Vec::new(), count, constraints);
+                if let Some(seconds) = history {
+                    local = local.with_history(seconds);
+                }
+                let (source, seat) = QueueSource::join(
+                    spec,
+                    node_name(),
                     resolved.dist,
-                    units,
+                    &collection.items,
+                    &units,
                     count,
-                    work::Constraints::from_items(&collection.items),
-                );
-                if expected.known > 0 {
-                    scheduler = scheduler.with_history(expected.seconds);
+                    local,
+                    &settings,
+                )?;
+                let role = match seat {
+                    Seat::Leader => format!("started it with {} units", units.len()),
+                    Seat::Follower => "joined it".to_owned(),
+                };
+                self.notice(&format!(
+                    "shoal: queue {} build {}: node {} {role}",
+                    source.url(),
+                    source.build(),
+                    source.node()
+                ));
+                results.expect_only(&[]);
+                for index in 0..collection.items.len() {
+                    estimate.done(index);
+                }
+                Box::new(source)
+            }
+            None => {
+                let mut scheduler = Scheduler::new(resolved.dist, units, count, constraints);
+                if let Some(seconds) = history {
+                    scheduler = scheduler.with_history(seconds);
                 }
                 Box::new(match start {
                     StartMethod::Fork => scheduler.in_worker_order(),
                     StartMethod::Spawn => scheduler,
                 })
-            },
+            }
+        };
+        let run = Run {
+            estimate,
+            work,
             items: collection.items,
             settings,
             results,
@@ -582,6 +624,12 @@ impl Dispatcher {
 
     /// After every event: account for dead workers, replace them, show who runs what.
     fn after_event(&mut self, run: &mut Run) -> Result<(), RunError> {
+        if let Some(error) = run.work.take_error() {
+            self.notice(&format!("shoal: {error}"));
+            run.stop = Some(StopReason::WorkLost(error));
+            let commands = run.work.stop();
+            self.send(commands);
+        }
         self.run_once_housekeeping(run);
         self.pool.advance_kills(Instant::now());
         for lost in self.pool.take_lost() {
@@ -597,11 +645,15 @@ impl Dispatcher {
             }
         }
         while let Some(w) = run.work.needs_worker() {
-            if self.collector_gone() {
-                break;
-            }
+            let gone = self.collector_gone();
             let collector = self.collector.as_mut().map(|(_, peer)| peer);
-            if !self.pool.replace(w, collector)? {
+            if gone || !self.pool.replace(w, collector)? {
+                if run.work.waiting() {
+                    // No worker can take this node's work: it goes back to the shared queue.
+                    run.stop.get_or_insert(StopReason::NoWorkers);
+                    let commands = run.work.stop();
+                    self.send(commands);
+                }
                 break;
             }
             run.work.revive(w);
@@ -634,6 +686,10 @@ impl Dispatcher {
             self.pool.stop_all(now);
         }
         self.pool.on_deadline(now, |index| run.timeout_of(index));
+        if run.work.deadline().is_some_and(|at| at <= now) {
+            let commands = run.work.on_deadline();
+            self.send(commands);
+        }
     }
 
     /// Ctrl-C / SIGTERM: stop scheduling and interrupt the tests as pytest would; a second
@@ -754,21 +810,9 @@ impl Dispatcher {
         if ours == theirs {
             return Ok(());
         }
-        let only_ours = ours.iter().filter(|id| !theirs.contains(id));
-        let only_theirs = theirs.iter().filter(|id| !ours.contains(id));
-        let mut diff = String::new();
-        for id in only_ours.take(10) {
-            diff.push_str(&format!("\n  - {id}"));
-        }
-        for id in only_theirs.take(10) {
-            diff.push_str(&format!("\n  + {id}"));
-        }
-        if diff.is_empty() {
-            diff = "\n  (same node ids in a different order)".into();
-        }
         Err(RunError::CollectionMismatch {
             worker: self.pool.worker(w).id().to_owned(),
-            diff,
+            diff: manifest::nodeid_diff(&ours, &theirs),
         })
     }
 
@@ -850,6 +894,16 @@ impl Dispatcher {
             None => eprintln!("{text}"),
         }
     }
+}
+
+/// This node's name in a shared queue: the host and the process, unique per machine.
+fn node_name() -> String {
+    let host = rustix::system::uname();
+    format!(
+        "{}-{}",
+        host.nodename().to_string_lossy(),
+        std::process::id()
+    )
 }
 
 /// A message's name, for errors: its `type` in the protocol.

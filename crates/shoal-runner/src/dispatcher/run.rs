@@ -125,12 +125,15 @@ impl Run {
     ) -> Vec<Command> {
         let index = record.index;
         let failed = record.failed();
-        let previous = self.failed_attempts.get(&index).map_or(0, Vec::len);
+        let here = self.failed_attempts.get(&index).map_or(0, Vec::len);
+        let previous = here.max(self.work.attempts_before(index));
         let retries = self.items[index].reruns.unwrap_or(self.retries);
         if failed && previous < retries && self.stop.is_none() {
-            out.report(ReporterEvent::TestRetrying(&record));
-            self.failed_attempts.entry(index).or_default().push(record);
-            return self.work.retry(index, w);
+            if let Some(commands) = self.work.retry(&record, w) {
+                out.report(ReporterEvent::TestRetrying(&record));
+                self.failed_attempts.entry(index).or_default().push(record);
+                return commands;
+            }
         }
         record.earlier_attempts = self.failed_attempts.remove(&index).unwrap_or_default();
         if let Some(events) = replay {
@@ -144,6 +147,7 @@ impl Run {
                 .count();
         }
         out.report(ReporterEvent::TestFinished(&record));
+        self.work.finished(&record);
         self.estimate.done(index);
         self.results.record(record);
         let maxfail = self.settings.maxfail;
@@ -292,7 +296,7 @@ impl Run {
     pub(super) fn status(&self) -> ExitCode {
         match &self.stop {
             Some(StopReason::Interrupted) => ExitCode::Interrupted,
-            Some(StopReason::InternalError(_)) => ExitCode::InternalError,
+            Some(StopReason::InternalError(_) | StopReason::WorkLost(_)) => ExitCode::InternalError,
             Some(StopReason::Exit(exit)) => {
                 ExitCode::from_pytest(exit.returncode.unwrap_or(PYTEST_EXIT_DEFAULT))
             }
@@ -348,8 +352,8 @@ mod tests {
         fn released(&mut self, victim: usize, indices: Vec<usize>) -> Vec<Command> {
             self.log(format!("released {victim} {indices:?}"))
         }
-        fn retry(&mut self, index: usize, failed_on: usize) -> Vec<Command> {
-            self.log(format!("retry {index} not on {failed_on}"))
+        fn retry(&mut self, failed: &TestRecord, failed_on: usize) -> Option<Vec<Command>> {
+            Some(self.log(format!("retry {} not on {failed_on}", failed.index)))
         }
         fn worker_lost(&mut self, worker: usize) -> Vec<usize> {
             self.log(format!("lost {worker}"));

@@ -432,6 +432,7 @@ impl Terminal {
             StopReason::RunTimeout => "the run exceeded --run-timeout".to_owned(),
             StopReason::Exit(exit) => exit.message.clone(),
             StopReason::InternalError(worker) => format!("internal error in worker {worker}"),
+            StopReason::WorkLost(why) => why.clone(),
         };
         // pytest's stats line has no place for tests that never ran: they are counted here.
         let title = match results.not_run() {

@@ -7,6 +7,8 @@
 //! test ran exactly once and rebuild the whole run's summary. Passing tests carry only their
 //! node id and time; the others their phase reports, as the terminal shows them.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use shoal_protocol::{CollectError, CollectedItem, PhaseReport};
@@ -81,6 +83,26 @@ pub fn fingerprint(items: &[CollectedItem]) -> String {
         hash.update(b"\n");
     }
     hex(&hash.finalize())
+}
+
+/// How two collections differ, one line per node id (`- ` only in `ours`, `+ ` only in
+/// `theirs`, ten of each at most), for errors that refuse to mix them.
+pub fn nodeid_diff(ours: &[&str], theirs: &[&str]) -> String {
+    let (mine, other): (HashSet<&str>, HashSet<&str>) = (
+        ours.iter().copied().collect(),
+        theirs.iter().copied().collect(),
+    );
+    let mut diff = String::new();
+    for id in ours.iter().filter(|id| !other.contains(*id)).take(10) {
+        diff.push_str(&format!("\n  - {id}"));
+    }
+    for id in theirs.iter().filter(|id| !mine.contains(*id)).take(10) {
+        diff.push_str(&format!("\n  + {id}"));
+    }
+    if diff.is_empty() {
+        diff = "\n  (same node ids in a different order)".into();
+    }
+    diff
 }
 
 /// A partition's identity: SHA-256 of each shard's collection indices, in hex.

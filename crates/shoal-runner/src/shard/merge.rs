@@ -539,16 +539,23 @@ fn record(index: usize, test: &ShardTest, cases: &[Testcase]) -> TestRecord {
 
 /// pytest's defaults for the summary: `-rfE`, `--tb=auto`, colour on a terminal.
 fn terminal_settings() -> PytestSettings {
+    let defaults = serde_json::from_value(serde_json::json!({
+        "numprocesses": null, "dist": null, "maxprocesses": null, "verbose": 0,
+        "reportchars": "fE", "maxfail": 0, "tbstyle": "auto", "color": false,
+        "width": 80, "full_summary": false, "deselected": 0,
+    }))
+    .expect("the settings are complete");
+    on_this_terminal(defaults)
+}
+
+/// `settings` for a summary printed here, from results that came from elsewhere: colour and
+/// width are this terminal's.
+pub(crate) fn on_this_terminal(mut settings: PytestSettings) -> PytestSettings {
     use std::io::IsTerminal;
-    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let width = std::env::var("COLUMNS")
+    settings.color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    settings.width = std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(80);
-    serde_json::from_value(serde_json::json!({
-        "numprocesses": null, "dist": null, "maxprocesses": null, "verbose": 0,
-        "reportchars": "fE", "maxfail": 0, "tbstyle": "auto", "color": color,
-        "width": width, "full_summary": false, "deselected": 0,
-    }))
-    .expect("the settings are complete")
+    settings
 }

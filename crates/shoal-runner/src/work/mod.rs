@@ -14,6 +14,10 @@
 mod history;
 mod scheduler;
 
+use std::time::Instant;
+
+use crate::results::TestRecord;
+
 pub use history::order;
 pub use scheduler::{units, useful_workers, Constraints, Scheduler};
 
@@ -36,8 +40,19 @@ pub trait WorkSource {
     /// A victim answered `Steal`: what it released goes to the thief.
     fn released(&mut self, victim: usize, indices: Vec<usize>) -> Vec<Command>;
 
-    /// A failed test runs again, on another worker than `failed_on` where one can take it.
-    fn retry(&mut self, index: usize, failed_on: usize) -> Vec<Command>;
+    /// A failed test runs again, on another worker than `failed_on` where one can take it;
+    /// `None` when the source refuses (a shared queue's retry budget is spent), and the
+    /// failure stands.
+    fn retry(&mut self, failed: &TestRecord, failed_on: usize) -> Option<Vec<Command>>;
+
+    /// How many attempts test `index` had before the one this run holds, where they ran
+    /// elsewhere (a retry that came from another node of a shared queue).
+    fn attempts_before(&self, _index: usize) -> usize {
+        0
+    }
+
+    /// Test `record.index`'s final attempt is recorded.
+    fn finished(&mut self, _record: &TestRecord) {}
 
     /// The worker is gone; returns the tests it had been sent and not finished, in order.
     fn worker_lost(&mut self, worker: usize) -> Vec<usize>;
@@ -68,4 +83,25 @@ pub trait WorkSource {
 
     /// Whether `worker` was asked to give tests back and has not answered.
     fn steal_pending(&self, worker: usize) -> bool;
+
+    /// When the source wants [`WorkSource::on_deadline`] called though nothing happened
+    /// (a shared queue renews its leases and looks for work on a clock).
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    fn on_deadline(&mut self) -> Vec<Command> {
+        Vec::new()
+    }
+
+    /// Whether work may still come though no worker runs (a shared queue whose other nodes
+    /// still hold units): the run goes on until it says no.
+    fn waiting(&self) -> bool {
+        false
+    }
+
+    /// Why the source can no longer work, once: the run stops with it.
+    fn take_error(&mut self) -> Option<String> {
+        None
+    }
 }

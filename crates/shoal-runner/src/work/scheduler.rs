@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use shoal_protocol::CollectedItem;
 
 use super::{Command, WorkSource};
-use crate::options::Dist;
+use crate::{options::Dist, results::TestRecord};
 
 /// Upper bound of tests sent in one `Run` under `--dist load`: large enough that tiny tests do
 /// not wait on the controller, small enough that the tail of the run stays balanced.
@@ -81,6 +81,30 @@ pub fn units(dist: Dist, items: &[CollectedItem], reorder: bool) -> Vec<Vec<usiz
     units
 }
 
+/// Takes the serial tests out of `units`: they run last, one by one, in collection order.
+fn split_serial(
+    units: Vec<Vec<usize>>,
+    constraints: &Constraints,
+) -> (VecDeque<Vec<usize>>, Vec<usize>) {
+    let mut serial: Vec<usize> = units
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|&t| constraints.serial(t))
+        .collect();
+    serial.sort_unstable(); // units may come largest first
+    let units = units
+        .into_iter()
+        .map(|u| {
+            u.into_iter()
+                .filter(|&t| !constraints.serial(t))
+                .collect::<Vec<_>>()
+        })
+        .filter(|u| !u.is_empty())
+        .collect();
+    (units, serial)
+}
+
 /// How many workers can be kept busy: never more than there are units (`each` excepted).
 pub fn useful_workers(dist: Dist, units: usize, wanted: usize) -> usize {
     match dist {
@@ -137,24 +161,8 @@ impl Scheduler {
         let mut queues: Vec<WorkerQueue> = (0..workers).map(|_| WorkerQueue::default()).collect();
         let pooled = !matches!(dist, Dist::Each | Dist::No);
         // Serial tests leave their units and run last, one by one, in collection order.
-        let (mut units, serial): (VecDeque<Vec<usize>>, Vec<usize>) = if pooled {
-            let mut serial: Vec<usize> = all
-                .iter()
-                .copied()
-                .filter(|&t| constraints.serial(t))
-                .collect();
-            serial.sort_unstable(); // units may come largest first
-
-            let units = units
-                .into_iter()
-                .map(|u| {
-                    u.into_iter()
-                        .filter(|&t| !constraints.serial(t))
-                        .collect::<Vec<_>>()
-                })
-                .filter(|u| !u.is_empty())
-                .collect();
-            (units, serial)
+        let (mut units, serial) = if pooled {
+            split_serial(units, &constraints)
         } else {
             (units.into(), Vec::new())
         };
@@ -198,6 +206,23 @@ impl Scheduler {
             seconds: None,
             remaining_seconds: 0.0,
         }
+    }
+
+    /// More units to hand out (a shared queue's next batch), after those already pooled;
+    /// serial tests among them wait for the rest, as at the start.
+    pub fn extend(&mut self, units: Vec<Vec<usize>>) -> Vec<Command> {
+        let (units, serial) = split_serial(units, &self.constraints);
+        for unit in units.into_iter().chain(serial.into_iter().map(|t| vec![t])) {
+            self.remaining += unit.len();
+            self.remaining_seconds += self.seconds_of(&unit);
+            self.units.push_back(unit);
+        }
+        self.fill()
+    }
+
+    /// How many tests are pooled: not yet handed to any worker.
+    pub fn pooled(&self) -> usize {
+        self.remaining
     }
 
     /// Uses each test's expected seconds (from history): `load` sizes its chunks by expected
@@ -307,15 +332,16 @@ impl WorkSource for Scheduler {
         self.fill()
     }
 
-    fn retry(&mut self, index: usize, failed_on: usize) -> Vec<Command> {
+    fn retry(&mut self, failed: &TestRecord, failed_on: usize) -> Option<Vec<Command>> {
         if self.stopped {
-            return Vec::new();
+            return Some(Vec::new());
         }
+        let index = failed.index;
         self.avoid.insert(index, failed_on);
         self.remaining += 1;
         self.remaining_seconds += self.seconds_of(&[index]);
         self.units.push_back(vec![index]);
-        self.fill()
+        Some(self.fill())
     }
 
     fn needs_worker(&self) -> Option<usize> {

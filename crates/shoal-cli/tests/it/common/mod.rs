@@ -282,6 +282,9 @@ impl<'p> Run<'p> {
             .env_remove("PY_COLORS")
             .env_remove("FORCE_COLOR")
             .env_remove("SHOAL_START")
+            // A queue node, and the build it would join, only where a test asks.
+            .env_remove("SHOAL_QUEUE")
+            .env_remove("SHOAL_BUILD")
             .env_remove("SHOAL_RENDEZVOUS");
         // `--shard auto` reads these: a run in a sharded CI job must not see its own.
         for variable in SHARD_VARIABLES {

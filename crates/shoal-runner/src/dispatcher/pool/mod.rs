@@ -411,6 +411,7 @@ mod tests {
             socket: "socket".into(),
             options: RunOptions::default(),
             shard: None,
+            queue: None,
         };
         let starter = Starter {
             method: StartMethod::Fork,

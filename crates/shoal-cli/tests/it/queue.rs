@@ -1,0 +1,645 @@
+//! `--queue` and `shoal report`: several nodes (shoal processes, each in a checkout of its own,
+//! as on CI machines) share one real Redis, started on 127.0.0.1 by each test and stopped when
+//! it ends. The report of a build is serial pytest's run, node by node, whatever happens to a
+//! node: killed, interrupted, refused; and a queue that is lost ends every node with an error.
+//!
+//! `redis-server` and `redis-cli` come from `$SHOAL_REDIS_BIN`, else `PATH` (Debian's
+//! `redis-server` package; `.ci/run` installs it).
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    common::{field, survivors, Output, Project, Running},
+    reports::assert_same_junit_files,
+};
+
+// ---------------------------------------------------------------------------------------------
+// A Redis server of the test's own.
+
+fn redis_tool(name: &str) -> PathBuf {
+    let dirs = std::env::var_os("SHOAL_REDIS_BIN")
+        .map(|d| vec![PathBuf::from(d)])
+        .unwrap_or_else(|| std::env::split_paths(&std::env::var_os("PATH").unwrap()).collect());
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not found on PATH: these tests start a real Redis. Install it \
+                 (Debian/Ubuntu: apt-get install redis-server; .ci/run does) or set \
+                 SHOAL_REDIS_BIN to the directory that holds redis-server and redis-cli"
+            )
+        })
+}
+
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    /// `--requirepass`, for redis-cli.
+    password: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Self {
+        Self::start_with(&[], None)
+    }
+
+    /// Starts `redis-server` with `args` on a free port, and waits until it answers.
+    fn start_with(args: &[&str], password: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for _attempt in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap()
+                .port();
+            let child = Command::new(redis_tool("redis-server"))
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            let mut redis = Self {
+                child: Some(child),
+                port,
+                password: password.map(str::to_owned),
+                _dir: tempfile::tempdir().unwrap(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if redis.cli(&["PING"]).trim() == "PONG" {
+                    redis._dir = dir;
+                    return redis;
+                }
+                if let Some(Some(_)) = redis.child.as_mut().map(|c| c.try_wait().unwrap()) {
+                    break; // the port was taken meanwhile: try another
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            redis.kill();
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `redis-cli` on the server, its answer as text.
+    fn cli(&self, args: &[&str]) -> String {
+        let mut command = Command::new(redis_tool("redis-cli"));
+        command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(password) = &self.password {
+            command.args(["--no-auth-warning", "-a", password]);
+        }
+        let out = command.args(args).output().expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nodes and the report.
+
+/// The fixture's tests, and what serial pytest makes of them.
+const TESTS: usize = 42;
+
+/// A node of `build` in `project`: `shoal -n <workers> --queue <url> --build <build>`, each
+/// test taking `QUEUE_TEST_SECONDS`, its JUnit file `node.xml`.
+fn node<'p>(
+    project: &'p Project,
+    url: &str,
+    build: &str,
+    workers: &str,
+    args: &[&str],
+) -> Running<'p> {
+    let mut all = vec![
+        "-n",
+        workers,
+        "-p",
+        "no:cacheprovider",
+        "--junitxml=node.xml",
+        "--queue",
+        url,
+        "--build",
+        build,
+    ];
+    all.extend_from_slice(args);
+    project
+        .shoal(&all)
+        .env("QUEUE_TEST_SECONDS", "0.02")
+        .timeout(Duration::from_secs(120))
+        .start()
+}
+
+/// `shoal report` of `build`, writing `all.xml`.
+fn report(project: &Project, url: &str, build: &str, args: &[&str]) -> Output {
+    let mut all = vec![
+        "report",
+        "--queue",
+        url,
+        "--build",
+        build,
+        "--junitxml=all.xml",
+    ];
+    if !args.contains(&"--timeout") {
+        all.extend(["--timeout", "60"]);
+    }
+    all.extend_from_slice(args);
+    project.shoal_raw(&all).run()
+}
+
+/// Serial pytest on the fixture, writing `serial.xml` in `project`.
+fn serial(project: &Project) -> Output {
+    let out = project
+        .pytest(["-p", "no:cacheprovider", "--junitxml=serial.xml"])
+        .run();
+    out.assert_code(1);
+    project.take_records();
+    out
+}
+
+/// `n` checkouts of the queue fixture.
+fn checkouts(n: usize) -> Vec<Project> {
+    (0..n).map(|_| Project::new("queue")).collect()
+}
+
+/// How often each test ran, over every checkout's record (taken: the files are emptied).
+fn runs(projects: &[Project]) -> BTreeMap<String, usize> {
+    let mut runs = BTreeMap::new();
+    for project in projects {
+        for record in project.take_records() {
+            *runs.entry(field(&record, "nodeid").to_owned()).or_default() += 1;
+        }
+    }
+    runs
+}
+
+/// Waits until `project`'s record has `count` tests.
+fn wait_for_tests(project: &Project, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lines = fs::read_to_string(&project.record)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if lines >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node never ran {count} tests"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// SIGKILL to a node: its workers and collector die with it (PR_SET_PDEATHSIG) within a few
+/// seconds, and nothing of it is left.
+fn kill(node: Running, project: &Project) {
+    node.signal(libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !survivors(project.root()).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = node.wait();
+    assert_eq!(out.signal, Some(libc::SIGKILL), "{}", out.context());
+}
+
+/// The report is the whole build: serial pytest's JUnit file, node by node, and its counts.
+fn assert_report_is_serial(project: &Project, serial: &Output, report: &Output) {
+    report.assert_code(1);
+    assert_same_junit_files(project, ("serial.xml", serial), ("all.xml", report));
+    assert_eq!(report.stats(), serial.stats(), "{}", report.context());
+    report.assert_stdout_contains("one is not two");
+}
+
+fn takeovers(report: &Output) -> usize {
+    let re = regex::Regex::new(r"(\d+) units taken over").unwrap();
+    re.captures(&report.stdout)
+        .unwrap_or_else(|| panic!("no takeover count\n{}", report.context()))[1]
+        .parse()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn three_nodes_add_up_to_serial_pytest_node_by_node() {
+    let redis = Redis::start();
+    let projects = checkouts(3);
+    let serial = serial(&projects[0]);
+    let nodes: Vec<Running> = projects
+        .iter()
+        .zip(["2", "1", "1"])
+        .map(|(p, workers)| node(p, &redis.url(), "b1", workers, &[]))
+        .collect();
+    let outs: Vec<Output> = nodes.into_iter().map(Running::wait).collect();
+    // The failing test ran on one node: it exits 1, the others 0.
+    let mut codes: Vec<i32> = outs.iter().map(Output::code).collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        [0, 0, 1],
+        "{}",
+        outs.iter().map(Output::context).collect::<String>()
+    );
+    let runs = runs(&projects);
+    assert_eq!(runs.len(), TESTS, "{runs:?}");
+    assert!(runs.values().all(|&n| n == 1), "a test ran twice: {runs:?}");
+    let report = report(&projects[0], &redis.url(), "b1", &[]);
+    assert_report_is_serial(&projects[0], &serial, &report);
+}
+
+#[test]
+fn the_nodes_of_a_build_share_its_testrun_uid() {
+    let redis = Redis::start();
+    let projects = checkouts(2);
+    let nodes: Vec<Running> = projects
+        .iter()
+        .map(|p| node(p, &redis.url(), "uid", "1", &[]))
+        .collect();
+    for out in nodes.into_iter().map(Running::wait) {
+        assert!(out.code() <= 1, "{}", out.context());
+    }
+    let uids: std::collections::BTreeSet<String> = projects
+        .iter()
+        .flat_map(|p| p.take_records())
+        .map(|r| field(&r, "build").to_owned())
+        .collect();
+    assert_eq!(uids.len(), 1, "{uids:?}");
+}
+
+#[test]
+fn a_node_killed_mid_run_loses_nothing() {
+    // Seeded moments: after the killed node's first, fifth and twentieth test.
+    for moment in [1, 5, 20] {
+        let redis = Redis::start();
+        let projects = checkouts(3);
+        let serial = serial(&projects[0]);
+        let args = ["--lease-timeout", "2"];
+        let doomed = node(&projects[1], &redis.url(), "kill", "1", &args);
+        wait_for_tests(&projects[1], moment);
+        let others: Vec<Running> = [&projects[0], &projects[2]]
+            .into_iter()
+            .map(|p| node(p, &redis.url(), "kill", "1", &args))
+            .collect();
+        kill(doomed, &projects[1]);
+        for out in others.into_iter().map(Running::wait) {
+            assert!(out.code() <= 1, "{}", out.context());
+        }
+        let report = report(&projects[0], &redis.url(), "kill", &[]);
+        assert_report_is_serial(&projects[0], &serial, &report);
+        assert!(
+            takeovers(&report) >= 1,
+            "moment {moment}\n{}",
+            report.context()
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_on_a_node_gives_its_tests_back_at_once() {
+    let redis = Redis::start();
+    let projects = checkouts(2);
+    let serial = serial(&projects[0]);
+    // A lease far longer than the run may take: the tests must come back without expiring.
+    let args = ["--lease-timeout", "600"];
+    let interrupted = node(&projects[1], &redis.url(), "int", "1", &args);
+    wait_for_tests(&projects[1], 3);
+    interrupted.signal(libc::SIGINT);
+    let out = interrupted.wait();
+    out.assert_code(2);
+    let rest = node(&projects[0], &redis.url(), "int", "2", &args).wait();
+    assert!(rest.code() <= 1, "{}", rest.context());
+    let report = report(&projects[0], &redis.url(), "int", &[]);
+    assert_report_is_serial(&projects[0], &serial, &report);
+    assert_eq!(takeovers(&report), 0, "{}", report.context());
+}
+
+#[test]
+fn a_node_with_another_collection_is_refused_and_runs_nothing() {
+    let redis = Redis::start();
+    let projects = checkouts(2);
+    node(&projects[0], &redis.url(), "b", "2", &[])
+        .wait()
+        .assert_code(1);
+    let other = node(&projects[1], &redis.url(), "b", "1", &["-k", "not test_d"]).wait();
+    other.assert_code(3);
+    assert!(
+        other
+            .stderr
+            .contains("collected other tests than the node that started it")
+            && other.stderr.contains("\n  + test_d.py::test_d[0]")
+            && !other.stderr.contains("\n  - "),
+        "{}",
+        other.context()
+    );
+    assert!(
+        projects[1].take_records().is_empty(),
+        "the refused node ran tests"
+    );
+}
+
+#[test]
+fn a_lost_redis_ends_every_node_with_an_error() {
+    let mut redis = Redis::start();
+    let projects = checkouts(2);
+    let url = redis.url();
+    let args = ["--lease-timeout", "2"];
+    let first = node(&projects[0], &url, "lost", "1", &args);
+    wait_for_tests(&projects[0], 2);
+    let second = node(&projects[1], &url, "lost", "1", &args);
+    wait_for_tests(&projects[0], 4);
+    redis.kill();
+    for out in [first.wait(), second.wait()] {
+        out.assert_code(3);
+        assert!(
+            out.stderr.contains(&format!("on the queue at {url}"))
+                || out
+                    .stderr
+                    .contains(&format!("connect to the queue at {url}")),
+            "{}",
+            out.context()
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_queue_is_an_error_that_hides_the_password() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let project = Project::new("queue");
+    let url = format!("redis://:hunter2@127.0.0.1:{port}");
+    let out = project
+        .shoal(["-n", "1", "--queue", &url, "--build", "x"])
+        .run();
+    out.assert_code(3);
+    assert!(
+        out.stderr
+            .contains(&format!("redis://:***@127.0.0.1:{port}"))
+            && !out.all_output().contains("hunter2"),
+        "{}",
+        out.context()
+    );
+}
+
+#[test]
+fn auth_is_required_and_acl_users_work() {
+    let redis = Redis::start_with(&["--requirepass", "s3cret"], Some("s3cret"));
+    let project = Project::new("queue");
+    let base = format!("127.0.0.1:{}", redis.port);
+    let none = node(&project, &format!("redis://{base}"), "auth", "1", &[]).wait();
+    none.assert_code(3);
+    assert!(
+        none.stderr.contains("NOAUTH") || none.stderr.contains("uthentication"),
+        "{}",
+        none.context()
+    );
+    let wrong = node(
+        &project,
+        &format!("redis://:wrong-pw@{base}"),
+        "auth",
+        "1",
+        &[],
+    )
+    .wait();
+    wrong.assert_code(3);
+    assert!(
+        wrong.stderr.contains(&format!("redis://:***@{base}"))
+            && !wrong.all_output().contains("wrong-pw"),
+        "{}",
+        wrong.context()
+    );
+    assert!(project.take_records().is_empty());
+    redis.cli(&["ACL", "SETUSER", "ci", "on", ">pw", "~*", "&*", "+@all"]);
+    let user = format!("redis://ci:pw@{base}");
+    node(&project, &user, "auth", "2", &[])
+        .wait()
+        .assert_code(1);
+    let out = report(&project, &user, "auth", &[]);
+    out.assert_code(1);
+    assert_eq!(out.stats()["passed"], TESTS - 2, "{}", out.context());
+}
+
+#[test]
+fn every_key_of_a_build_expires_and_builds_do_not_mix() {
+    let redis = Redis::start();
+    let project = Project::new("queue");
+    node(&project, &redis.url(), "one", "2", &["--queue-ttl", "600"])
+        .wait()
+        .assert_code(1);
+    node(&project, &redis.url(), "two", "2", &["-k", "test_b"])
+        .wait()
+        .assert_code(0);
+    let one = report(&project, &redis.url(), "one", &[]);
+    one.assert_code(1);
+    assert_eq!(one.stats()["passed"], TESTS - 2, "{}", one.context());
+    let two = report(&project, &redis.url(), "two", &[]);
+    two.assert_code(0);
+    let stats = BTreeMap::from([("passed".to_owned(), 10), ("deselected".to_owned(), 32)]);
+    assert_eq!(two.stats(), stats, "{}", two.context());
+    let keys = redis.cli(&["--scan", "--pattern", "shoal:{one}:*"]);
+    assert!(keys.lines().count() >= 5, "{keys}");
+    for key in keys.lines() {
+        let ttl: i64 = redis.cli(&["PTTL", key]).trim().parse().unwrap();
+        assert!(0 < ttl && ttl <= 600_000, "{key} has PTTL {ttl}");
+    }
+    for key in redis.cli(&["--scan", "--pattern", "shoal:*"]).lines() {
+        let ttl: i64 = redis.cli(&["PTTL", key]).trim().parse().unwrap();
+        assert!(ttl > 0, "{key} never expires ({ttl})");
+    }
+}
+
+#[test]
+fn a_retry_runs_on_another_node_and_the_report_says_flaky() {
+    let redis = Redis::start();
+    let projects = checkouts(2);
+    // The test fails the first time it runs anywhere, then passes.
+    let marker = projects[0].root().join("failed-once");
+    for project in &projects {
+        project.write(
+            "test_flaky.py",
+            &format!(
+                "import os\n\ndef test_flaky():\n    if not os.path.exists({m:?}):\n        open({m:?}, 'w').close()\n        assert False, 'first attempt'\n",
+                m = marker.display().to_string()
+            ),
+        );
+    }
+    let args = ["--retries", "1", "-k", "test_flaky or test_b"];
+    let nodes: Vec<Running> = projects
+        .iter()
+        .map(|p| node(p, &redis.url(), "retry", "1", &args))
+        .collect();
+    for out in nodes.into_iter().map(Running::wait) {
+        assert!(out.code() <= 1, "{}", out.context());
+    }
+    let ran: Vec<(usize, String)> = projects
+        .iter()
+        .enumerate()
+        .flat_map(|(n, p)| {
+            p.take_records()
+                .into_iter()
+                .map(move |r| (n, field(&r, "nodeid").to_owned()))
+        })
+        .filter(|(_, id)| id.ends_with("test_flaky"))
+        .collect();
+    assert_eq!(ran.len(), 2, "{ran:?}");
+    assert_ne!(ran[0].0, ran[1].0, "both attempts ran on one node: {ran:?}");
+    let out = report(&projects[0], &redis.url(), "retry", &[]);
+    out.assert_code(0);
+    out.assert_stdout_contains("FLAKY test_flaky.py::test_flaky");
+}
+
+#[test]
+fn the_retry_budget_stops_a_broken_build_from_retrying() {
+    let redis = Redis::start();
+    let project = Project::new("queue");
+    let args = ["--retries", "3", "--requeue-tolerance", "0"];
+    node(&project, &redis.url(), "budget", "1", &args)
+        .wait()
+        .assert_code(1);
+    let fails = project
+        .take_records()
+        .iter()
+        .filter(|r| field(r, "nodeid").ends_with("test_fails"))
+        .count();
+    assert_eq!(fails, 1, "the failing test was retried");
+}
+
+#[test]
+fn the_report_lists_what_never_ran_and_fails() {
+    let redis = Redis::start();
+    let project = Project::new("queue");
+    let doomed = node(
+        &project,
+        &redis.url(),
+        "gone",
+        "1",
+        &["--lease-timeout", "600"],
+    );
+    wait_for_tests(&project, 2);
+    kill(doomed, &project);
+    let out = report(&project, &redis.url(), "gone", &["--timeout", "1"]);
+    out.assert_code(3);
+    assert!(
+        out.stderr.contains("not every test was run within 1s")
+            && out.stderr.contains("never acknowledged")
+            && out.stderr.contains("never leased"),
+        "{}",
+        out.context()
+    );
+    assert!(
+        !project.path.join("all.xml").exists(),
+        "a partial report was written"
+    );
+}
+
+#[test]
+fn lf_after_a_queue_build_reruns_its_failures() {
+    let redis = Redis::start();
+    let project = Project::new("queue");
+    node(&project, &redis.url(), "lf", "2", &[])
+        .wait()
+        .assert_code(1);
+    report(&project, &redis.url(), "lf", &[]).assert_code(1);
+    project.take_records();
+    let out = project.shoal(["-n", "1", "--lf"]).run();
+    out.assert_code(1);
+    let ran: Vec<String> = project
+        .take_records()
+        .iter()
+        .map(|r| field(r, "nodeid").to_owned())
+        .collect();
+    assert_eq!(ran, ["test_a.py::test_fails"], "{}", out.context());
+}
+
+#[test]
+fn bad_queue_options_are_usage_errors() {
+    let project = Project::new("queue");
+    let no_build = project
+        .shoal(["--queue", "redis://127.0.0.1:1"])
+        .env_remove("SHOAL_BUILD")
+        .env_remove("GITHUB_RUN_ID")
+        .env_remove("CI_PIPELINE_ID")
+        .env_remove("BUILDKITE_BUILD_ID")
+        .env_remove("CIRCLE_WORKFLOW_ID")
+        .env_remove("BUILD_BUILDID")
+        .env_remove("TRAVIS_BUILD_ID")
+        .env_remove("BUILD_TAG")
+        .run();
+    no_build.assert_code(4);
+    assert!(
+        no_build.stderr.contains("give --build ID"),
+        "{}",
+        no_build.context()
+    );
+    for args in [
+        &[
+            "--queue",
+            "redis://127.0.0.1:1",
+            "--build",
+            "b",
+            "--dist",
+            "each",
+        ][..],
+        &[
+            "--queue",
+            "redis://127.0.0.1:1",
+            "--build",
+            "b",
+            "--shard",
+            "1/2",
+        ],
+        &[
+            "--queue",
+            "redis://127.0.0.1:1",
+            "--build",
+            "b",
+            "--lease-timeout",
+            "0",
+        ],
+        &[
+            "--queue",
+            "redis://127.0.0.1:1",
+            "--build",
+            "b",
+            "--requeue-tolerance",
+            "2",
+        ],
+    ] {
+        let out = project.shoal(args).run();
+        out.assert_code(4);
+        assert!(out.stderr.contains("error"), "{}", out.context());
+    }
+    let out = project
+        .shoal_raw(["report", "--build", "b"])
+        .env_remove("SHOAL_QUEUE")
+        .run();
+    out.assert_code(4);
+    assert!(out.stderr.contains("give --queue URL"), "{}", out.context());
+}
