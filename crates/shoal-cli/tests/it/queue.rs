@@ -44,25 +44,108 @@ struct Redis {
     port: u16,
     /// `--requirepass`, for redis-cli.
     password: Option<String>,
+    /// A TLS server's CA certificate, for redis-cli and the nodes.
+    ca: Option<PathBuf>,
+    /// The server's directory (and its certificates).
     _dir: tempfile::TempDir,
 }
 
 impl Redis {
     fn start() -> Self {
-        Self::start_with(&[], None)
+        Self::launch(tempfile::tempdir().unwrap(), &[], None, None)
     }
 
-    /// Starts `redis-server` with `args` on a free port, and waits until it answers.
     fn start_with(args: &[&str], password: Option<&str>) -> Self {
+        Self::launch(tempfile::tempdir().unwrap(), args, password, None)
+    }
+
+    /// A server that speaks TLS only, with a certificate for 127.0.0.1 from a CA of the
+    /// test's own (made with `openssl`).
+    fn start_tls() -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("run openssl (apt-get install openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let key = ["-newkey", "rsa:2048", "-nodes", "-days", "2"];
+        openssl(
+            &[
+                &["req", "-x509", "-keyout", "ca.key", "-out", "ca.pem"][..],
+                &key,
+                &["-subj", "/CN=shoal-test-ca"],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req", "-keyout", "server.key", "-out", "server.csr"][..],
+                &key,
+                &["-subj", "/CN=127.0.0.1"],
+            ]
+            .concat(),
+        );
+        fs::write(dir.path().join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        let file = |name: &str| dir.path().join(name).display().to_string();
+        let (cert, key, ca) = (file("server.pem"), file("server.key"), file("ca.pem"));
+        let args = [
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+        ];
+        Self::launch(dir, &args, None, Some(PathBuf::from(&ca)))
+    }
+
+    /// Starts `redis-server` with `args` on a free port (its TLS port when `ca` is given),
+    /// and waits until it answers.
+    fn launch(
+        mut dir: tempfile::TempDir,
+        args: &[&str],
+        password: Option<&str>,
+        ca: Option<PathBuf>,
+    ) -> Self {
         for _attempt in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .unwrap()
-                .port();
+                .port()
+                .to_string();
+            let ports = match ca {
+                Some(_) => ["--port", "0", "--tls-port", &port],
+                None => ["--port", &port, "--tls-port", "0"],
+            };
             let child = Command::new(redis_tool("redis-server"))
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
+                .args(ports)
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .arg("--dir")
                 .arg(dir.path())
                 .args(args)
@@ -72,14 +155,14 @@ impl Redis {
                 .expect("start redis-server");
             let mut redis = Self {
                 child: Some(child),
-                port,
+                port: port.parse().unwrap(),
                 password: password.map(str::to_owned),
-                _dir: tempfile::tempdir().unwrap(),
+                ca: ca.clone(),
+                _dir: dir,
             };
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
                 if redis.cli(&["PING"]).trim() == "PONG" {
-                    redis._dir = dir;
                     return redis;
                 }
                 if let Some(Some(_)) = redis.child.as_mut().map(|c| c.try_wait().unwrap()) {
@@ -88,12 +171,14 @@ impl Redis {
                 std::thread::sleep(Duration::from_millis(20));
             }
             redis.kill();
+            dir = std::mem::replace(&mut redis._dir, tempfile::tempdir().unwrap());
         }
         panic!("redis-server did not start");
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.ca.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// `redis-cli` on the server, its answer as text.
@@ -102,6 +187,9 @@ impl Redis {
         command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
         if let Some(password) = &self.password {
             command.args(["--no-auth-warning", "-a", password]);
+        }
+        if let Some(ca) = &self.ca {
+            command.arg("--tls").arg("--cacert").arg(ca);
         }
         let out = command.args(args).output().expect("run redis-cli");
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -442,6 +530,32 @@ fn auth_is_required_and_acl_users_work() {
         .wait()
         .assert_code(1);
     let out = report(&project, &user, "auth", &[]);
+    out.assert_code(1);
+    assert_eq!(out.stats()["passed"], TESTS - 2, "{}", out.context());
+}
+
+#[test]
+fn rediss_speaks_tls_and_checks_the_server_s_certificate() {
+    let redis = Redis::start_tls();
+    let project = Project::new("queue");
+    let ca = redis.ca.clone().unwrap();
+    let untrusted = node(&project, &redis.url(), "tls", "1", &[]).wait();
+    untrusted.assert_code(3);
+    assert!(
+        untrusted.stderr.contains("certificate"),
+        "{}",
+        untrusted.context()
+    );
+    let args = ["--queue", &redis.url(), "--build", "tls", "-n", "2"];
+    project
+        .shoal(&args)
+        .env("SSL_CERT_FILE", &ca)
+        .run()
+        .assert_code(1);
+    let out = project
+        .shoal_raw(["report", "--queue", &redis.url(), "--build", "tls"])
+        .env("SSL_CERT_FILE", &ca)
+        .run();
     out.assert_code(1);
     assert_eq!(out.stats()["passed"], TESTS - 2, "{}", out.context());
 }
