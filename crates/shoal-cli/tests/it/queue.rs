@@ -548,7 +548,7 @@ fn rediss_speaks_tls_and_checks_the_server_s_certificate() {
     );
     let args = ["--queue", &redis.url(), "--build", "tls", "-n", "2"];
     project
-        .shoal(&args)
+        .shoal(args)
         .env("SSL_CERT_FILE", &ca)
         .run()
         .assert_code(1);
