@@ -836,6 +836,9 @@ impl Dispatcher {
         if run.results.not_run() > 0 && run.stop.is_none() {
             run.stop = Some(StopReason::NoWorkers);
         }
+        if let Some(line) = run.work.summary() {
+            self.notice(&line);
+        }
         let status = run.status();
         self.finish_collector(Some(status.code().into()))?;
         run.results

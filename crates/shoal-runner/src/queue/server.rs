@@ -107,6 +107,8 @@ pub struct Server {
     /// How long a failing call keeps trying.
     patience: Duration,
     scripts: Scripts,
+    /// Commands (scripts, pipelines) answered so far.
+    round_trips: usize,
 }
 
 struct Scripts {
@@ -153,12 +155,18 @@ impl Server {
             lease_ms: millis(spec.lease),
             patience: spec.lease,
             scripts: Scripts::new(),
+            round_trips: 0,
         })
     }
 
     /// The URL as it may be printed.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// How many commands Redis has answered on this connection.
+    pub fn round_trips(&self) -> usize {
+        self.round_trips
     }
 
     /// Claims the build for `node` with `units` (id, tests), unless another node did first.
@@ -373,7 +381,10 @@ impl Server {
                 }),
             };
             let error = match result {
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    self.round_trips += 1;
+                    return Ok(value);
+                }
                 Err(error) => error,
             };
             let transient = error.is_io_error()

@@ -87,6 +87,9 @@ pub struct QueueSource {
     build_done: bool,
     stopped: bool,
     error: Option<ServerError>,
+    /// For the node's last line: tests it acknowledged, units it took over from others.
+    acknowledged: usize,
+    taken_over: usize,
 }
 
 impl QueueSource {
@@ -160,6 +163,8 @@ impl QueueSource {
             build_done: false,
             stopped: false,
             error: None,
+            acknowledged: 0,
+            taken_over: 0,
             spec,
         };
         Ok((source, seat))
@@ -220,10 +225,11 @@ impl QueueSource {
         };
         self.next_heartbeat = Instant::now() + self.spec.lease / 3;
         let mut units = Vec::new();
-        for (id, tests, _from) in &answer.units {
+        for (id, tests, from) in &answer.units {
             if self.leased.contains_key(id) {
                 continue; // still ours: this node stalled past its lease and took it back
             }
+            self.taken_over += usize::from(!from.is_empty());
             let Some(tests) = self.parse_tests(tests) else {
                 let problem = format!("unit {id} names tests {tests:?}, not of this collection");
                 return self.fail(self.server.corrupt(problem));
@@ -300,6 +306,7 @@ impl QueueSource {
         unit.results.extend(result.map(|r| (index, r)));
         if unit.left == 0 {
             let unit = self.leased.remove(&id).unwrap_or_default();
+            self.acknowledged += unit.results.len();
             self.acks.push((id, unit.results));
             self.acks_since.get_or_insert_with(Instant::now);
         }
@@ -453,6 +460,18 @@ impl WorkSource for QueueSource {
 
     fn waiting(&self) -> bool {
         !(self.stopped || self.build_done)
+    }
+
+    fn summary(&self) -> Option<String> {
+        let trips = self.server.round_trips();
+        Some(format!(
+            "shoal: queue build {}: node {} ran {} tests ({} taken over from other nodes) in {trips} round trips to Redis ({:.3} per test)",
+            self.spec.build,
+            self.node,
+            self.acknowledged,
+            self.taken_over,
+            trips as f64 / self.acknowledged.max(1) as f64,
+        ))
     }
 
     fn take_error(&mut self) -> Option<String> {

@@ -100,6 +100,12 @@ pub trait WorkSource {
         false
     }
 
+    /// A line for the end of the run about where the work came from, if there is more to
+    /// say than the summary does.
+    fn summary(&self) -> Option<String> {
+        None
+    }
+
     /// Why the source can no longer work, once: the run stops with it.
     fn take_error(&mut self) -> Option<String> {
         None
