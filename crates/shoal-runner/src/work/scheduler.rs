@@ -755,6 +755,48 @@ mod tests {
     }
 
     #[test]
+    fn extended_units_go_out_after_the_pooled_ones_and_serial_tests_last() {
+        let constraints = Constraints {
+            serial: vec![false, true, false, false],
+            resources: Vec::new(),
+        };
+        let mut s = Scheduler::new(Dist::Load, vec![vec![3]], 1, constraints);
+        assert!(s.extend(vec![vec![0], vec![1], vec![2]]).is_empty(), "no one is ready");
+        assert_eq!(s.pooled(), 4);
+        let mut ran = Vec::new();
+        let mut commands = s.worker_ready(0);
+        while let Some(command) = commands.pop() {
+            if let Command::Run { indices, .. } = command {
+                for index in indices {
+                    ran.push(index);
+                    commands.extend(s.test_done(0, index));
+                }
+            }
+        }
+        assert_eq!(ran, [3, 0, 2, 1]);
+        assert_eq!(s.pooled(), 0);
+    }
+
+    #[test]
+    fn units_that_arrive_after_every_worker_finished_need_a_new_worker() {
+        let mut s = Scheduler::new(Dist::Load, Vec::new(), 2, Constraints::default());
+        for w in 0..2 {
+            let commands = s.worker_ready(w);
+            assert!(
+                matches!(&commands[..], [Command::Shutdown { discard: false, .. }]),
+                "{commands:?}"
+            );
+            assert!(s.worker_lost(w).is_empty());
+            assert!(s.requeue(w, Vec::new()).is_empty());
+        }
+        assert_eq!(s.needs_worker(), None);
+        assert!(s.extend(vec![vec![0, 1]]).is_empty());
+        let w = s.needs_worker().expect("a slot to revive for the new unit");
+        s.revive(w);
+        assert!(matches!(&s.worker_ready(w)[..], [Command::Run { indices, .. }] if indices == &[0, 1]));
+    }
+
+    #[test]
     fn workers_never_outnumber_units() {
         assert_eq!(useful_workers(Dist::LoadFile, 2, 8), 2);
         assert_eq!(useful_workers(Dist::Each, 2, 8), 8);
