@@ -3,8 +3,8 @@
 with the same workers in all.
 
     bench/queue.py --suites-dir .suites --only packaging            # the comparison
-    bench/queue.py build --url redis://127.0.0.1:6379 --nodes 2 \\
-        --workers 1 --dir SUITE_DIR [-- PYTEST ARGS]                # one build, timed outside
+    bench/queue.py --nodes 2 --workers 1 build --url redis://127.0.0.1:6379 \\
+        --dir SUITE_DIR [-- PYTEST ARGS]                            # one build, timed outside
 
 For each suite the comparison starts a `redis-server` on a free port of 127.0.0.1, then runs,
 alternating, `--repeat` times:

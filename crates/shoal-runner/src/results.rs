@@ -59,6 +59,24 @@ impl TestRecord {
             .any(|r| r.outcome == Outcome::Failed && r.wasxfail.is_none())
     }
 
+    /// Passed at once with nothing to show: no retries, no text, no captured output. Files
+    /// that carry results elsewhere (a shard's manifest, a queue's results) keep only its
+    /// duration.
+    pub fn plain_pass(&self) -> bool {
+        self.earlier_attempts.is_empty()
+            && self.reports.iter().all(|r| {
+                matches!(r.category.as_str(), "" | "passed")
+                    && r.wasxfail.is_none()
+                    && r.text.is_none()
+                    && r.sections.is_empty()
+            })
+    }
+
+    /// Seconds, setup to teardown.
+    pub fn duration(&self) -> f64 {
+        self.reports.iter().map(|r| r.duration).sum()
+    }
+
     /// Failed at first, passed on a retry.
     pub fn flaky(&self) -> bool {
         !self.earlier_attempts.is_empty() && !self.failed()

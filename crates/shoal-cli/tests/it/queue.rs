@@ -409,6 +409,64 @@ fn a_node_killed_mid_run_loses_nothing() {
 }
 
 #[test]
+fn a_late_result_from_a_lost_lease_is_a_duplicate_not_a_second_outcome() {
+    let redis = Redis::start();
+    let projects = checkouts(2);
+    let serial = serial(&projects[0]);
+    let args = ["--lease-timeout", "1"];
+    let stalled = node(&projects[1], &redis.url(), "late", "1", &args);
+    wait_for_tests(&projects[1], 3);
+    // Its controller stops renewing (its worker goes on); the other node takes its tests
+    // over when the leases expire and finishes the build.
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(stalled.pid(), libc::SIGSTOP) };
+    let other = node(&projects[0], &redis.url(), "late", "1", &args).wait();
+    // SAFETY: as above.
+    unsafe { libc::kill(stalled.pid(), libc::SIGCONT) };
+    let stalled = stalled.wait();
+    for out in [&other, &stalled] {
+        assert!(out.code() <= 1, "{}", out.context());
+    }
+    let report = report(&projects[0], &redis.url(), "late", &[]);
+    assert_report_is_serial(&projects[0], &serial, &report);
+    assert!(takeovers(&report) >= 1, "{}", report.context());
+    let late = regex::Regex::new(r"(\d+) late results set aside").unwrap();
+    let late: usize = late.captures(&report.stdout).unwrap()[1].parse().unwrap();
+    assert!(late >= 1, "{}", report.context());
+}
+
+#[test]
+fn loadfile_keeps_each_file_on_one_worker_of_one_node() {
+    let redis = Redis::start();
+    let projects = checkouts(2);
+    let nodes: Vec<Running> = projects
+        .iter()
+        .map(|p| node(p, &redis.url(), "files", "2", &["--dist", "loadfile"]))
+        .collect();
+    for out in nodes.into_iter().map(Running::wait) {
+        assert!(out.code() <= 1, "{}", out.context());
+    }
+    let mut placed: BTreeMap<String, std::collections::BTreeSet<(usize, String)>> = BTreeMap::new();
+    let mut count = 0;
+    for (n, project) in projects.iter().enumerate() {
+        for record in project.take_records() {
+            let file = field(&record, "nodeid").split("::").next().unwrap();
+            placed
+                .entry(file.to_owned())
+                .or_default()
+                .insert((n, field(&record, "worker").to_owned()));
+            count += 1;
+        }
+    }
+    assert_eq!(count, TESTS);
+    assert_eq!(placed.len(), 4);
+    for (file, places) in &placed {
+        assert_eq!(places.len(), 1, "{file} ran on {places:?}");
+    }
+    report(&projects[0], &redis.url(), "files", &[]).assert_code(1);
+}
+
+#[test]
 fn ctrl_c_on_a_node_gives_its_tests_back_at_once() {
     let redis = Redis::start();
     let projects = checkouts(2);
@@ -674,13 +732,16 @@ fn the_report_lists_what_never_ran_and_fails() {
 }
 
 #[test]
-fn lf_after_a_queue_build_reruns_its_failures() {
+fn lf_after_a_queue_build_reruns_its_failures_and_its_durations_are_kept() {
     let redis = Redis::start();
     let project = Project::new("queue");
     node(&project, &redis.url(), "lf", "2", &[])
         .wait()
         .assert_code(1);
-    report(&project, &redis.url(), "lf", &[]).assert_code(1);
+    report(&project, &redis.url(), "lf", &["--durations"]).assert_code(1);
+    let store = project.path.join(".pytest_cache/shoal/durations.json");
+    let store = fs::read_to_string(&store).expect("the report writes the durations store");
+    assert!(store.contains("test_d.py::test_d[9]"), "{store}");
     project.take_records();
     let out = project.shoal(["-n", "1", "--lf"]).run();
     out.assert_code(1);

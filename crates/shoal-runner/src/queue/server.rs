@@ -203,7 +203,6 @@ impl Server {
         acks: &[(String, Vec<(usize, String)>)],
         want: usize,
     ) -> Result<Exchange, ServerError> {
-        let acks = serde_json::to_string(acks).expect("strings serialise");
         type Answer = (Vec<(String, String, String)>, usize, usize, usize, usize);
         let (units, duplicates, queued, running, nodes): Answer = self.script(
             "lease tests",
@@ -211,7 +210,13 @@ impl Server {
             held,
             |s| &s.exchange,
             |invocation| {
-                invocation.arg(&acks).arg(want);
+                invocation.arg(want);
+                for (id, results) in acks {
+                    invocation.arg(id).arg(results.len());
+                    for (index, result) in results {
+                        invocation.arg(index).arg(result);
+                    }
+                }
             },
         )?;
         Ok(Exchange {

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use shoal_protocol::{JunitDelta, PhaseReport, PytestSettings, Warning};
 
-use crate::results::TestRecord;
+use crate::results::{passed_report, TestRecord};
 
 /// The version of [`BuildInfo`] and [`StoredTest`]; a report refuses a build of another.
 pub const VERSION: u32 = 1;
@@ -35,6 +35,10 @@ pub struct StoredTest {
     pub position: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headline: Option<String>,
+    /// Seconds, setup to teardown.
+    pub duration: f64,
+    /// Its phase reports, unless it simply passed ([`TestRecord::plain_pass`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reports: Vec<PhaseReport>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Warning>,
@@ -47,14 +51,20 @@ pub struct StoredTest {
 impl StoredTest {
     /// `record` as run on `node`; the attempts before it are stored on their own.
     pub fn new(record: &TestRecord, node: &str, position: usize) -> Self {
+        let plain_pass = record.plain_pass();
         Self {
             index: record.index,
             nodeid: record.nodeid.clone(),
             node: node.to_owned(),
             worker: record.worker.clone(),
             position,
-            headline: record.headline.clone(),
-            reports: record.reports.clone(),
+            headline: record.headline.clone().filter(|_| !plain_pass),
+            duration: record.duration(),
+            reports: if plain_pass {
+                Vec::new()
+            } else {
+                record.reports.clone()
+            },
             warnings: record.warnings.clone(),
             junit: record.junit.clone(),
             display: record.display.clone(),
@@ -72,7 +82,11 @@ impl StoredTest {
             nodeid: self.nodeid,
             worker: format!("{}@{}", self.worker, self.node),
             headline: self.headline,
-            reports: self.reports,
+            reports: if self.reports.is_empty() {
+                vec![passed_report(self.duration)]
+            } else {
+                self.reports
+            },
             warnings: self.warnings,
             junit: self.junit,
             earlier_attempts: Vec::new(),

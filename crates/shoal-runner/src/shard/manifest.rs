@@ -161,12 +161,7 @@ impl Manifest {
 
 impl ShardTest {
     fn new(record: &TestRecord) -> Self {
-        let plain_pass = record.earlier_attempts.is_empty()
-            && record.reports.iter().all(|r| {
-                matches!(r.category.as_str(), "" | "passed")
-                    && r.wasxfail.is_none()
-                    && r.text.is_none()
-            });
+        let plain_pass = record.plain_pass();
         Self {
             nodeid: record.nodeid.clone(),
             display: record.display.clone(),
@@ -174,7 +169,7 @@ impl ShardTest {
             worker: record.worker.clone(),
             // A test pytest never reported gets one element of shoal's.
             testcases: record.junit.as_ref().map_or(1, |j| j.testcases.len()),
-            duration: record.reports.iter().map(|r| r.duration).sum(),
+            duration: record.duration(),
             reports: if plain_pass {
                 Vec::new()
             } else {

@@ -220,9 +220,9 @@ impl Scheduler {
         self.fill()
     }
 
-    /// How many tests are pooled: not yet handed to any worker.
+    /// How many units are pooled: not yet handed to any worker.
     pub fn pooled(&self) -> usize {
-        self.remaining
+        self.units.len()
     }
 
     /// Uses each test's expected seconds (from history): `load` sizes its chunks by expected
@@ -761,11 +761,14 @@ mod tests {
             resources: Vec::new(),
         };
         let mut s = Scheduler::new(Dist::Load, vec![vec![3]], 1, constraints);
-        assert!(s.extend(vec![vec![0], vec![1], vec![2]]).is_empty(), "no one is ready");
+        assert!(
+            s.extend(vec![vec![0], vec![1], vec![2]]).is_empty(),
+            "no one is ready"
+        );
         assert_eq!(s.pooled(), 4);
         let mut ran = Vec::new();
-        let mut commands = s.worker_ready(0);
-        while let Some(command) = commands.pop() {
+        let mut commands: VecDeque<Command> = s.worker_ready(0).into();
+        while let Some(command) = commands.pop_front() {
             if let Command::Run { indices, .. } = command {
                 for index in indices {
                     ran.push(index);
@@ -793,7 +796,9 @@ mod tests {
         assert!(s.extend(vec![vec![0, 1]]).is_empty());
         let w = s.needs_worker().expect("a slot to revive for the new unit");
         s.revive(w);
-        assert!(matches!(&s.worker_ready(w)[..], [Command::Run { indices, .. }] if indices == &[0, 1]));
+        assert!(
+            matches!(&s.worker_ready(w)[..], [Command::Run { indices, .. }] if indices == &[0, 1])
+        );
     }
 
     #[test]

@@ -2,13 +2,17 @@
 -- units it finished (only the lease holder's results count: a late one is a duplicate), and
 -- leases it up to `want` more units: expired leases of other nodes first, then the queue's
 -- head, where a retry waits for another node than the one it failed on while one is alive.
--- acks: a JSON array of [unit id, [[test index, result JSON], ...]].
+-- ARGV[6] is `want`; the acknowledgements follow, flat (no JSON to decode): for each unit,
+-- its id, the number of its results, then a test index and its result JSON per result.
 -- Returns {units, duplicates, queued, running, nodes}; units: [[id, tests, taken from], ...].
-local acks, want = cjson.decode(ARGV[6]), tonumber(ARGV[7])
+local want = tonumber(ARGV[6])
 heartbeat()
-local duplicates = 0
-for _, ack in ipairs(acks) do
-  local id = ack[1]
+local duplicates, acked = 0, 0
+local at = 7
+while at <= #ARGV do
+  local id, count = ARGV[at], tonumber(ARGV[at + 1])
+  at = at + 2
+  acked = acked + 1
   local mine = redis.call('HGET', key('owner'), id) == node
   if mine then
     redis.call('HDEL', key('owner'), id)
@@ -16,18 +20,20 @@ for _, ack in ipairs(acks) do
     redis.call('SREM', key('held:' .. node), id)
     redis.call('SADD', key('done'), id)
   end
-  for _, result in ipairs(ack[2]) do
+  for _ = 1, count do
+    local index, result = ARGV[at], ARGV[at + 1]
+    at = at + 2
     -- A test has one outcome: the first lease holder's to report it.
-    if mine and redis.call('HSETNX', key('results'), result[1], result[2]) == 1 then
-      redis.call('RPUSH', key('order'), result[1])
+    if mine and redis.call('HSETNX', key('results'), index, result) == 1 then
+      redis.call('RPUSH', key('order'), index)
     else
-      redis.call('RPUSH', key('duplicates'), result[2])
+      redis.call('RPUSH', key('duplicates'), result)
       duplicates = duplicates + 1
     end
   end
 end
 
-if #acks > 0 then redis.call('HSET', key('meta'), 'acknowledged', now) end
+if acked > 0 then redis.call('HSET', key('meta'), 'acknowledged', now) end
 
 local got = {}
 local function take(id, from)
