@@ -626,7 +626,9 @@ impl Dispatcher {
     fn after_event(&mut self, run: &mut Run) -> Result<(), RunError> {
         if let Some(error) = run.work.take_error() {
             self.notice(&format!("shoal: {error}"));
-            run.stop = Some(StopReason::WorkLost(error));
+            // After Ctrl-C or -x the run ends as they say; the work that was not given back
+            // is the other nodes' once its leases expire.
+            run.stop.get_or_insert(StopReason::WorkLost(error));
             let commands = run.work.stop();
             self.send(commands);
         }

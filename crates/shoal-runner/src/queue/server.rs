@@ -199,7 +199,7 @@ impl Server {
     pub fn exchange(
         &mut self,
         node: &str,
-        held: &[&str],
+        held: &[String],
         acks: &[(String, Vec<(usize, String)>)],
         want: usize,
     ) -> Result<Exchange, ServerError> {
@@ -234,7 +234,7 @@ impl Server {
     pub fn requeue(
         &mut self,
         node: &str,
-        held: &[&str],
+        held: &[String],
         index: usize,
         attempt: usize,
         record: &str,
@@ -347,7 +347,7 @@ impl Server {
         &mut self,
         what: &'static str,
         node: &str,
-        held: &[&str],
+        held: &[String],
         which: fn(&Scripts) -> &Script,
         args: impl Fn(&mut redis::ScriptInvocation<'_>),
     ) -> Result<T, ServerError> {

@@ -184,8 +184,9 @@ impl QueueSource {
         self.server.url()
     }
 
-    fn held(&self) -> Vec<&str> {
-        self.leased.keys().map(String::as_str).collect()
+    /// The units this node holds, for the server to renew.
+    fn held(&self) -> Vec<String> {
+        self.leased.keys().cloned().collect()
     }
 
     /// Leases more units when the local pool runs low, and sends acknowledgements that are
@@ -217,8 +218,7 @@ impl QueueSource {
     fn exchange(&mut self, want: usize) -> Vec<Command> {
         let acks = std::mem::take(&mut self.acks);
         self.acks_since = None;
-        let held: Vec<String> = self.held().into_iter().map(str::to_owned).collect();
-        let held: Vec<&str> = held.iter().map(String::as_str).collect();
+        let held = self.held();
         let answer = match self.server.exchange(&self.node, &held, &acks, want) {
             Ok(answer) => answer,
             Err(error) => return self.fail(error),
@@ -254,6 +254,9 @@ impl QueueSource {
         }
         let got_none = units.is_empty();
         self.last = answer;
+        // This node's part of what is queued: the local chunks stay large while it lasts.
+        self.local
+            .expect_more(self.last.queued / self.last.nodes.max(1));
         if self.last.build_done() && self.leased.is_empty() && self.acks.is_empty() {
             self.build_done = true;
             self.next_poll = None;
@@ -351,8 +354,7 @@ impl WorkSource for QueueSource {
         let attempt = self.attempts.get(&failed.index).copied().unwrap_or(0) + 1;
         let position = self.position(&failed.worker);
         let record = StoredTest::new(failed, &self.node, position).to_json();
-        let held: Vec<String> = self.held().into_iter().map(str::to_owned).collect();
-        let held: Vec<&str> = held.iter().map(String::as_str).collect();
+        let held = self.held();
         let requeue = self.server.requeue(
             &self.node,
             &held,
@@ -365,9 +367,7 @@ impl WorkSource for QueueSource {
             Ok(true) => {
                 // Its result comes with the retry's unit, on whichever node runs it.
                 self.record_done(failed.index, None);
-                let mut commands = self.local.extend(Vec::new());
-                commands.extend(self.top_up());
-                Some(commands)
+                Some(self.top_up())
             }
             Ok(false) => None,
             Err(error) => {
@@ -414,8 +414,7 @@ impl WorkSource for QueueSource {
         self.next_poll = None;
         if !self.acks.is_empty() {
             let acks = std::mem::take(&mut self.acks);
-            let held: Vec<String> = self.held().into_iter().map(str::to_owned).collect();
-            let held: Vec<&str> = held.iter().map(String::as_str).collect();
+            let held = self.held();
             if let Err(error) = self.server.exchange(&self.node, &held, &acks, 0) {
                 self.fail(error);
                 return commands;

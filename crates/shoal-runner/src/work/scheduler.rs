@@ -148,6 +148,9 @@ pub struct Scheduler {
     seconds: Option<Vec<f64>>,
     /// The expected seconds of the tests in `units`, with history.
     remaining_seconds: f64,
+    /// Tests not pooled here that may still come (a shared queue's share for this node):
+    /// chunks are sized as if they were pooled.
+    elsewhere: usize,
 }
 
 impl Scheduler {
@@ -205,6 +208,7 @@ impl Scheduler {
             awaits_every_worker: false,
             seconds: None,
             remaining_seconds: 0.0,
+            elsewhere: 0,
         }
     }
 
@@ -218,6 +222,11 @@ impl Scheduler {
             self.units.push_back(unit);
         }
         self.fill()
+    }
+
+    /// About how many more tests may come after the pooled ones (see `elsewhere`).
+    pub fn expect_more(&mut self, tests: usize) {
+        self.elsewhere = tests;
     }
 
     /// How many units are pooled: not yet handed to any worker.
@@ -578,7 +587,8 @@ impl Scheduler {
         if self.dist == Dist::Load && !unit.iter().any(|&t| self.constraints.constrained(t)) {
             // A quarter of a worker's part of what is left, in tests or, with history, in
             // expected time: large chunks early, single tests at the end.
-            let chunk = (self.remaining / (4 * live_workers)).clamp(1, MAX_CHUNK);
+            let chunk =
+                ((self.remaining + self.elsewhere) / (4 * live_workers)).clamp(1, MAX_CHUNK);
             let chunk_seconds = self.remaining_seconds / (4 * live_workers) as f64;
             let seconds = self.seconds.as_deref();
             let full = |unit: &Vec<usize>| match seconds {
