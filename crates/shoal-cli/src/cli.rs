@@ -43,7 +43,9 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub maxprocesses: Option<usize>,
 
-    /// The Python interpreter to run pytest with [default: $VIRTUAL_ENV, else python3 on PATH].
+    /// The Python interpreter to run pytest with. [default: $VIRTUAL_ENV's; else, where pytest
+    /// is installed, the virtualenv shoal is installed in, then .venv in the project root; else
+    /// python3 on PATH; -v says which]
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
 

@@ -83,8 +83,9 @@ impl From<ExitCode> for std::process::ExitCode {
 pub enum RunError {
     #[error(transparent)]
     Python(#[from] python::PythonError),
-    #[error("import pytest with {python}: install pytest there, or choose another interpreter with --python")]
-    PytestMissing { python: PathBuf },
+    /// `found` says where the interpreter was found and what was passed over before it.
+    #[error("import pytest with {python} ({found}): install pytest there, or choose another interpreter with --python")]
+    PytestMissing { python: PathBuf, found: String },
     #[error(
         "run pytest with {python}: shoal needs Python {}.{} or newer and pytest {}.{} or newer",
         python::MIN_PYTHON.0,

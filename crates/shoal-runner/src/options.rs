@@ -261,6 +261,28 @@ struct ProjectConfig {
     start: Option<String>,
 }
 
+/// The files that make a directory a project root for pytest: its ini files.
+const PROJECT_FILES: [&str; 5] = [
+    "pytest.ini",
+    ".pytest.ini",
+    "pyproject.toml",
+    "tox.ini",
+    "setup.cfg",
+];
+
+/// The project `dir` lies in: the nearest directory at or above it that holds one of pytest's
+/// ini files, else `dir` itself (pytest would then take its rootdir from the arguments, which
+/// shoal does not read before Python starts).
+pub fn project_root(dir: &Path) -> &Path {
+    nearest_holding(dir, &PROJECT_FILES).unwrap_or(dir)
+}
+
+/// The nearest directory at or above `dir` that holds a file named one of `names`.
+fn nearest_holding<'d>(dir: &'d Path, names: &[&str]) -> Option<&'d Path> {
+    dir.ancestors()
+        .find(|d| names.iter().any(|name| d.join(name).is_file()))
+}
+
 #[derive(Deserialize)]
 struct PyProject {
     tool: Option<Tools>,
@@ -274,10 +296,8 @@ struct Tools {
 impl ProjectConfig {
     /// The nearest `pyproject.toml` and its `[tool.shoal]` table, if it has one.
     fn find(dir: &Path) -> Result<Option<(PathBuf, Self)>, OptionsError> {
-        let Some(path) = dir
-            .ancestors()
-            .map(|d| d.join("pyproject.toml"))
-            .find(|p| p.is_file())
+        let Some(path) =
+            nearest_holding(dir, &["pyproject.toml"]).map(|d| d.join("pyproject.toml"))
         else {
             return Ok(None);
         };
@@ -389,5 +409,20 @@ mod tests {
             .with_project_config(dir.path())
             .unwrap_err();
         assert!(err.to_string().contains("tool.shoal"), "{err}");
+    }
+
+    #[test]
+    fn the_project_root_is_the_nearest_directory_with_an_ini_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, tests) = (dir.path().join("app"), dir.path().join("app/tests/unit"));
+        std::fs::create_dir_all(&tests).unwrap();
+        assert_eq!(
+            project_root(&tests),
+            tests,
+            "without an ini file, the directory itself"
+        );
+        std::fs::write(root.join("tox.ini"), "").unwrap();
+        assert_eq!(project_root(&tests), root);
+        assert_eq!(project_root(&root), root);
     }
 }

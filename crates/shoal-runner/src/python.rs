@@ -6,7 +6,8 @@
 
 use std::{
     env,
-    ffi::OsString,
+    ffi::{OsStr, OsString},
+    fmt,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -187,55 +188,189 @@ pub enum PythonError {
     NotAFile { path: PathBuf },
     #[error("use {path} as Python: it is not executable (no execute permission)")]
     NotExecutable { path: PathBuf },
-    #[error("find a Python interpreter: neither python3 nor python is on PATH (use --python)")]
-    NotOnPath,
+    #[error("find a Python interpreter: neither python3 nor python is on PATH{passed_over} (use --python)")]
+    NotOnPath { passed_over: PassedOver },
+}
+
+/// Why the run uses the interpreter it uses, in the order [`Interpreter::discover`] looks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `--python`, or `python` in `[tool.shoal]`: the user's word, taken as it is.
+    Chosen,
+    /// `$VIRTUAL_ENV`: the virtualenv activated in the shell.
+    ActiveVenv,
+    /// The virtualenv the shoal executable is installed in, which `venv/bin/shoal` means as
+    /// `venv/bin/pytest` means its own, activated or not.
+    OwnVenv { venv: PathBuf },
+    /// `.venv` in the project root, where uv, Poetry and PDM put a project's environment.
+    ProjectVenv { root: PathBuf },
+    /// `python3` or `python`, the first found on `PATH`.
+    OnPath { name: &'static str },
+}
+
+impl Source {
+    /// Where the interpreter was found, to print after its path (`-v`, errors).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Chosen => "given by --python or [tool.shoal] python".to_owned(),
+            Self::ActiveVenv => "the active virtualenv, $VIRTUAL_ENV".to_owned(),
+            Self::OwnVenv { venv } => {
+                format!("the virtualenv shoal is installed in, {}", venv.display())
+            }
+            Self::ProjectVenv { root } => {
+                format!("the .venv in the project root {}", root.display())
+            }
+            Self::OnPath { name } => format!("{name} on PATH"),
+        }
+    }
+}
+
+/// The interpreters discovery looked at and did not take, each with where it was found and
+/// why not; shown as `; passed over PATH (WHERE): WHY` for each.
+#[derive(Debug, Clone, Default)]
+pub struct PassedOver(Vec<(PathBuf, Source, &'static str)>);
+
+impl fmt::Display for PassedOver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (path, source, why) in &self.0 {
+            write!(
+                f,
+                "; passed over {} ({}): {why}",
+                path.display(),
+                source.describe()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// What discovery looks at besides `--python`, gathered from the process
+/// ([`Surroundings::of_this_process`]) so that tests can lay out their own.
+#[derive(Debug, Default)]
+struct Surroundings {
+    virtual_env: Option<PathBuf>,
+    /// The shoal executable, its symlinks resolved (a pipx shim leads to pipx's venv).
+    exe: Option<PathBuf>,
+    cwd: Option<PathBuf>,
+    path: Option<OsString>,
+}
+
+impl Surroundings {
+    fn of_this_process() -> Self {
+        Self {
+            virtual_env: env::var_os("VIRTUAL_ENV").map(PathBuf::from),
+            exe: env::current_exe().ok(),
+            cwd: env::current_dir().ok(),
+            path: env::var_os("PATH"),
+        }
+    }
+
+    /// `name` in the first directory on `PATH` where it is executable; like a shell's PATH
+    /// search, a file nobody may execute is passed over.
+    fn which(&self, name: impl AsRef<OsStr>) -> Option<PathBuf> {
+        env::split_paths(self.path.as_ref()?)
+            .map(|dir| dir.join(name.as_ref()))
+            .find(|candidate| std::fs::metadata(candidate).is_ok_and(|m| executable(&m)))
+    }
+
+    /// The interpreter to use where the user named none: the active virtualenv's; else the
+    /// virtualenv shoal is installed in, then the project root's `.venv`, where pytest is
+    /// installed; else `python3` or `python` on `PATH`. What it looked at and did not take
+    /// goes into `passed_over`.
+    fn unchosen(&self, passed_over: &mut PassedOver) -> Option<(PathBuf, Source)> {
+        if let Some(venv) = &self.virtual_env {
+            let path = venv.join("bin/python");
+            if path.exists() {
+                return Some((path, Source::ActiveVenv));
+            }
+            passed_over
+                .0
+                .push((path, Source::ActiveVenv, "no such file"));
+        }
+        let unactivated = [
+            self.own_venv()
+                .map(|(venv, python)| (python, Source::OwnVenv { venv })),
+            self.cwd.as_deref().map(|cwd| {
+                let root = crate::options::project_root(cwd).to_path_buf();
+                (root.join(".venv/bin/python"), Source::ProjectVenv { root })
+            }),
+        ];
+        for (path, source) in unactivated.into_iter().flatten() {
+            // shoal installed in the project's .venv is looked at once.
+            if !path.is_file() || passed_over.0.iter().any(|(seen, ..)| *seen == path) {
+                continue;
+            }
+            if has_pytest(&path) {
+                return Some((path, source));
+            }
+            passed_over
+                .0
+                .push((path, source, "pytest is not installed there"));
+        }
+        ["python3", "python"]
+            .into_iter()
+            .find_map(|name| Some((self.which(name)?, Source::OnPath { name })))
+    }
+
+    /// The virtualenv the shoal executable lies in (`VENV/bin/shoal` with `VENV/pyvenv.cfg`)
+    /// and its Python.
+    fn own_venv(&self) -> Option<(PathBuf, PathBuf)> {
+        let bin = self.exe.as_deref()?.parent()?;
+        let venv = bin.parent()?;
+        if !venv.join("pyvenv.cfg").is_file() {
+            return None;
+        }
+        let python = ["python", "python3"]
+            .iter()
+            .map(|name| bin.join(name))
+            .find(|p| p.is_file())?;
+        Some((venv.to_path_buf(), python))
+    }
 }
 
 /// The interpreter the run uses.
 #[derive(Debug, Clone)]
 pub struct Interpreter {
     pub path: PathBuf,
+    pub source: Source,
+    /// What discovery looked at before, and why it did not take it.
+    pub passed_over: PassedOver,
 }
 
 impl Interpreter {
-    /// `--python`, else the active virtualenv, else `python3` or `python` on PATH.
+    /// The first of: `explicit` (`--python`); the active virtualenv; the virtualenv shoal is
+    /// installed in; the project root's `.venv`; `python3` or `python` on `PATH`. The two
+    /// virtualenvs nobody activated count only where pytest is installed: shoal installed
+    /// with pipx or `uv tool` lives in a virtualenv of its own, without the project's pytest.
     pub fn discover(explicit: Option<&Path>) -> Result<Self, PythonError> {
-        if let Some(path) = explicit {
-            if path.components().count() == 1 {
-                return which(path.as_os_str())
-                    .map(|path| Self { path })
-                    .ok_or_else(|| PythonError::NotFound {
-                        path: path.to_path_buf(),
-                    });
-            }
-            return Self::at(path);
-        }
-        if let Some(venv) = env::var_os("VIRTUAL_ENV") {
-            let path = PathBuf::from(venv).join("bin").join("python");
-            if path.exists() {
-                return Ok(Self { path });
-            }
-        }
-        ["python3", "python"]
-            .iter()
-            .find_map(|name| which(name.as_ref()))
-            .map(|path| Self { path })
-            .ok_or(PythonError::NotOnPath)
+        Self::discover_in(explicit, &Surroundings::of_this_process())
     }
 
-    /// The interpreter at `path`, checked the way exec(2) would, so that the error says why
-    /// it cannot run rather than what starting it reports (`ENOENT` for a file that exists).
-    fn at(path: &Path) -> Result<Self, PythonError> {
-        let path = path.to_path_buf();
-        match std::fs::metadata(&path) {
-            Ok(meta) if !meta.is_file() => Err(PythonError::NotAFile { path }),
-            Ok(meta) if !executable(&meta) => Err(PythonError::NotExecutable { path }),
-            Ok(_) => Ok(Self { path }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(PythonError::NotFound { path })
+    fn discover_in(explicit: Option<&Path>, around: &Surroundings) -> Result<Self, PythonError> {
+        let mut passed_over = PassedOver::default();
+        let (path, source) = match explicit {
+            Some(path) if path.components().count() == 1 => {
+                let found = around.which(path).ok_or_else(|| PythonError::NotFound {
+                    path: path.to_path_buf(),
+                })?;
+                (found, Source::Chosen)
             }
-            Err(source) => Err(PythonError::Inaccessible { path, source }),
-        }
+            Some(path) => (runnable(path)?, Source::Chosen),
+            None => match around.unchosen(&mut passed_over) {
+                Some(found) => found,
+                None => return Err(PythonError::NotOnPath { passed_over }),
+            },
+        };
+        Ok(Self {
+            path,
+            source,
+            passed_over,
+        })
+    }
+
+    /// Where the interpreter was found, and what was passed over before it.
+    pub fn describe(&self) -> String {
+        format!("{}{}", self.source.describe(), self.passed_over)
     }
 
     /// A command that runs the plugin (the package directory `plugin`, see [`BOOTSTRAP`]) in
@@ -315,11 +450,33 @@ impl Interpreter {
     }
 }
 
-fn which(name: &std::ffi::OsStr) -> Option<PathBuf> {
-    let path: OsString = env::var_os("PATH")?;
-    env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| std::fs::metadata(candidate).is_ok_and(|m| executable(&m)))
+/// `path`, checked the way exec(2) would, so that the error says why it cannot run rather
+/// than what starting it reports (`ENOENT` for a file that exists).
+fn runnable(path: &Path) -> Result<PathBuf, PythonError> {
+    let path = path.to_path_buf();
+    match std::fs::metadata(&path) {
+        Ok(meta) if !meta.is_file() => Err(PythonError::NotAFile { path }),
+        Ok(meta) if !executable(&meta) => Err(PythonError::NotExecutable { path }),
+        Ok(_) => Ok(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(PythonError::NotFound { path }),
+        Err(source) => Err(PythonError::Inaccessible { path, source }),
+    }
+}
+
+/// Whether `python` finds pytest on its `sys.path`, as the bootstrap's `import pytest` would
+/// (the same `-c`, so the same working directory first): looked up, not imported, which would
+/// take a tenth of a second of every run. A Python that cannot tell has none.
+fn has_pytest(python: &Path) -> bool {
+    Command::new(python)
+        .args([
+            "-c",
+            "import importlib.util, sys; sys.exit(importlib.util.find_spec('pytest') is None)",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// A file someone may execute; like a shell's PATH search, others are passed over.
@@ -392,6 +549,211 @@ mod tests {
         let line = stderr.lines().find(|line| line.starts_with(refusal));
         let line = line.unwrap_or_else(|| panic!("no refusal in {stderr}"));
         assert!(line.contains(file) && line.ends_with(why), "{stderr}");
+    }
+
+    /// A directory tree for discovery to look at, with fake interpreters: links to `true`
+    /// (pytest is installed: the probe succeeds) or to `false` (it is not). Links, not
+    /// scripts, because a script just written can fail to start (`ETXTBSY`) while another
+    /// test forks.
+    struct Layout {
+        dir: tempfile::TempDir,
+    }
+
+    impl Layout {
+        fn new() -> Self {
+            Self {
+                dir: tempfile::tempdir().unwrap(),
+            }
+        }
+
+        fn path(&self, relative: &str) -> PathBuf {
+            self.dir.path().join(relative)
+        }
+
+        /// A Python at `relative` that has pytest or not.
+        fn python(&self, relative: &str, pytest: bool) -> PathBuf {
+            let path = self.path(relative);
+            let program = if pytest { "true" } else { "false" };
+            let program = Surroundings::of_this_process()
+                .which(program)
+                .expect("true and false on PATH");
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(program, &path).unwrap();
+            path
+        }
+
+        /// A virtualenv at `relative` with shoal installed in it: the executable's path.
+        fn venv_with_shoal(&self, relative: &str, pytest: bool) -> PathBuf {
+            self.python(&format!("{relative}/bin/python"), pytest);
+            fs::write(self.path(&format!("{relative}/pyvenv.cfg")), "").unwrap();
+            self.path(&format!("{relative}/bin/shoal"))
+        }
+
+        /// Surroundings with only `python3` in a directory of `PATH`, and `cwd`.
+        fn surroundings(&self, cwd: &str) -> Surroundings {
+            self.python("path/python3", true);
+            fs::create_dir_all(self.path(cwd)).unwrap();
+            Surroundings {
+                cwd: Some(self.path(cwd)),
+                path: Some(self.path("path").into()),
+                ..Surroundings::default()
+            }
+        }
+    }
+
+    fn discover(around: &Surroundings) -> Interpreter {
+        Interpreter::discover_in(None, around).unwrap()
+    }
+
+    #[test]
+    fn python_named_by_the_user_wins() {
+        let layout = Layout::new();
+        let around = Surroundings {
+            virtual_env: Some(layout.path("active")),
+            ..layout.surroundings("project")
+        };
+        layout.python("active/bin/python", true);
+        let chosen = layout.python("mine/python", false);
+        let found = Interpreter::discover_in(Some(&chosen), &around).unwrap();
+        assert_eq!((found.path, found.source), (chosen, Source::Chosen));
+        let found = Interpreter::discover_in(Some(Path::new("python3")), &around).unwrap();
+        assert_eq!(
+            found.path,
+            layout.path("path/python3"),
+            "a bare name is on PATH"
+        );
+    }
+
+    #[test]
+    fn the_active_virtualenv_comes_before_the_others_with_or_without_pytest() {
+        let layout = Layout::new();
+        let around = Surroundings {
+            virtual_env: Some(layout.path("active")),
+            exe: Some(layout.venv_with_shoal("own", true)),
+            ..layout.surroundings("project")
+        };
+        let active = layout.python("active/bin/python", false);
+        let found = discover(&around);
+        assert_eq!((found.path, found.source), (active, Source::ActiveVenv));
+    }
+
+    #[test]
+    fn an_active_virtualenv_without_python_is_passed_over() {
+        let layout = Layout::new();
+        let around = Surroundings {
+            virtual_env: Some(layout.path("gone")),
+            ..layout.surroundings("project")
+        };
+        let found = discover(&around);
+        assert_eq!(found.source, Source::OnPath { name: "python3" });
+        let gone = layout.path("gone/bin/python");
+        assert_eq!(
+            found.describe(),
+            format!(
+                "python3 on PATH; passed over {} (the active virtualenv, $VIRTUAL_ENV): no such file",
+                gone.display()
+            )
+        );
+    }
+
+    #[test]
+    fn the_virtualenv_shoal_is_installed_in_counts_where_pytest_is() {
+        let layout = Layout::new();
+        let around = Surroundings {
+            exe: Some(layout.venv_with_shoal("own", true)),
+            ..layout.surroundings("project")
+        };
+        layout.python("project/.venv/bin/python", true);
+        let found = discover(&around);
+        assert_eq!(found.path, layout.path("own/bin/python"));
+        assert_eq!(
+            found.source,
+            Source::OwnVenv {
+                venv: layout.path("own")
+            }
+        );
+    }
+
+    #[test]
+    fn a_bin_directory_outside_a_virtualenv_is_no_virtualenv() {
+        let layout = Layout::new();
+        layout.python("local/bin/python", true);
+        let around = Surroundings {
+            exe: Some(layout.path("local/bin/shoal")),
+            ..layout.surroundings("project")
+        };
+        assert_eq!(discover(&around).source, Source::OnPath { name: "python3" });
+    }
+
+    #[test]
+    fn a_virtualenv_of_shoal_alone_is_passed_over_for_the_projects() {
+        // pipx and `uv tool` install shoal in a virtualenv of its own, without pytest.
+        let layout = Layout::new();
+        let around = Surroundings {
+            exe: Some(layout.venv_with_shoal("pipx/venvs/shoal", false)),
+            ..layout.surroundings("project/tests")
+        };
+        fs::write(layout.path("project/pyproject.toml"), "").unwrap();
+        let project_venv = layout.python("project/.venv/bin/python", true);
+        let found = discover(&around);
+        assert_eq!(found.path, project_venv);
+        assert_eq!(
+            found.describe(),
+            format!(
+                "the .venv in the project root {}; passed over {} (the virtualenv shoal is \
+                 installed in, {}): pytest is not installed there",
+                layout.path("project").display(),
+                layout.path("pipx/venvs/shoal/bin/python").display(),
+                layout.path("pipx/venvs/shoal").display(),
+            )
+        );
+    }
+
+    #[test]
+    fn a_project_venv_without_pytest_is_passed_over_for_path() {
+        let layout = Layout::new();
+        let around = layout.surroundings("project");
+        let project_venv = layout.python("project/.venv/bin/python", false);
+        let found = discover(&around);
+        assert_eq!(found.path, layout.path("path/python3"));
+        assert!(
+            found.describe().contains(&format!(
+                "passed over {} (the .venv in the project root",
+                project_venv.display()
+            )),
+            "{}",
+            found.describe()
+        );
+    }
+
+    #[test]
+    fn shoal_installed_in_the_project_venv_is_looked_at_once() {
+        let layout = Layout::new();
+        let around = Surroundings {
+            exe: Some(layout.venv_with_shoal("project/.venv", false)),
+            ..layout.surroundings("project")
+        };
+        assert_eq!(discover(&around).passed_over.0.len(), 1);
+    }
+
+    #[test]
+    fn without_python_on_path_the_error_says_what_was_passed_over() {
+        let layout = Layout::new();
+        layout.python("project/.venv/bin/python", false);
+        let around = Surroundings {
+            cwd: Some(layout.path("project")),
+            path: Some(layout.path("empty").into()),
+            ..Surroundings::default()
+        };
+        let err = Interpreter::discover_in(None, &around).unwrap_err();
+        assert!(matches!(err, PythonError::NotOnPath { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with(
+                "find a Python interpreter: neither python3 nor python is on PATH; passed over "
+            ) && message.ends_with("pytest is not installed there (use --python)"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! shoal exits with pytest's codes: 0 all passed, 1 tests failed, 2 interrupted (collection
 //! errors), 3 internal error, 4 usage error, 5 no tests collected.
 
-use std::process::Command;
-
 use crate::common::{collected_ids, Output, Project};
 
 const NO_CACHE: [&str; 2] = ["-p", "no:cacheprovider"];
@@ -238,21 +236,7 @@ fn collect_only_lists_tests_and_starts_no_workers() {
 fn python_without_pytest_exits_4_with_one_line() {
     let project = Project::empty();
     project.write("test_x.py", "def test_x():\n    pass\n");
-    let venv = project.root().join("bare-venv");
-    // A bare venv of the interpreter that has pytest: same Python, no pytest inside.
-    let status = Command::new(crate::common::python())
-        .args(["-m", "venv", "--without-pip"])
-        .arg(&venv)
-        .env_remove("VIRTUAL_ENV")
-        .status()
-        .expect("run python -m venv");
-    assert!(status.success(), "python -m venv --without-pip failed");
-    let bare = venv.join("bin/python");
-    let probe = Command::new(&bare)
-        .args(["-c", "import pytest"])
-        .output()
-        .unwrap();
-    assert!(!probe.status.success(), "the bare venv can import pytest");
+    let bare = crate::common::venv(&project.root().join("bare-venv"), false);
     let out = project
         .shoal_raw([
             "--python".as_ref(),

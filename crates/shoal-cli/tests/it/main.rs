@@ -12,6 +12,7 @@ mod exit_codes;
 mod failures;
 mod failures_random;
 mod fork_state;
+mod interpreter;
 mod outcomes;
 mod plugins;
 mod postgres;

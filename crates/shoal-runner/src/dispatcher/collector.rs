@@ -149,9 +149,10 @@ impl Dispatcher {
         let said_hello = self.collector.is_some();
         let python = || self.launch.interpreter.path.clone();
         match status.code() {
-            Some(PYTEST_MISSING_EXIT) if !said_hello => {
-                Err(RunError::PytestMissing { python: python() })
-            }
+            Some(PYTEST_MISSING_EXIT) if !said_hello => Err(RunError::PytestMissing {
+                python: python(),
+                found: self.launch.interpreter.describe(),
+            }),
             Some(PLUGIN_UNTRUSTED_EXIT) if !said_hello => Err(RunError::PluginUntrusted),
             Some(VERSIONS_UNSUPPORTED_EXIT) if !said_hello => {
                 Err(RunError::VersionsUnsupported { python: python() })

@@ -52,7 +52,7 @@ use crate::{
     options::{Dist, RunOptions, StartMethod},
     python::Interpreter,
     queue::{QueueSource, QueueSpec, QueueSpecError, Seat},
-    reporter::{events::EventLog, ReporterEvent, Reporters, RunEnd, Terminal},
+    reporter::{events::EventLog, ReporterEvent, Reporters, RunEnd, RunStart, Terminal},
     results::{Results, StopReason},
     shard::{manifest, ShardChoice, ShardSplit},
     signals,
@@ -304,16 +304,20 @@ impl Dispatcher {
             .clone()
             .or_else(|| self.launch.queue.as_ref().map(|q| q.testrunuid()))
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let interpreter = self.launch.interpreter.clone();
         self.report(ReporterEvent::RunStarted {
-            workers: count,
-            tests: total,
+            start: RunStart {
+                workers: count,
+                tests: total,
+                start_method: &start_label,
+                interpreter: &interpreter,
+                scheduler: resolved.dist.xdist_scheduler(),
+                shard: shard
+                    .as_ref()
+                    .map(|split| split.start(collection.items.len())),
+                known_durations: expected.known,
+            },
             testrunuid: &testrunuid,
-            start_method: &start_label,
-            scheduler: resolved.dist.xdist_scheduler(),
-            shard: shard
-                .as_ref()
-                .map(|split| split.start(collection.items.len())),
-            known_durations: expected.known,
         });
         let timeouts = options.timeout.is_some()
             || settings.timeout.is_some()

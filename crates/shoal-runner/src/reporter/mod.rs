@@ -21,6 +21,7 @@ pub use terminal::Terminal;
 
 use crate::{
     durations::DurationStore,
+    python::Interpreter,
     results::{Results, StopReason, TestRecord},
     shard::{
         manifest::{Manifest, ShardRun},
@@ -30,20 +31,28 @@ use crate::{
 };
 use events::{EventLog, EventsError};
 
+/// What the terminal's first lines say as the workers are being started.
+pub struct RunStart<'a> {
+    pub workers: usize,
+    pub tests: usize,
+    /// How the workers start (`fork`, `spawn: why`).
+    pub start_method: &'a str,
+    /// The Python that runs the tests, and why that one (shown with `-v`).
+    pub interpreter: &'a Interpreter,
+    /// The xdist scheduler class the `--dist` mode stands for, shown with `-v`.
+    pub scheduler: Option<&'a str>,
+    /// `--shard`: which share of the collection this run is.
+    pub shard: Option<ShardStart>,
+    /// How many tests have a recorded duration, which orders the work.
+    pub known_durations: usize,
+}
+
 /// One thing that happened in a run, in the order it happened.
 pub enum ReporterEvent<'a> {
-    /// The workers are being started; `start_method` says how (`fork`, `spawn: why`).
+    /// The workers are being started.
     RunStarted {
-        workers: usize,
-        tests: usize,
+        start: RunStart<'a>,
         testrunuid: &'a str,
-        start_method: &'a str,
-        /// The xdist scheduler class the `--dist` mode stands for, shown with `-v`.
-        scheduler: Option<&'a str>,
-        /// `--shard`: which share of the collection this run is.
-        shard: Option<ShardStart>,
-        /// How many tests have a recorded duration, which orders the work.
-        known_durations: usize,
     },
     WorkerStarted {
         worker: &'a str,
@@ -127,24 +136,9 @@ impl Reporters {
     pub fn report(&mut self, event: ReporterEvent<'_>) {
         let terminal = &mut self.terminal;
         match event {
-            ReporterEvent::RunStarted {
-                workers,
-                tests,
-                testrunuid,
-                start_method,
-                scheduler,
-                shard,
-                known_durations,
-            } => {
-                terminal.start(
-                    workers,
-                    tests,
-                    start_method,
-                    scheduler,
-                    shard,
-                    known_durations,
-                );
-                self.log(|log| log.run_start(workers, tests, testrunuid));
+            ReporterEvent::RunStarted { start, testrunuid } => {
+                terminal.start(&start);
+                self.log(|log| log.run_start(start.workers, start.tests, testrunuid));
             }
             ReporterEvent::WorkerStarted { worker } => self.log(|log| log.worker_start(worker)),
             ReporterEvent::WorkerStopped { worker, end } => {

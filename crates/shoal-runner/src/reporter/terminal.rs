@@ -13,11 +13,13 @@ use std::{
 use anstyle::{AnsiColor, Reset, Style};
 use shoal_protocol::{Outcome, PhaseReport, PytestSettings, SessionExit, When};
 
-use super::live::{Live, Tally};
+use super::{
+    live::{Live, Tally},
+    RunStart,
+};
 use crate::{
     options::FailureOutput,
     results::{Results, StopReason, TestRecord},
-    shard::ShardStart,
 };
 
 /// Categories in the order pytest's final line lists them.
@@ -140,16 +142,18 @@ impl Terminal {
 
     /// The lines pytest-xdist prints while it brings its workers up (`created: 2/2 workers`,
     /// `2 workers [120 items]`; `bringing up nodes...` twice with `-q`), and with `-v` the
-    /// scheduler it uses; in a terminal, the live view follows.
-    pub fn start(
-        &mut self,
-        workers: usize,
-        total: usize,
-        start_method: &str,
-        scheduler: Option<&str>,
-        shard: Option<ShardStart>,
-        known_durations: usize,
-    ) {
+    /// scheduler it uses, after shoal's own: which Python runs the tests and why that one; in
+    /// a terminal, the live view follows.
+    pub fn start(&mut self, start: &RunStart<'_>) {
+        let &RunStart {
+            workers,
+            tests: total,
+            start_method,
+            interpreter,
+            scheduler,
+            shard,
+            known_durations,
+        } = start;
         self.total = total;
         let plural = if workers == 1 { "worker" } else { "workers" };
         if self.settings.verbose >= 0 {
@@ -170,6 +174,13 @@ impl Terminal {
             self.line("bringing up nodes...");
         }
         self.line("");
+        if self.settings.verbose > 0 {
+            self.line(&format!(
+                "python: {} ({})",
+                interpreter.path.display(),
+                interpreter.describe()
+            ));
+        }
         if let Some(shard) = shard.filter(|_| self.settings.verbose > 0) {
             let from = match shard.from {
                 Some(variables) => format!("read from {variables}"),
@@ -191,6 +202,8 @@ impl Terminal {
                 0 => "no recorded durations: tests go out in collection order".to_owned(),
                 n => format!("recorded durations of {n} tests: the longest go out first"),
             });
+        }
+        if self.settings.verbose > 0 {
             self.line("");
         }
         let _ = self.out.flush();

@@ -854,3 +854,52 @@ pub fn created_line(out: &Output) -> &str {
         .find(|l| l.starts_with("created: "))
         .unwrap_or_else(|| panic!("no 'created:' line with -v\n{}", out.context()))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Added for interpreter.rs (which Python a run picks) and exit_codes.rs.
+
+/// A new virtualenv at `dir` made from [`python`]'s, without pip: its `bin/python`. With
+/// `pytest`, a `.pth` file puts [`python`]'s site-packages on its path, so pytest imports there;
+/// without, nothing does (checked).
+pub fn venv(dir: &Path, pytest: bool) -> PathBuf {
+    let status = Command::new(python())
+        .args(["-m", "venv", "--without-pip"])
+        .arg(dir)
+        .env_remove("VIRTUAL_ENV")
+        .status()
+        .expect("run python -m venv");
+    assert!(
+        status.success(),
+        "python -m venv --without-pip {dir:?} failed"
+    );
+    let venv_python = dir.join("bin/python");
+    let purelib = |python: &Path| {
+        let out = Command::new(python)
+            .args([
+                "-c",
+                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+            ])
+            .output()
+            .expect("ask Python for its site-packages");
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    };
+    if pytest {
+        let shared = purelib(&python());
+        fs::write(
+            purelib(&venv_python).join("shoal_it_pytest.pth"),
+            format!("{}\n", shared.display()),
+        )
+        .unwrap();
+    }
+    let probe = Command::new(&venv_python)
+        .args(["-c", "import pytest"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        probe.status.success(),
+        pytest,
+        "pytest imports in {dir:?}: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    venv_python
+}

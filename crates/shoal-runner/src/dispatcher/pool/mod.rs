@@ -395,7 +395,10 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     use super::{slot::WorkerState, *};
-    use crate::{options::RunOptions, python::Interpreter};
+    use crate::{
+        options::RunOptions,
+        python::{Interpreter, PassedOver, Source},
+    };
 
     /// Above the kernel's pid limit: the group kill that follows an exit reaches nothing.
     const NO_PROCESS: u32 = u32::MAX >> 1;
@@ -406,6 +409,8 @@ mod tests {
         let launch = Launch {
             interpreter: Interpreter {
                 path: "python3".into(),
+                source: Source::OnPath { name: "python3" },
+                passed_over: PassedOver::default(),
             },
             plugin: "plugin".into(),
             socket: "socket".into(),
