@@ -64,6 +64,12 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub report_json: Option<String>,
 
+    /// Write the run as a Chrome trace to FILE: a track per worker, a slice per test with its
+    /// phases, worker starts and stops. Open it in ui.perfetto.dev or chrome://tracing; see
+    /// docs/timeline.md.
+    #[arg(long, value_name = "FILE")]
+    pub timeline: Option<PathBuf>,
+
     /// Fail a test that runs longer than SECONDS: its worker dumps every thread's stack and is
     /// stopped with all its child processes, then replaced. Also ini `timeout` and
     /// `@pytest.mark.timeout(seconds)`.
@@ -303,6 +309,7 @@ pub fn parse(argv: Vec<String>) -> Result<RunOptions, clap::Error> {
         start: cli.start,
         failure_output: cli.failure_output,
         report_json: cli.report_json,
+        timeline: cli.timeline,
         timeout: cli.timeout,
         run_timeout: cli.run_timeout,
         retries: cli.retries,

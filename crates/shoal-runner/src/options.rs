@@ -122,6 +122,8 @@ pub struct RunOptions {
     pub failure_output: Option<FailureOutput>,
     /// `--report-json`: a file for JSON events, or `-` for stdout.
     pub report_json: Option<String>,
+    /// `--timeline`: a file for the run as a Chrome trace (command line only: it is per run).
+    pub timeline: Option<PathBuf>,
     /// `--timeout`: seconds a test may run before its worker is stopped.
     pub timeout: Option<f64>,
     /// `--run-timeout`: seconds the whole run may take.

@@ -52,7 +52,9 @@ use crate::{
     options::{Dist, RunOptions, StartMethod},
     python::Interpreter,
     queue::{QueueSource, QueueSpec, QueueSpecError, Seat},
-    reporter::{events::EventLog, ReporterEvent, Reporters, RunEnd, RunStart, Terminal},
+    reporter::{
+        events::EventLog, timeline::Timeline, ReporterEvent, Reporters, RunEnd, RunStart, Terminal,
+    },
     results::{Results, StopReason},
     shard::{manifest, ShardChoice, ShardSplit},
     signals,
@@ -277,6 +279,7 @@ impl Dispatcher {
         self.reporters = Some(Reporters::new(
             terminal,
             events,
+            options.timeline.clone().map(Timeline::new),
             settings.junit.clone(),
             settings.cache_dir.as_ref().map(PathBuf::from),
             store,
@@ -338,8 +341,9 @@ impl Dispatcher {
                 mainargv: options.mainargv.clone(),
                 distributed: requested > 0,
                 basetemp: collection.basetemp.clone(),
-                // `-vv` shows each test's node id as it starts.
-                report_starts: timeouts || settings.verbose > 1,
+                // `-vv` shows each test's node id as it starts; the timeline draws it from
+                // then.
+                report_starts: timeouts || settings.verbose > 1 || options.timeline.is_some(),
                 replay: collection.replay,
                 steals: resolved.dist == Dist::WorkSteal,
                 workerinput: collection.workerinput.clone(),
@@ -515,8 +519,11 @@ impl Dispatcher {
                 run.work.worker_ready(w)
             }
             FromPython::TestStart { index } => {
-                self.pool.worker_mut(w).running = Some((index, Instant::now()));
+                let worker = self.pool.worker_mut(w);
+                worker.running = Some((index, Instant::now()));
+                let id = worker.id().to_owned();
                 self.report(ReporterEvent::TestStarted {
+                    worker: &id,
                     nodeid: &run.items[index].nodeid,
                 });
                 Vec::new()
@@ -756,13 +763,13 @@ impl Dispatcher {
         match (role, worker) {
             (Role::Collector, _) => self.collector = Some((conn, peer)),
             (Role::Worker, Some(id)) => {
-                if self.pool.connected(conn, &id, peer, pid).is_none() {
+                let Some(slot) = self.pool.connected(conn, &id, peer, pid) else {
                     return Err(RunError::Unexpected {
                         who: format!("connection {conn}"),
                         message: format!("hello from unknown worker {id:?}"),
                     });
-                }
-                self.report(ReporterEvent::WorkerStarted { worker: &id });
+                };
+                self.report(ReporterEvent::WorkerStarted { slot, worker: &id });
             }
             (Role::Worker | Role::Output, None) | (Role::Output, Some(_)) => {
                 return Err(RunError::Unexpected {
@@ -775,8 +782,9 @@ impl Dispatcher {
     }
 
     fn worker_ended(&mut self, id: &str, pid: u32, end: WorkerEnd) {
-        if self.pool.exited(id, pid, end) {
+        if let Some(slot) = self.pool.exited(id, pid, end) {
             self.report(ReporterEvent::WorkerStopped {
+                slot,
                 worker: id,
                 end: &end.describe(),
             });

@@ -169,7 +169,7 @@ pub fn report(options: &ReportOptions) -> Result<ExitCode, ReportError> {
     let mut settings = on_this_terminal(info.settings.clone());
     settings.junit = junit.clone();
     let terminal = Terminal::new(settings, FailureOutput::End, false);
-    let reporters = Reporters::new(terminal, None, junit, Some(cache_dir), store, None);
+    let reporters = Reporters::new(terminal, None, None, junit, Some(cache_dir), store, None);
     let end = RunEnd {
         stop: None,
         plugin_summary: "",

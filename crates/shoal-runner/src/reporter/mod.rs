@@ -1,5 +1,6 @@
 //! Everything a run leaves behind for people and tools: the terminal output and live view, the
-//! `--report-json` event log, the JUnit XML file, pytest's cache and the durations store.
+//! `--report-json` event log, the `--timeline` trace, the JUnit XML file, pytest's cache and the
+//! durations store.
 //!
 //! The dispatcher says what happens as one stream of [`ReporterEvent`]s and ends with
 //! [`Reporters::finish`]; [`Reporters`] hands each event to the reporters it concerns. No
@@ -12,8 +13,12 @@ pub mod events;
 pub mod junit;
 pub mod live;
 pub mod terminal;
+pub mod timeline;
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use shoal_protocol::JunitSettings;
 
@@ -30,6 +35,7 @@ use crate::{
     ExitCode,
 };
 use events::{EventLog, EventsError};
+use timeline::Timeline;
 
 /// What the terminal's first lines say as the workers are being started.
 pub struct RunStart<'a> {
@@ -54,10 +60,14 @@ pub enum ReporterEvent<'a> {
         start: RunStart<'a>,
         testrunuid: &'a str,
     },
+    /// Worker `worker` of slot `slot` connected (again, after a restart).
     WorkerStarted {
+        slot: usize,
         worker: &'a str,
     },
+    /// The process of slot `slot` ended, as `end` says.
     WorkerStopped {
+        slot: usize,
         worker: &'a str,
         end: &'a str,
     },
@@ -73,7 +83,9 @@ pub enum ReporterEvent<'a> {
     WorkerLine(&'a str),
     /// Crashed workers are no longer replaced; the text says why, now and in the summary.
     RestartLimit(&'a str),
+    /// A worker started a test: reported with `-vv`, timeouts or `--timeline` only.
     TestStarted {
+        worker: &'a str,
         nodeid: &'a str,
     },
     /// A failed attempt that will run again (`--retries`).
@@ -107,6 +119,8 @@ pub struct Reporters {
     terminal: Terminal,
     /// `--report-json`; dropped with a warning if it cannot be written.
     events: Option<EventLog>,
+    /// `--timeline`, written by `finish`.
+    timeline: Option<Timeline>,
     junit: Option<JunitSettings>,
     cache_dir: Option<PathBuf>,
     durations: Option<DurationStore>,
@@ -118,6 +132,7 @@ impl Reporters {
     pub fn new(
         terminal: Terminal,
         events: Option<EventLog>,
+        timeline: Option<Timeline>,
         junit: Option<JunitSettings>,
         cache_dir: Option<PathBuf>,
         durations: Option<DurationStore>,
@@ -126,6 +141,7 @@ impl Reporters {
         Self {
             terminal,
             events,
+            timeline,
             junit,
             cache_dir,
             durations,
@@ -134,21 +150,24 @@ impl Reporters {
     }
 
     pub fn report(&mut self, event: ReporterEvent<'_>) {
+        if let Some(timeline) = self.timeline.as_mut() {
+            timeline.record(&event, Instant::now());
+        }
         let terminal = &mut self.terminal;
         match event {
             ReporterEvent::RunStarted { start, testrunuid } => {
                 terminal.start(&start);
                 self.log(|log| log.run_start(start.workers, start.tests, testrunuid));
             }
-            ReporterEvent::WorkerStarted { worker } => self.log(|log| log.worker_start(worker)),
-            ReporterEvent::WorkerStopped { worker, end } => {
+            ReporterEvent::WorkerStarted { worker, .. } => self.log(|log| log.worker_start(worker)),
+            ReporterEvent::WorkerStopped { worker, end, .. } => {
                 self.log(|log| log.worker_stop(worker, end))
             }
             ReporterEvent::WorkerOutput { worker, bytes } => terminal.worker_output(worker, bytes),
             ReporterEvent::WorkerOutputClosed { worker } => terminal.output_closed(worker),
             ReporterEvent::WorkerLine(text) => terminal.worker_line(text),
             ReporterEvent::RestartLimit(text) => terminal.restart_limit(text.to_owned()),
-            ReporterEvent::TestStarted { nodeid } => terminal.test_started(nodeid),
+            ReporterEvent::TestStarted { nodeid, .. } => terminal.test_started(nodeid),
             ReporterEvent::TestRetrying(record) => {
                 terminal.retrying(record);
                 self.log(|log| log.test(record));
@@ -163,9 +182,9 @@ impl Reporters {
         }
     }
 
-    /// The run is over. The files come first, because a cache that cannot be written is a
-    /// warning that pytest counts in the stats line; then the terminal's summary; then the
-    /// event log's last line.
+    /// The run is over, however it ended. The files come first, because a cache that cannot be
+    /// written is a warning that pytest counts in the stats line; then the terminal's summary;
+    /// then the event log's last line.
     pub fn finish(
         mut self,
         results: &mut Results,
@@ -182,10 +201,10 @@ impl Reporters {
             }
         }
         if let Some(Err(e)) = self.durations.as_mut().map(|s| s.update(results)) {
-            self.terminal.notice(&format!(
-                "shoal: warning: failed to {}",
-                crate::error_chain(&e)
-            ));
+            self.warn(&e);
+        }
+        if let Some(Err(e)) = self.timeline.take().map(|t| t.write(Instant::now())) {
+            self.warn(&e);
         }
         self.terminal
             .summary(results, end.stop, end.plugin_summary, end.elapsed);
@@ -196,11 +215,16 @@ impl Reporters {
     /// Writes one JSON event; the first failure is reported and ends the event log.
     fn log(&mut self, write: impl FnOnce(&mut EventLog) -> Result<(), EventsError>) {
         if let Some(Err(e)) = self.events.as_mut().map(write) {
-            self.terminal.notice(&format!(
-                "shoal: warning: failed to {}",
-                crate::error_chain(&e)
-            ));
+            self.warn(&e);
             self.events = None;
         }
+    }
+
+    /// A file that could not be written costs the run nothing but a line on stderr.
+    fn warn(&mut self, error: &dyn std::error::Error) {
+        self.terminal.notice(&format!(
+            "shoal: warning: failed to {}",
+            crate::error_chain(error)
+        ));
     }
 }

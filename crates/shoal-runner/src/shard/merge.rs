@@ -141,7 +141,7 @@ pub fn merge(options: &MergeOptions) -> Result<ExitCode, MergeError> {
         ExitCode::Ok
     };
     let terminal = Terminal::new(terminal_settings(), FailureOutput::End, false);
-    let reporters = Reporters::new(terminal, None, junit, None, store, None);
+    let reporters = Reporters::new(terminal, None, None, junit, None, store, None);
     let end = RunEnd {
         stop: None,
         plugin_summary: "",

@@ -166,18 +166,17 @@ impl Pool {
     }
 
     /// Worker `id`'s process `pid` ended. Whatever its tests started dies with it, which also
-    /// closes a connection a child process may have inherited. Returns whether `pid` is the
-    /// slot's current process (an earlier process of a restarted slot is not).
-    pub fn exited(&mut self, id: &str, pid: u32, end: WorkerEnd) -> bool {
-        let Some(slot) = self.by_id(id) else {
-            return false;
-        };
+    /// closes a connection a child process may have inherited. Returns the slot when `pid` is
+    /// its current process (an earlier process of a restarted slot is not).
+    pub fn exited(&mut self, id: &str, pid: u32, end: WorkerEnd) -> Option<usize> {
+        let w = self.slots.iter().position(|w| w.id() == id)?;
+        let slot = &mut self.slots[w];
         if slot.pid.is_some_and(|p| p != pid) {
-            return false;
+            return None;
         }
         slot.ended(end);
         signals::to_group(pid, signals::SIGKILL);
-        true
+        Some(w)
     }
 
     /// Keeps what worker `id` printed, to show with a crash.
@@ -454,10 +453,13 @@ mod tests {
         connect(&mut pool, 1);
         // gw0: the connection closes first; gw1: the process ends first.
         assert_eq!(pool.closed(0, |_| vec![3, 4]), Some(0));
-        assert!(pool.exited("gw1", NO_PROCESS, WorkerEnd::Signal(9)));
+        assert_eq!(
+            pool.exited("gw1", NO_PROCESS, WorkerEnd::Signal(9)),
+            Some(1)
+        );
         assert!(pool.take_lost().is_empty());
         assert!(!pool.all_finished());
-        assert!(pool.exited("gw0", NO_PROCESS, WorkerEnd::Code(1)));
+        assert_eq!(pool.exited("gw0", NO_PROCESS, WorkerEnd::Code(1)), Some(0));
         assert_eq!(pool.closed(1, |_| Vec::new()), Some(1));
         let lost: Vec<_> = pool
             .take_lost()
@@ -479,7 +481,7 @@ mod tests {
     fn a_worker_that_never_connected_is_lost_when_its_process_ends() {
         let mut pool = pool(1, 0);
         pool.forked("gw0", NO_PROCESS);
-        assert!(pool.exited("gw0", NO_PROCESS, WorkerEnd::Code(4)));
+        assert_eq!(pool.exited("gw0", NO_PROCESS, WorkerEnd::Code(4)), Some(0));
         let lost = pool.take_lost();
         assert_eq!(lost.len(), 1);
         assert_eq!(lost[0].position, Position::Unknown);
@@ -489,8 +491,8 @@ mod tests {
     fn an_earlier_process_of_a_slot_and_an_unknown_worker_are_ignored() {
         let mut pool = pool(1, 0);
         connect(&mut pool, 0);
-        assert!(!pool.exited("gw0", NO_PROCESS - 1, WorkerEnd::Code(0)));
-        assert!(!pool.exited("gw7", NO_PROCESS, WorkerEnd::Code(0)));
+        assert_eq!(pool.exited("gw0", NO_PROCESS - 1, WorkerEnd::Code(0)), None);
+        assert_eq!(pool.exited("gw7", NO_PROCESS, WorkerEnd::Code(0)), None);
         assert_eq!(
             pool.closed(99, |_| vec![1]),
             None,
@@ -549,7 +551,10 @@ mod tests {
             (WorkerEnd::Unknown, vec![5])
         );
         // Its real status, arriving late, changes nothing told.
-        assert!(pool.exited("gw0", NO_PROCESS, WorkerEnd::Signal(9)));
+        assert_eq!(
+            pool.exited("gw0", NO_PROCESS, WorkerEnd::Signal(9)),
+            Some(0)
+        );
         assert!(pool.take_lost().is_empty());
     }
 
