@@ -31,6 +31,7 @@ mod stopping;
 mod suspend;
 mod teardown;
 mod terminal;
+mod timeline;
 mod xdist_contract;
 mod xdist_flags;
 mod xdist_hooks;
