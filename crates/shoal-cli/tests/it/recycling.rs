@@ -217,3 +217,30 @@ fn bad_limits_exit_4_saying_what_is_wrong() {
         out.context()
     );
 }
+
+#[test]
+fn under_dist_each_every_slot_still_runs_every_test_once() {
+    let project = Project::new(FIXTURE);
+    let out = project
+        .shoal_n2(&["--dist", "each", "--max-worker-tests", "8", "test_many.py"])
+        .run();
+    out.assert_code(0);
+    assert_no_crash(&out);
+    let records = project.take_records();
+    let mut collected = collected_ids(&project, &["test_many.py"]);
+    collected.sort();
+    let mut by_slot: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (worker, tests) in by_process(&records).into_values() {
+        assert!(
+            tests.len() <= 8,
+            "{worker} ran {tests:?}\n{}",
+            out.context()
+        );
+        by_slot.entry(worker).or_default().extend(tests);
+    }
+    assert_eq!(by_slot.len(), 2, "{}", out.context());
+    for (worker, mut tests) in by_slot {
+        tests.sort();
+        assert_eq!(tests, collected, "{worker}\n{}", out.context());
+    }
+}
