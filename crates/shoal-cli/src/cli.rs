@@ -9,7 +9,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{ArgAction, Command, CommandFactory, FromArgMatches, Parser};
 use shoal_runner::{
-    options::{Dist, FailureOutput, StartMethod},
+    options::{parse_size, Dist, FailureOutput, StartMethod},
     parallelism::WorkerCount,
     queue::{report::ReportOptions, QueueArgs},
     shard::{merge::MergeOptions, ShardSpec},
@@ -88,6 +88,19 @@ pub struct Cli {
     /// How many crashed workers may be replaced in all. [default: 4 per worker]
     #[arg(long, value_name = "N")]
     pub max_worker_restart: Option<usize>,
+
+    /// Replace a worker by a fresh process once it has run N tests (for suites that leak
+    /// memory or state): it finishes its test, its session fixtures are torn down, and the
+    /// new process, forked again with the same gwN id, sets them up again. Costs none of
+    /// --max-worker-restart. 0: off. Also `max-worker-tests` in [tool.shoal].
+    #[arg(long, value_name = "N")]
+    pub max_worker_tests: Option<usize>,
+
+    /// Replace a worker, as --max-worker-tests does, after a test that leaves its resident
+    /// memory above SIZE: bytes, or with K, M, G, T (powers of 1024), e.g. 500M, 1.5GiB.
+    /// 0: off. Also `max-worker-rss` in [tool.shoal].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_worker_rss: Option<u64>,
 
     /// Run only share K of N of the suite (one CI machine of N), balanced by recorded
     /// durations; 'auto' reads K and N from the CI's variables. Merge the shards' JUnit files
@@ -314,6 +327,8 @@ pub fn parse(argv: Vec<String>) -> Result<RunOptions, clap::Error> {
         run_timeout: cli.run_timeout,
         retries: cli.retries,
         max_worker_restart: cli.max_worker_restart,
+        max_worker_tests: cli.max_worker_tests,
+        max_worker_rss: cli.max_worker_rss,
         shard: cli.shard,
         queue: cli.queue.into_args(),
         pytest_args,
@@ -383,7 +398,13 @@ mod tests {
 
     #[test]
     fn bad_values_are_errors() {
-        for args in [["-n", "-3"], ["-n", "abc"], ["--dist", "nope"]] {
+        for args in [
+            ["-n", "-3"],
+            ["-n", "abc"],
+            ["--dist", "nope"],
+            ["--max-worker-tests", "many"],
+            ["--max-worker-rss", "12Q"],
+        ] {
             let argv = std::iter::once("shoal")
                 .chain(args)
                 .map(String::from)

@@ -33,6 +33,8 @@ fn identity() -> WorkerIdentity {
         replay: false,
         steals: false,
         workerinput: Default::default(),
+        max_tests: None,
+        max_rss: None,
     }
 }
 
@@ -90,6 +92,7 @@ fn from_python() -> Vec<FromPython> {
             junit: None,
             exit: None,
             replay: None,
+            recycle: None,
         },
         FromPython::Released {
             indices: Vec::new(),

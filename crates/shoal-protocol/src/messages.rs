@@ -104,6 +104,10 @@ pub enum FromPython {
         /// collector to make again (see [`ToPython::Replay`]).
         #[serde(default)]
         replay: Option<Vec<serde_json::Value>>,
+        /// The test took the worker to one of the identity's limits: it runs nothing more
+        /// that it holds, ends its session and exits, to be replaced by a fresh process.
+        #[serde(default)]
+        recycle: Option<Recycle>,
     },
     /// The tests a worker gave up in answer to `steal`, none of them started.
     Released { indices: Vec<usize> },
@@ -393,6 +397,23 @@ pub struct WorkerIdentity {
     /// More `config.workerinput` entries, from the collector's plugins.
     #[serde(default)]
     pub workerinput: serde_json::Map<String, serde_json::Value>,
+    /// `--max-worker-tests`: end the session after this many tests, to be replaced.
+    #[serde(default)]
+    pub max_tests: Option<usize>,
+    /// `--max-worker-rss`: end the session after a test that leaves the process's resident
+    /// memory above this many bytes, to be replaced.
+    #[serde(default)]
+    pub max_rss: Option<u64>,
+}
+
+/// Why a worker ends its session after a test to be replaced (`test_done`'s `recycle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Recycle {
+    /// It ran the identity's `max_tests`.
+    Tests,
+    /// The test left its resident memory at `rss` bytes, above the identity's `max_rss`.
+    Rss { rss: u64 },
 }
 
 /// The phase of a test a report is about: pytest's `report.when`.

@@ -102,6 +102,44 @@ pub fn choice<T: ValueEnum>(option: &'static str, value: &str) -> Result<T, Choi
     })
 }
 
+/// A size that names no number of bytes.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "parse size {text:?}: expected a number of bytes, or a number with K, M, G or T \
+     (powers of 1024, as are KB and KiB), such as 500M or 1.5GiB"
+)]
+pub struct SizeError {
+    text: String,
+}
+
+/// A size as people write one (`500M`, `2G`, `1.5GiB`, `1048576`), in bytes. Every unit is a
+/// power of 1024, whether written `M`, `MB` or `MiB`, as `ulimit` and most tools that limit
+/// memory read them: nobody means 10^6 when they cap a process at `500M`.
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
+    let error = || SizeError {
+        text: text.to_owned(),
+    };
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: f64 = number.parse().map_err(|_| error())?;
+    let power = match unit.trim_start().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 1,
+        "m" | "mb" | "mib" => 2,
+        "g" | "gb" | "gib" => 3,
+        "t" | "tb" | "tib" => 4,
+        _ => return Err(error()),
+    };
+    let bytes = number * 1024f64.powi(power);
+    // `as` saturates: the bound keeps a size too large to count from passing as u64::MAX.
+    (bytes < u64::MAX as f64)
+        .then_some(bytes as u64)
+        .ok_or_else(error)
+}
+
 impl fmt::Display for Dist {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let value = self.to_possible_value().expect("every mode has a name");
@@ -132,6 +170,12 @@ pub struct RunOptions {
     pub retries: usize,
     /// `--max-worker-restart`: how many crashed workers may be replaced in all.
     pub max_worker_restart: Option<usize>,
+    /// `--max-worker-tests`: a worker process is replaced after this many tests; 0 turns a
+    /// `[tool.shoal]` limit off.
+    pub max_worker_tests: Option<usize>,
+    /// `--max-worker-rss`, in bytes: a worker process is replaced after a test that leaves
+    /// its resident memory above this; 0 turns a `[tool.shoal]` limit off.
+    pub max_worker_rss: Option<u64>,
     /// `--shard K/N` or `auto`: run only this CI machine's share of the suite.
     pub shard: Option<crate::shard::ShardSpec>,
     /// `--queue` and its settings: take tests from a queue shared by every CI node.
@@ -205,6 +249,23 @@ impl RunOptions {
                 .map_err(|e| invalid(e.to_string()))?;
         }
         self.maxprocesses = self.maxprocesses.or(table.maxprocesses);
+        self.max_worker_tests = self.max_worker_tests.or(table.max_worker_tests);
+        if self.max_worker_rss.is_none() {
+            self.max_worker_rss = table
+                .max_worker_rss
+                .map(|v| match v {
+                    toml::Value::String(text) => {
+                        parse_size(&text).map_err(|e| format!("max-worker-rss: {e}"))
+                    }
+                    toml::Value::Integer(bytes) => u64::try_from(bytes)
+                        .map_err(|_| format!("max-worker-rss: {bytes} is below 0 bytes")),
+                    other => Err(format!(
+                        "max-worker-rss: expected a size such as \"500M\" or a number of bytes, not {other}"
+                    )),
+                })
+                .transpose()
+                .map_err(invalid)?;
+        }
         if self.python.is_none() {
             self.python = table.python.map(|p| path.parent().unwrap_or(dir).join(p));
         }
@@ -261,6 +322,10 @@ struct ProjectConfig {
     maxprocesses: Option<usize>,
     python: Option<PathBuf>,
     start: Option<String>,
+    #[serde(rename = "max-worker-tests")]
+    max_worker_tests: Option<usize>,
+    #[serde(rename = "max-worker-rss")]
+    max_worker_rss: Option<toml::Value>,
 }
 
 /// The files that make a directory a project root for pytest: its ini files.
@@ -411,6 +476,48 @@ mod tests {
             .with_project_config(dir.path())
             .unwrap_err();
         assert!(err.to_string().contains("tool.shoal"), "{err}");
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        for (text, bytes) in [
+            ("1048576", 1 << 20),
+            ("500M", 500 << 20),
+            ("500 MB", 500 << 20),
+            ("2G", 2 << 30),
+            ("1.5GiB", 3 << 29),
+            ("64k", 64 << 10),
+            ("0", 0),
+        ] {
+            assert_eq!(parse_size(text).unwrap(), bytes, "{text}");
+        }
+        for text in ["12Q", "", "M", "-5M", "1.2.3G", "99999999999T"] {
+            let err = parse_size(text).unwrap_err().to_string();
+            assert!(err.contains("such as 500M"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn project_config_sets_the_recycling_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = |table: &str| {
+            std::fs::write(
+                dir.path().join("pyproject.toml"),
+                format!("[tool.shoal]\n{table}\n"),
+            )
+            .unwrap();
+            RunOptions::default().with_project_config(dir.path())
+        };
+        let options = config("max-worker-tests = 100\nmax-worker-rss = \"1.5G\"").unwrap();
+        assert_eq!(options.max_worker_tests, Some(100));
+        assert_eq!(options.max_worker_rss, Some(3 << 29));
+        let options = config("max-worker-rss = 4096").unwrap();
+        assert_eq!(options.max_worker_rss, Some(4096));
+        let err = config("max-worker-rss = \"12Q\"").unwrap_err().to_string();
+        assert!(
+            err.contains("tool.shoal") && err.contains("\"12Q\""),
+            "{err}"
+        );
     }
 
     #[test]

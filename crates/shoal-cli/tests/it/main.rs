@@ -19,6 +19,7 @@ mod postgres;
 mod privacy;
 mod processes;
 mod queue;
+mod recycling;
 mod reports;
 mod run_once;
 mod serial;

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import os
+import resource
 import signal
 import socket
 import struct
@@ -186,6 +187,7 @@ class WorkerPlugin:
         benchmark.one_warning(session.config)
         items = session.items
         inbox = Inbox(self.channel, threaded=bool(self.identity.get("steals")))
+        limits = Limits(self.identity)
         while True:
             taken = inbox.take()
             if taken is None:
@@ -217,7 +219,12 @@ class WorkerPlugin:
                 # once, as pytest does, rather than run what is queued until the controller
                 # says so.
                 inbox.finish()
-            self._send_done(session, index, junit)
+            recycle = limits.reached()
+            if recycle is not None:
+                # Checked here, between tests, so that nothing more runs in this process; what
+                # it holds goes to its replacement (see the protocol's ``recycle``).
+                inbox.finish()
+            self._send_done(session, index, junit, **({"recycle": recycle} if recycle else {}))
 
     def _send_done(self, session, index: int, junit, **extra) -> None:
         """Sends the test's reports. Until they are sent the state file says "reporting", so a
@@ -244,6 +251,38 @@ class WorkerPlugin:
         """The warnings recorded since they were last taken."""
         taken, self._warnings = self._warnings, []
         return taken
+
+
+class Limits:
+    """``--max-worker-tests`` and ``--max-worker-rss``: when this worker should end its session
+    and be replaced by a fresh process (suites that leak memory or state)."""
+
+    def __init__(self, identity: dict) -> None:
+        self._tests_left = identity.get("max_tests")
+        self._max_rss = identity.get("max_rss")
+
+    def reached(self) -> dict | None:
+        """After a test: the protocol's ``recycle`` if it took the worker to a limit."""
+        if self._tests_left is not None:
+            self._tests_left -= 1
+            if self._tests_left <= 0:
+                return {"reason": "tests"}
+        if self._max_rss is not None:
+            rss = resident_bytes()
+            if rss > self._max_rss:
+                return {"reason": "rss", "rss": rss}
+        return None
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now; where ``/proc`` is missing (macOS), its peak, which
+    only errs towards recycling sooner."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # bytes there, KiB elsewhere
 
 
 class Inbox:

@@ -347,6 +347,8 @@ impl Dispatcher {
                 replay: collection.replay,
                 steals: resolved.dist == Dist::WorkSteal,
                 workerinput: collection.workerinput.clone(),
+                max_tests: options.max_worker_tests.filter(|&n| n > 0),
+                max_rss: options.max_worker_rss.filter(|&n| n > 0),
             }
         });
         self.pool = Pool::new(identities.collect(), starter, max_restarts);
@@ -540,9 +542,15 @@ impl Dispatcher {
                 junit,
                 exit,
                 replay,
+                recycle,
             } => {
                 let worker = self.pool.worker_mut(w);
                 worker.test_finished();
+                if let Some(why) = recycle {
+                    // Before the work source hears of the test, so it hands this worker nothing.
+                    worker.recycling(why);
+                    run.work.retire(w);
+                }
                 let id = worker.id().to_owned();
                 let done = TestDone {
                     index,
@@ -659,6 +667,7 @@ impl Dispatcher {
         }
         while let Some(w) = run.work.needs_worker() {
             let gone = self.collector_gone();
+            let recycled = self.pool.worker(w).recycled();
             let collector = self.collector.as_mut().map(|(_, peer)| peer);
             if gone || !self.pool.replace(w, collector)? {
                 if run.work.waiting() {
@@ -668,6 +677,16 @@ impl Dispatcher {
                     self.send(commands);
                 }
                 break;
+            }
+            if let Some(recycled) = recycled {
+                let worker = self.pool.worker(w).id().to_owned();
+                let max_rss = self.launch.options.max_worker_rss;
+                self.report(ReporterEvent::WorkerRecycled {
+                    worker: &worker,
+                    tests: recycled.tests,
+                    why: recycled.why,
+                    max_rss,
+                });
             }
             run.work.revive(w);
         }

@@ -206,6 +206,11 @@ impl Run {
             // The others may now take the share this worker would have had.
             return self.work.requeue(w, Vec::new());
         }
+        if session_done && lost.recycled {
+            // It ended its session to be replaced before starting these: its successor, or
+            // another worker, runs them.
+            return self.work.requeue(w, held);
+        }
         if session_done || matches!(self.stop, Some(StopReason::Interrupted)) {
             // Its session ended normally, or the user interrupted the run: what it did not
             // run was discarded, not crashed on. The others may now take a larger share.
@@ -368,6 +373,9 @@ mod tests {
         fn revive(&mut self, worker: usize) {
             self.log(format!("revive {worker}"));
         }
+        fn retire(&mut self, worker: usize) {
+            self.log(format!("retire {worker}"));
+        }
         fn stop(&mut self) -> Vec<Command> {
             self.log("stop".into());
             vec![Command::Shutdown {
@@ -460,6 +468,7 @@ mod tests {
             stack: None,
             partial: None,
             replay: false,
+            recycled: false,
         }
     }
 
@@ -626,6 +635,18 @@ mod tests {
         run.worker_lost(worker, &mut FakeOutlet::default());
         assert_eq!(calls(&work), ["requeue 0 []"]);
         assert!(run.results.records().is_empty());
+        assert!(run.results.session_errors().is_empty());
+    }
+
+    #[test]
+    fn a_recycled_worker_s_unstarted_tests_go_back_to_be_run() {
+        let (mut run, work) = run(3, 0, 0);
+        let mut out = FakeOutlet::default();
+        let mut worker = lost(vec![1, 2], Position::BetweenTests, WorkerEnd::Code(0));
+        (worker.session_done, worker.recycled) = (true, true);
+        run.worker_lost(worker, &mut out);
+        assert_eq!(calls(&work), ["requeue 0 [1, 2]"]);
+        assert!(out.0.is_empty(), "nothing crashed: {:?}", out.0);
         assert!(run.results.session_errors().is_empty());
     }
 

@@ -200,7 +200,12 @@ pub fn drive_bookkeeping(
         }
         match message {
             FromPython::Ready { .. } => check(scheduler.worker_ready(w)),
-            FromPython::TestDone { index, .. } => check(scheduler.test_done(w, index)),
+            FromPython::TestDone { index, recycle, .. } => {
+                if recycle.is_some() {
+                    scheduler.retire(w);
+                }
+                check(scheduler.test_done(w, index))
+            }
             FromPython::Released { indices } => check(scheduler.released(w, indices)),
             FromPython::FixtureRequest { name } => drop(run_once.request(name, w)),
             FromPython::FixtureReady { name, value } => drop(run_once.ready(name, w, value)),
@@ -221,6 +226,8 @@ pub fn drive_bookkeeping(
 
 #[cfg(test)]
 mod tests {
+
+    use shoal_protocol::Recycle;
 
     use super::*;
     use crate::options::Dist;
@@ -258,6 +265,7 @@ mod tests {
                         junit: None,
                         exit: None,
                         replay: None,
+                        recycle: (next(8) == 0).then_some(Recycle::Tests),
                     },
                     10..=14 => FromPython::Released {
                         indices: (0..next(4))

@@ -403,6 +403,10 @@ impl WorkSource for QueueSource {
         self.local.revive(worker)
     }
 
+    fn retire(&mut self, worker: usize) {
+        self.local.retire(worker)
+    }
+
     /// `-x`, `--maxfail`, Ctrl-C, a lost queue: what is finished is acknowledged, the rest
     /// goes back to the queue at once for the other nodes.
     fn stop(&mut self) -> Vec<Command> {

@@ -10,7 +10,7 @@ use std::{
 };
 
 use serde::Serialize;
-use shoal_protocol::{Outcome, When};
+use shoal_protocol::{Outcome, Recycle, When};
 
 use crate::results::{Results, TestRecord};
 
@@ -30,6 +30,12 @@ enum Event<'a> {
     WorkerStop {
         worker: &'a str,
         exit: &'a str,
+    },
+    WorkerRecycled {
+        worker: &'a str,
+        tests: usize,
+        #[serde(flatten)]
+        why: Recycle,
     },
     Test {
         nodeid: &'a str,
@@ -132,6 +138,15 @@ impl EventLog {
 
     pub fn worker_stop(&mut self, worker: &str, exit: &str) -> Result<(), EventsError> {
         self.emit(&Event::WorkerStop { worker, exit })
+    }
+
+    pub fn worker_recycled(
+        &mut self,
+        worker: &str,
+        tests: usize,
+        why: Recycle,
+    ) -> Result<(), EventsError> {
+        self.emit(&Event::WorkerRecycled { worker, tests, why })
     }
 
     pub fn test(&mut self, record: &TestRecord) -> Result<(), EventsError> {

@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shoal_protocol::JunitSettings;
+use shoal_protocol::{JunitSettings, Recycle};
 
 pub use terminal::Terminal;
 
@@ -83,6 +83,14 @@ pub enum ReporterEvent<'a> {
     WorkerLine(&'a str),
     /// Crashed workers are no longer replaced; the text says why, now and in the summary.
     RestartLimit(&'a str),
+    /// A worker process ended its session after `tests` tests, as `why` says, and a fresh one
+    /// took its slot (`--max-worker-tests`, `--max-worker-rss` at `max_rss` bytes).
+    WorkerRecycled {
+        worker: &'a str,
+        tests: usize,
+        why: Recycle,
+        max_rss: Option<u64>,
+    },
     /// A worker started a test: reported with `-vv`, timeouts or `--timeline` only.
     TestStarted {
         worker: &'a str,
@@ -167,6 +175,15 @@ impl Reporters {
             ReporterEvent::WorkerOutputClosed { worker } => terminal.output_closed(worker),
             ReporterEvent::WorkerLine(text) => terminal.worker_line(text),
             ReporterEvent::RestartLimit(text) => terminal.restart_limit(text.to_owned()),
+            ReporterEvent::WorkerRecycled {
+                worker,
+                tests,
+                why,
+                max_rss,
+            } => {
+                terminal.recycled(worker, tests, why, max_rss);
+                self.log(|log| log.worker_recycled(worker, tests, why));
+            }
             ReporterEvent::TestStarted { nodeid, .. } => terminal.test_started(nodeid),
             ReporterEvent::TestRetrying(record) => {
                 terminal.retrying(record);

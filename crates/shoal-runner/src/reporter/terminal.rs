@@ -11,7 +11,7 @@ use std::{
 };
 
 use anstyle::{AnsiColor, Reset, Style};
-use shoal_protocol::{Outcome, PhaseReport, PytestSettings, SessionExit, When};
+use shoal_protocol::{Outcome, PhaseReport, PytestSettings, Recycle, SessionExit, When};
 
 use super::{
     live::{Live, Tally},
@@ -238,6 +238,26 @@ impl Terminal {
             self.line(text);
             let _ = self.out.flush();
         }
+    }
+
+    /// With `-v`: a worker process was replaced by a fresh one after `tests` tests, as
+    /// xdist's worker lines go.
+    pub fn recycled(&mut self, worker: &str, tests: usize, why: Recycle, max_rss: Option<u64>) {
+        if self.settings.verbose <= 0 {
+            return;
+        }
+        let after = match tests {
+            1 => "1 test".to_owned(),
+            n => format!("{n} tests"),
+        };
+        self.worker_line(&match (why, max_rss) {
+            (Recycle::Rss { rss }, Some(limit)) => format!(
+                "[{worker}] recycled after {after}: the last left it at {} (limit {})",
+                mebibytes(rss),
+                mebibytes(limit)
+            ),
+            _ => format!("[{worker}] recycled after {after}"),
+        });
     }
 
     /// Crashed workers are no longer replaced: `text` says why, now and in the summary.
@@ -822,6 +842,11 @@ fn collapse_locations(locations: &[&str]) -> String {
         .map(|(file, n)| format!("{file}: {n} warning{}", if *n > 1 { "s" } else { "" }))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A number of bytes as a memory limit is read: in MiB.
+fn mebibytes(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
 /// pytest's `_make_plural`: only some nouns change.

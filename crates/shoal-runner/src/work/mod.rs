@@ -69,6 +69,11 @@ pub trait WorkSource {
     /// A new process took over the slot; it gets tests once ready.
     fn revive(&mut self, worker: usize);
 
+    /// `worker` ends its session after the test it just finished, to be replaced by a fresh
+    /// process (`--max-worker-tests`, `--max-worker-rss`): it gets nothing more, the tests it
+    /// held come back through `requeue`, and its slot needs a worker while work remains.
+    fn retire(&mut self, worker: usize);
+
     /// Stop handing out tests (`-x`, `--maxfail`): every worker drops what it has not started.
     fn stop(&mut self) -> Vec<Command>;
 

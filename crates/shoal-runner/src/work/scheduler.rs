@@ -125,6 +125,8 @@ struct WorkerQueue {
     shut: bool,
     /// Its process is gone (until the slot is revived).
     lost: bool,
+    /// Its process ends to be replaced by a fresh one ([`WorkSource::retire`]).
+    retired: bool,
     /// worksteal: waiting for a victim to release tests to it.
     awaiting_steal: bool,
     /// worksteal: the thief its current steal request serves.
@@ -357,10 +359,12 @@ impl WorkSource for Scheduler {
         if self.stopped {
             return None;
         }
+        // A recycled slot is filled again at once, not only once nobody else can take work.
+        let pooled = !self.units.is_empty();
         if let Some(w) = self
             .workers
             .iter()
-            .position(|q| q.lost && !q.share.is_empty())
+            .position(|q| q.lost && (!q.share.is_empty() || (q.retired && pooled)))
         {
             return Some(w);
         }
@@ -374,10 +378,17 @@ impl WorkSource for Scheduler {
     fn revive(&mut self, worker: usize) {
         let queue = &mut self.workers[worker];
         queue.lost = false;
+        queue.retired = false;
         queue.shut = false;
         queue.ready = false;
         queue.awaiting_steal = false;
         queue.stolen_by = None;
+    }
+
+    fn retire(&mut self, worker: usize) {
+        let queue = &mut self.workers[worker];
+        queue.retired = true;
+        queue.shut = true;
     }
 
     fn holds(&self, worker: usize, index: usize) -> bool {
@@ -621,7 +632,7 @@ impl Scheduler {
             .workers
             .iter()
             .enumerate()
-            .filter(|(w, q)| *w != thief && !q.lost && q.stolen_by.is_none())
+            .filter(|(w, q)| *w != thief && !q.lost && !q.retired && q.stolen_by.is_none())
             .map(|(w, q)| (w, q.pending.len().saturating_sub(2)))
             .max_by_key(|&(_, n)| n)?;
         if stealable == 0 {
@@ -1012,6 +1023,136 @@ mod tests {
     fn each_runs_everything_everywhere() {
         let ran = simulate(Dist::Each, 3);
         assert!(ran.iter().all(|r| r == &vec![0, 1, 2, 3, 4]), "{ran:?}");
+    }
+
+    /// Runs `items` as workers do whose processes end after `max` tests each (as
+    /// `--max-worker-tests` makes them), each slot filled again at once: what each process of
+    /// each slot ran, in order.
+    fn simulate_recycling(
+        dist: Dist,
+        workers: usize,
+        items: &[CollectedItem],
+        max: usize,
+    ) -> Vec<Vec<Vec<usize>>> {
+        let mut s = Scheduler::new(
+            dist,
+            units(dist, items, false),
+            workers,
+            Constraints::default(),
+        );
+        let mut queues: Vec<VecDeque<usize>> = vec![VecDeque::new(); workers];
+        let mut shut = vec![false; workers];
+        let mut ran = vec![vec![Vec::new()]; workers];
+        let mut commands: VecDeque<Command> =
+            (0..workers).flat_map(|w| s.worker_ready(w)).collect();
+        loop {
+            while let Some(c) = commands.pop_front() {
+                match c {
+                    Command::Run { worker, indices } => queues[worker].extend(indices),
+                    Command::Shutdown { worker, .. } => shut[worker] = true,
+                    Command::Steal { worker, count } => {
+                        let keep = queues[worker].len().saturating_sub(count).max(1);
+                        let released: Vec<usize> = queues[worker].drain(keep..).collect();
+                        commands.extend(s.released(worker, released));
+                    }
+                }
+            }
+            let Some(w) =
+                (0..workers).find(|&w| queues[w].len() >= 2 || (shut[w] && !queues[w].is_empty()))
+            else {
+                assert!(shut.iter().all(|&s| s), "a worker waits: {queues:?}");
+                return ran;
+            };
+            let index = queues[w].pop_front().unwrap();
+            let process = ran[w].last_mut().unwrap();
+            process.push(index);
+            if process.len() < max {
+                commands.extend(s.test_done(w, index));
+                continue;
+            }
+            // The worker says it recycles with this test's report, and ends its session.
+            s.retire(w);
+            commands.extend(s.test_done(w, index));
+            queues[w].clear();
+            let held = s.worker_lost(w);
+            commands.extend(s.requeue(w, held));
+            while let Some(slot) = s.needs_worker() {
+                s.revive(slot);
+                ran[slot].push(Vec::new());
+                shut[slot] = false;
+                commands.extend(s.worker_ready(slot));
+            }
+        }
+    }
+
+    #[test]
+    fn recycled_workers_lose_nothing_run_nothing_twice_and_stay_within_their_limit() {
+        let items: Vec<CollectedItem> = (0..20)
+            .map(|n| item(&format!("m{}.py::C::t{n}", n % 3), None))
+            .collect();
+        for dist in [
+            Dist::Load,
+            Dist::LoadScope,
+            Dist::LoadFile,
+            Dist::WorkSteal,
+            Dist::Each,
+            Dist::No,
+        ] {
+            for workers in 1..=3 {
+                let ran = simulate_recycling(dist, workers, &items, 3);
+                let context = format!("{dist} -n {workers}: {ran:?}");
+                let processes = ran.iter().flatten();
+                assert!(processes.clone().all(|p| p.len() <= 3), "{context}");
+                if matches!(dist, Dist::Each | Dist::No) {
+                    for slot in &ran {
+                        let all: Vec<usize> = slot.iter().flatten().copied().collect();
+                        assert_eq!(all, (0..20).collect::<Vec<_>>(), "{context}");
+                    }
+                } else {
+                    let slots: Vec<Vec<usize>> = ran.iter().map(|s| s.concat()).collect();
+                    assert_eq!(sorted(&slots), (0..20).collect::<Vec<_>>(), "{context}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_recycled_slot_is_filled_again_while_another_worker_takes_work() {
+        let items: Vec<CollectedItem> = (0..40)
+            .map(|n| item(&format!("a.py::t{n}"), None))
+            .collect();
+        let mut s = Scheduler::new(
+            Dist::Load,
+            units(Dist::Load, &items, false),
+            2,
+            Constraints::default(),
+        );
+        s.worker_ready(0);
+        s.worker_ready(1);
+        let first = s.running(0).unwrap();
+        s.retire(0);
+        let commands = s.test_done(0, first);
+        assert!(
+            !commands
+                .iter()
+                .any(|c| matches!(c, Command::Run { worker: 0, .. })),
+            "a retiring worker gets nothing more: {commands:?}"
+        );
+        assert_eq!(s.needs_worker(), None, "its process is still ending");
+        let held = s.worker_lost(0);
+        assert!(!held.is_empty());
+        s.requeue(0, held.clone());
+        assert_eq!(
+            s.needs_worker(),
+            Some(0),
+            "gw1 still accepts, gw0 is filled anyway"
+        );
+        s.revive(0);
+        let commands = s.worker_ready(0);
+        assert!(
+            matches!(&commands[..], [Command::Run { worker: 0, indices }, ..] if indices[0] == held[0]),
+            "what it held comes back first: {commands:?}"
+        );
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct WorkerLost {
     pub partial: Option<(usize, Vec<PhaseReport>)>,
     /// Whether the collector's plugins hear of each test's reports (the identity's `replay`).
     pub replay: bool,
+    /// It ended its session to be replaced, before the tests it still held.
+    pub recycled: bool,
 }
 
 /// Where a lost worker was when it ended, from its state file.
@@ -219,7 +221,8 @@ impl Pool {
     }
 
     /// Starts a new process in slot `w`, whose last one is gone, if the restart budget allows
-    /// (a worker whose session ended normally costs none). Returns whether it did.
+    /// (a worker whose session ended normally, recycled ones among them, costs none). Returns
+    /// whether it did.
     pub fn replace(&mut self, w: usize, collector: Option<&mut Peer>) -> Result<bool, RunError> {
         let slot = &self.slots[w];
         if !slot.finished() {

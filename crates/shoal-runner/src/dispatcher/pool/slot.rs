@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shoal_protocol::{PhaseReport, When, WorkerIdentity};
+use shoal_protocol::{PhaseReport, Recycle, When, WorkerIdentity};
 
 use crate::{connection::Peer, signals};
 
@@ -171,6 +171,18 @@ pub struct Worker {
     recent_output: std::collections::VecDeque<u8>,
     /// The last test's reports before its (session) teardown: `test_partial`.
     pub partial: Option<(usize, Vec<PhaseReport>)>,
+    /// How many tests this process finished.
+    tests_run: usize,
+    /// Why this process ends its session to be replaced (`test_done.recycle`), if it does.
+    recycle: Option<Recycle>,
+}
+
+/// A process that ended its session to be replaced by a fresh one (`--max-worker-tests`,
+/// `--max-worker-rss`): why, and after how many tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recycled {
+    pub tests: usize,
+    pub why: Recycle,
 }
 
 impl Worker {
@@ -185,6 +197,8 @@ impl Worker {
             kill: None,
             recent_output: std::collections::VecDeque::new(),
             partial: None,
+            tests_run: 0,
+            recycle: None,
         }
     }
 
@@ -306,9 +320,23 @@ impl Worker {
 
     /// A test finished: what it printed before belongs to that test.
     pub fn test_finished(&mut self) {
+        self.tests_run += 1;
         self.running = None;
         self.partial = None;
         self.recent_output.clear();
+    }
+
+    /// It said it ends its session after its last test, to be replaced.
+    pub fn recycling(&mut self, why: Recycle) {
+        self.recycle = Some(why);
+    }
+
+    /// Whether this process ended, or is ending, to be replaced, and after how many tests.
+    pub fn recycled(&self) -> Option<Recycled> {
+        self.recycle.map(|why| Recycled {
+            tests: self.tests_run,
+            why,
+        })
     }
 
     /// Once both of its ends came: the slot is gone, and what the dispatcher must know of
@@ -353,6 +381,7 @@ impl Worker {
             stack,
             partial: self.partial.take(),
             replay: self.identity.replay,
+            recycled: self.recycle.is_some(),
         })
     }
 
