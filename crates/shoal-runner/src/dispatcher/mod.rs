@@ -53,7 +53,8 @@ use crate::{
     python::Interpreter,
     queue::{QueueSource, QueueSpec, QueueSpecError, Seat},
     reporter::{
-        events::EventLog, timeline::Timeline, ReporterEvent, Reporters, RunEnd, RunStart, Terminal,
+        events::EventLog, timeline::Timeline, Outputs, ReporterEvent, Reporters, RunEnd, RunStart,
+        Terminal,
     },
     results::{Results, StopReason},
     shard::{manifest, ShardChoice, ShardSplit},
@@ -276,17 +277,17 @@ impl Dispatcher {
             .as_deref()
             .map(EventLog::open)
             .transpose()?;
-        self.reporters = Some(Reporters::new(
-            terminal,
+        let outputs = Outputs {
             events,
-            options.timeline.clone().map(Timeline::new),
-            settings.junit.clone(),
-            settings.cache_dir.as_ref().map(PathBuf::from),
-            store,
-            shard
+            timeline: options.timeline.clone().map(Timeline::new),
+            junit: settings.junit.clone(),
+            cache_dir: settings.cache_dir.as_ref().map(PathBuf::from),
+            durations: store,
+            shard: shard
                 .as_ref()
                 .map(|split| split.manifest_base(&collection.items)),
-        ));
+        };
+        self.reporters = Some(Reporters::new(terminal, outputs));
         for problem in store_problems.into_iter().flatten() {
             self.notice(&problem);
         }

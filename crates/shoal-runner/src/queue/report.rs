@@ -21,7 +21,7 @@ use super::{
 use crate::{
     durations::{self, DurationStore},
     options::FailureOutput,
-    reporter::{Reporters, RunEnd, Terminal},
+    reporter::{Outputs, Reporters, RunEnd, Terminal},
     results::{Results, TestRecord},
     shard::merge::on_this_terminal,
     ExitCode,
@@ -169,7 +169,13 @@ pub fn report(options: &ReportOptions) -> Result<ExitCode, ReportError> {
     let mut settings = on_this_terminal(info.settings.clone());
     settings.junit = junit.clone();
     let terminal = Terminal::new(settings, FailureOutput::End, false);
-    let reporters = Reporters::new(terminal, None, None, junit, Some(cache_dir), store, None);
+    let outputs = Outputs {
+        junit,
+        cache_dir: Some(cache_dir),
+        durations: store,
+        ..Outputs::default()
+    };
+    let reporters = Reporters::new(terminal, outputs);
     let end = RunEnd {
         stop: None,
         plugin_summary: "",

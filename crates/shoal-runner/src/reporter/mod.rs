@@ -136,16 +136,33 @@ pub struct Reporters {
     shard: Option<ShardRun>,
 }
 
+/// What a run leaves behind besides the terminal, each where asked for: a local run has any
+/// of them, a merge or a queue's report the few that results from elsewhere allow.
+#[derive(Default)]
+pub struct Outputs {
+    /// `--report-json`.
+    pub events: Option<EventLog>,
+    /// `--timeline`.
+    pub timeline: Option<Timeline>,
+    /// `--junitxml`.
+    pub junit: Option<JunitSettings>,
+    /// pytest's cache directory, for `lastfailed`.
+    pub cache_dir: Option<PathBuf>,
+    pub durations: Option<DurationStore>,
+    /// `--shard`: the manifest the JUnit file carries.
+    pub shard: Option<ShardRun>,
+}
+
 impl Reporters {
-    pub fn new(
-        terminal: Terminal,
-        events: Option<EventLog>,
-        timeline: Option<Timeline>,
-        junit: Option<JunitSettings>,
-        cache_dir: Option<PathBuf>,
-        durations: Option<DurationStore>,
-        shard: Option<ShardRun>,
-    ) -> Self {
+    pub fn new(terminal: Terminal, outputs: Outputs) -> Self {
+        let Outputs {
+            events,
+            timeline,
+            junit,
+            cache_dir,
+            durations,
+            shard,
+        } = outputs;
         Self {
             terminal,
             events,

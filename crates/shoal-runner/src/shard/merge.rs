@@ -21,7 +21,7 @@ use super::manifest::{Manifest, ShardTest, PROPERTY, VERSION};
 use crate::{
     durations::{self, DurationStore},
     options::FailureOutput,
-    reporter::{Reporters, RunEnd, Terminal},
+    reporter::{Outputs, Reporters, RunEnd, Terminal},
     results::{passed_report, Results, TestRecord},
     ExitCode,
 };
@@ -141,7 +141,12 @@ pub fn merge(options: &MergeOptions) -> Result<ExitCode, MergeError> {
         ExitCode::Ok
     };
     let terminal = Terminal::new(terminal_settings(), FailureOutput::End, false);
-    let reporters = Reporters::new(terminal, None, None, junit, None, store, None);
+    let outputs = Outputs {
+        junit,
+        durations: store,
+        ..Outputs::default()
+    };
+    let reporters = Reporters::new(terminal, outputs);
     let end = RunEnd {
         stop: None,
         plugin_summary: "",
