@@ -9,7 +9,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{ArgAction, Command, CommandFactory, FromArgMatches, Parser};
 use shoal_runner::{
-    options::{parse_size, Dist, FailureOutput, StartMethod},
+    options::{self, parse_size, Dist, FailureOutput, StartMethod},
     parallelism::WorkerCount,
     queue::{report::ReportOptions, QueueArgs},
     shard::{merge::MergeOptions, ShardSpec},
@@ -82,8 +82,9 @@ pub struct Cli {
 
     /// Run a failing test up to N more times (on another worker where there is one); one that
     /// then passes is reported FLAKY. Also `@pytest.mark.flaky(reruns=N)`.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub retries: usize,
+    /// [default: 0]
+    #[arg(long, value_name = "N")]
+    pub retries: Option<usize>,
 
     /// How many crashed workers may be replaced in all. [default: 4 per worker]
     #[arg(long, value_name = "N")]
@@ -107,6 +108,11 @@ pub struct Cli {
     /// with `shoal merge`.
     #[arg(long, value_name = "K/N|auto")]
     pub shard: Option<ShardSpec>,
+
+    /// Print the options a run would go with and where each came from (command line,
+    /// [tool.shoal], pytest addopts, default), and exit without running tests.
+    #[arg(long)]
+    pub show_config: bool,
 
     #[command(flatten)]
     pub queue: QueueCli,
@@ -283,28 +289,23 @@ fn split(argv: &[String], command: &Command) -> (Vec<String>, Vec<String>) {
 
 /// A number of seconds the clock can count to.
 fn seconds(text: &str) -> Result<f64, String> {
-    let max = shoal_runner::dispatcher::MAX_SECONDS;
-    text.parse()
-        .ok()
-        .filter(|s| (0.0..=max).contains(s))
-        .ok_or_else(|| format!("expected a number of seconds from 0 to {max:e}"))
+    options::seconds(number(text)?)
 }
 
 /// More than no time at all.
 fn positive_seconds(text: &str) -> Result<f64, String> {
-    seconds(text)?;
-    text.parse()
-        .ok()
-        .filter(|s: &f64| *s > 0.0)
-        .ok_or_else(|| "expected a number of seconds above 0".to_owned())
+    options::positive_seconds(number(text)?)
 }
 
 /// A share, from 0 to 1.
 fn ratio(text: &str) -> Result<f64, String> {
+    options::ratio(number(text)?)
+}
+
+/// `text` as a number, for the checks that `[tool.shoal]` shares.
+fn number(text: &str) -> Result<f64, String> {
     text.parse()
-        .ok()
-        .filter(|r| (0.0..=1.0).contains(r))
-        .ok_or_else(|| "expected a number from 0 to 1".to_owned())
+        .map_err(|_| format!("expected a number, not {text:?}"))
 }
 
 /// Parses shoal's command line; the error is clap's, ready to print.
@@ -333,6 +334,8 @@ pub fn parse(argv: Vec<String>) -> Result<RunOptions, clap::Error> {
         queue: cli.queue.into_args(),
         pytest_args,
         mainargv: argv,
+        show_config: cli.show_config,
+        project: None,
     })
 }
 

@@ -32,6 +32,13 @@ fn main() -> ProcessExit {
             return ProcessExit::from(ExitCode::UsageError);
         }
     };
+    if options.show_config {
+        print!(
+            "{}",
+            options.show_config(shoal_runner::python::describe_choice(&options))
+        );
+        return ProcessExit::from(ExitCode::Ok);
+    }
     match shoal_runner::run(options) {
         Ok(code) => ProcessExit::from(code),
         Err(err) => failed(&err, err.exit_code()),

@@ -7,6 +7,7 @@
 use std::{
     fmt,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use clap::ValueEnum;
@@ -14,7 +15,10 @@ use clap::ValueEnum;
 use serde::Deserialize;
 use shoal_protocol::PytestSettings;
 
-use crate::parallelism::{WorkerCount, WorkerCountError};
+use crate::{
+    parallelism::{WorkerCount, WorkerCountError},
+    queue::{DEFAULT_LEASE, DEFAULT_REQUEUE_TOLERANCE},
+};
 
 /// How tests are spread over workers (`--dist`), with pytest-xdist's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -166,8 +170,8 @@ pub struct RunOptions {
     pub timeout: Option<f64>,
     /// `--run-timeout`: seconds the whole run may take.
     pub run_timeout: Option<f64>,
-    /// `--retries`: how often a failing test runs again.
-    pub retries: usize,
+    /// `--retries`: how often a failing test runs again; see [`RunOptions::retries`].
+    pub retries: Option<usize>,
     /// `--max-worker-restart`: how many crashed workers may be replaced in all.
     pub max_worker_restart: Option<usize>,
     /// `--max-worker-tests`: a worker process is replaced after this many tests; 0 turns a
@@ -184,18 +188,53 @@ pub struct RunOptions {
     pub pytest_args: Vec<String>,
     /// shoal's whole command line, for `config.workerinput["mainargv"]`.
     pub mainargv: Vec<String>,
+    /// `--show-config`: print the options and where each came from instead of running.
+    pub show_config: bool,
+    /// The `[tool.shoal]` that filled what the command line left open, if one did.
+    pub project: Option<ProjectLayer>,
 }
 
-/// The options a run goes with once pytest's own settings are known.
+/// Which options a `[tool.shoal]` table set: kept so that `--show-config` can say where each
+/// value came from without a second copy of the layering.
+#[derive(Debug, Clone)]
+pub struct ProjectLayer {
+    /// The `pyproject.toml` the table is in.
+    pub path: PathBuf,
+    /// The keys it set that the command line had not.
+    pub keys: Vec<&'static str>,
+}
+
+/// Where an option's value came from, highest precedence first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    CommandLine,
+    /// `[tool.shoal]` in `pyproject.toml`.
+    Project,
+    /// The xdist flags pytest parsed out of its `addopts` (or `PYTEST_ADDOPTS`).
+    Addopts,
+    Default,
+    /// The default as far as shoal knows before Python starts: pytest's addopts, which only
+    /// the collector reads, may still set it.
+    DefaultUnlessAddopts,
+}
+
+/// A value and the layer it came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+/// The options that pytest's addopts may set too, once pytest's own settings are known.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Resolved {
-    pub workers: WorkerCount,
-    pub dist: Dist,
-    pub maxprocesses: Option<usize>,
+    pub workers: Sourced<WorkerCount>,
+    pub dist: Sourced<Dist>,
+    pub maxprocesses: Sourced<Option<usize>>,
     /// `--max-worker-restart`; `None`: xdist's default, four per worker.
-    pub max_worker_restart: Option<usize>,
+    pub max_worker_restart: Sourced<Option<usize>>,
     /// `--failure-output`, else `immediate` under pytest-instafail's `--instafail`.
-    pub failure_output: FailureOutput,
+    pub failure_output: Sourced<FailureOutput>,
 }
 
 /// A setting read from pytest's addopts or from `[tool.shoal]` is invalid.
@@ -218,115 +257,404 @@ pub enum OptionsError {
 
 impl RunOptions {
     /// Fills what the command line left open from `[tool.shoal]` of the nearest
-    /// `pyproject.toml` at or above `dir`.
+    /// `pyproject.toml` at or above `dir`, and remembers which keys did. Every key is checked,
+    /// also those the command line overrides: a mistake in the file is one on every run.
     pub fn with_project_config(mut self, dir: &Path) -> Result<Self, OptionsError> {
-        let Some((path, table)) = ProjectConfig::find(dir)? else {
+        let Some((path, table)) = project_table(dir)? else {
             return Ok(self);
         };
-        let invalid = |message: String| OptionsError::Project {
-            path: path.clone(),
-            message,
-        };
-        if self.workers.is_none() {
-            self.workers = table
-                .numprocesses
-                .map(|v| v.to_string().trim_matches('"').parse())
-                .transpose()
-                .map_err(|e: WorkerCountError| invalid(e.to_string()))?;
+        let mut keys = Vec::new();
+        for (key, value) in table {
+            let invalid = |message: String| OptionsError::Project {
+                path: path.clone(),
+                message,
+            };
+            let Some(&key) = PROJECT_KEYS.iter().find(|k| **k == key) else {
+                return Err(invalid(format!(
+                    "unknown key `{key}`, expected one of {}",
+                    PROJECT_KEYS.join(", ")
+                )));
+            };
+            let base = path.parent().unwrap_or(dir);
+            if self
+                .set_from_project(key, value, base)
+                .map_err(|message| invalid(format!("{key}: {message}")))?
+            {
+                keys.push(key);
+            }
         }
-        if self.dist.is_none() {
-            self.dist = table
-                .dist
-                .map(|v| choice("dist", &v))
-                .transpose()
-                .map_err(|e| invalid(e.to_string()))?;
-        }
-        if self.start.is_none() {
-            self.start = table
-                .start
-                .map(|v| choice("start", &v))
-                .transpose()
-                .map_err(|e| invalid(e.to_string()))?;
-        }
-        self.maxprocesses = self.maxprocesses.or(table.maxprocesses);
-        self.max_worker_tests = self.max_worker_tests.or(table.max_worker_tests);
-        if self.max_worker_rss.is_none() {
-            self.max_worker_rss = table
-                .max_worker_rss
-                .map(|v| match v {
-                    toml::Value::String(text) => {
-                        parse_size(&text).map_err(|e| format!("max-worker-rss: {e}"))
-                    }
-                    toml::Value::Integer(bytes) => u64::try_from(bytes)
-                        .map_err(|_| format!("max-worker-rss: {bytes} is below 0 bytes")),
-                    other => Err(format!(
-                        "max-worker-rss: expected a size such as \"500M\" or a number of bytes, not {other}"
-                    )),
-                })
-                .transpose()
-                .map_err(invalid)?;
-        }
-        if self.python.is_none() {
-            self.python = table.python.map(|p| path.parent().unwrap_or(dir).join(p));
-        }
+        self.project = Some(ProjectLayer { path, keys });
         Ok(self)
     }
 
-    /// The final options: ours first, then the xdist flags from pytest's addopts, then the
-    /// defaults (`-n auto --dist load`: someone who runs shoal wants parallelism).
-    pub fn resolve(&self, pytest: &PytestSettings) -> Result<Resolved, OptionsError> {
-        let workers = match (self.workers, &pytest.numprocesses) {
-            (Some(workers), _) => workers,
-            (None, Some(addopts)) => addopts.parse()?,
-            (None, None) => WorkerCount::Auto,
-        };
-        let dist = match (self.dist, &pytest.dist) {
-            (Some(dist), _) => dist,
-            (None, Some(addopts)) => choice("dist", addopts)?,
-            (None, None) => Dist::Load,
-        };
-        let max_worker_restart = match (self.max_worker_restart, &pytest.maxworkerrestart) {
-            (Some(n), _) => Some(n),
-            (None, Some(addopts)) => {
-                Some(
-                    addopts
-                        .trim()
-                        .parse()
-                        .map_err(|_| OptionsError::MaxWorkerRestart {
-                            value: addopts.clone(),
-                        })?,
-                )
+    /// Sets the option `key` of `[tool.shoal]` to `value` unless the command line set it;
+    /// whether it did. Relative paths are taken from `base`, the file's directory.
+    fn set_from_project(
+        &mut self,
+        key: &'static str,
+        value: toml::Value,
+        base: &Path,
+    ) -> Result<bool, String> {
+        /// Fills `slot` with `value` if it is empty, once `value` has been checked.
+        fn fill<T>(slot: &mut Option<T>, value: Result<T, String>) -> Result<bool, String> {
+            let value = value?;
+            let empty = slot.is_none();
+            if empty {
+                *slot = Some(value);
             }
-            (None, None) => None,
-        };
+            Ok(empty)
+        }
+        match key {
+            "numprocesses" => fill(
+                &mut self.workers,
+                match value {
+                    toml::Value::Integer(n) => n.to_string(),
+                    other => text(other)?,
+                }
+                .parse()
+                .map_err(|e: WorkerCountError| e.to_string()),
+            ),
+            "dist" => fill(&mut self.dist, named(key, value)),
+            "maxprocesses" => fill(&mut self.maxprocesses, whole(value)),
+            "python" => fill(&mut self.python, text(value).map(|p| base.join(p))),
+            "start" => fill(&mut self.start, named(key, value)),
+            "failure-output" => fill(&mut self.failure_output, named(key, value)),
+            "timeout" => fill(&mut self.timeout, number(value).and_then(seconds)),
+            "run-timeout" => fill(&mut self.run_timeout, number(value).and_then(seconds)),
+            "retries" => fill(&mut self.retries, whole(value)),
+            "max-worker-restart" => fill(&mut self.max_worker_restart, whole(value)),
+            "max-worker-tests" => fill(&mut self.max_worker_tests, whole(value)),
+            "max-worker-rss" => fill(
+                &mut self.max_worker_rss,
+                match value {
+                    toml::Value::String(text) => parse_size(&text).map_err(|e| e.to_string()),
+                    toml::Value::Integer(bytes) => {
+                        u64::try_from(bytes).map_err(|_| format!("{bytes} is below 0 bytes"))
+                    }
+                    other => Err(format!(
+                        "expected a size such as \"500M\" or a number of bytes, not {other}"
+                    )),
+                },
+            ),
+            "lease-timeout" => fill(
+                &mut self.queue.lease_timeout,
+                number(value)
+                    .and_then(positive_seconds)
+                    .map(Duration::from_secs_f64),
+            ),
+            "requeue-tolerance" => fill(
+                &mut self.queue.requeue_tolerance,
+                number(value).and_then(ratio),
+            ),
+            _ => unreachable!("every key of PROJECT_KEYS is handled"),
+        }
+    }
+
+    /// Where an option that is set got its value: `[tool.shoal]` if it filled it, else the
+    /// command line.
+    fn origin_of(&self, key: &str) -> Origin {
+        match &self.project {
+            Some(project) if project.keys.contains(&key) => Origin::Project,
+            _ => Origin::CommandLine,
+        }
+    }
+
+    /// How often a failing test runs again.
+    pub fn retries(&self) -> usize {
+        self.retries.unwrap_or(0)
+    }
+
+    /// The final options: ours first (the command line, then `[tool.shoal]`), then the xdist
+    /// flags from pytest's addopts, then the defaults (`-n auto --dist load`: someone who runs
+    /// shoal wants parallelism). `pytest` is `None` before the collector has read pytest's
+    /// configuration: then nothing can be invalid, and a default may still give way to addopts.
+    pub fn resolve(&self, pytest: Option<&PytestSettings>) -> Result<Resolved, OptionsError> {
         Ok(Resolved {
-            workers,
-            dist,
-            maxprocesses: self.maxprocesses.or(pytest.maxprocesses),
-            max_worker_restart,
-            failure_output: self.failure_output.unwrap_or(if pytest.instafail {
-                FailureOutput::Immediate
-            } else {
-                FailureOutput::End
-            }),
+            workers: self.layer(
+                "numprocesses",
+                self.workers,
+                pytest,
+                |p| Ok(p.numprocesses.as_deref().map(str::parse).transpose()?),
+                WorkerCount::Auto,
+            )?,
+            dist: self.layer(
+                "dist",
+                self.dist,
+                pytest,
+                |p| Ok(p.dist.as_deref().map(|d| choice("dist", d)).transpose()?),
+                Dist::Load,
+            )?,
+            maxprocesses: self.layer(
+                "maxprocesses",
+                self.maxprocesses.map(Some),
+                pytest,
+                |p| Ok(p.maxprocesses.map(Some)),
+                None,
+            )?,
+            max_worker_restart: self.layer(
+                "max-worker-restart",
+                self.max_worker_restart.map(Some),
+                pytest,
+                |p| {
+                    p.maxworkerrestart
+                        .as_deref()
+                        .map(|text| {
+                            text.trim().parse().map(Some).map_err(|_| {
+                                OptionsError::MaxWorkerRestart {
+                                    value: text.to_owned(),
+                                }
+                            })
+                        })
+                        .transpose()
+                },
+                None,
+            )?,
+            failure_output: self.layer(
+                "failure-output",
+                self.failure_output,
+                pytest,
+                |p| Ok(p.instafail.then_some(FailureOutput::Immediate)),
+                FailureOutput::End,
+            )?,
         })
+    }
+
+    /// The first layer that sets one option: `ours`, then what `addopts` reads from pytest's
+    /// settings, then `default`.
+    fn layer<T>(
+        &self,
+        key: &'static str,
+        ours: Option<T>,
+        pytest: Option<&PytestSettings>,
+        addopts: impl FnOnce(&PytestSettings) -> Result<Option<T>, OptionsError>,
+        default: T,
+    ) -> Result<Sourced<T>, OptionsError> {
+        if let Some(value) = ours {
+            return Ok(Sourced {
+                value,
+                origin: self.origin_of(key),
+            });
+        }
+        let Some(pytest) = pytest else {
+            return Ok(Sourced {
+                value: default,
+                origin: Origin::DefaultUnlessAddopts,
+            });
+        };
+        Ok(match addopts(pytest)? {
+            Some(value) => Sourced {
+                value,
+                origin: Origin::Addopts,
+            },
+            None => Sourced {
+                value: default,
+                origin: Origin::Default,
+            },
+        })
+    }
+
+    /// Every option with its value and where it came from, as far as it is known before
+    /// Python starts (pytest's addopts are not); `python` describes the interpreter the run
+    /// would use.
+    pub fn settings(&self, python: String) -> Vec<(&'static str, Sourced<String>)> {
+        let resolved = self
+            .resolve(None)
+            .expect("without pytest's settings nothing is invalid");
+        let own = |key, value: Option<String>, default: String| match value {
+            Some(value) => Sourced {
+                value,
+                origin: self.origin_of(key),
+            },
+            None => Sourced {
+                value: default,
+                origin: Origin::Default,
+            },
+        };
+        let count = |n: Option<usize>| n.map(|n| n.to_string());
+        let seconds = |s: Option<f64>| s.map(|s| format!("{s}s"));
+        let none = || "none".to_owned();
+        vec![
+            ("numprocesses", resolved.workers.map(|w| w.to_string())),
+            ("dist", resolved.dist.map(|d| d.to_string())),
+            (
+                "maxprocesses",
+                resolved.maxprocesses.map(|n| count(n).unwrap_or_else(none)),
+            ),
+            (
+                "python",
+                own(
+                    "python",
+                    self.python.as_ref().map(|_| python.clone()),
+                    python,
+                ),
+            ),
+            (
+                "start",
+                own(
+                    "start",
+                    self.start.map(|s| value_name(&s)),
+                    value_name(&StartMethod::default()),
+                ),
+            ),
+            (
+                "failure-output",
+                resolved.failure_output.map(|f| value_name(&f)),
+            ),
+            ("timeout", own("timeout", seconds(self.timeout), none())),
+            (
+                "run-timeout",
+                own("run-timeout", seconds(self.run_timeout), none()),
+            ),
+            (
+                "retries",
+                own("retries", count(self.retries), self.retries().to_string()),
+            ),
+            (
+                "max-worker-restart",
+                resolved
+                    .max_worker_restart
+                    .map(|n| count(n).unwrap_or_else(|| "4 per worker".to_owned())),
+            ),
+            (
+                "max-worker-tests",
+                own("max-worker-tests", count(self.max_worker_tests), none()),
+            ),
+            (
+                "max-worker-rss",
+                own(
+                    "max-worker-rss",
+                    self.max_worker_rss.map(|n| format!("{n} bytes")),
+                    none(),
+                ),
+            ),
+            (
+                "lease-timeout",
+                own(
+                    "lease-timeout",
+                    seconds(self.queue.lease_timeout.map(|d| d.as_secs_f64())),
+                    format!("{}s", DEFAULT_LEASE.as_secs_f64()),
+                ),
+            ),
+            (
+                "requeue-tolerance",
+                own(
+                    "requeue-tolerance",
+                    self.queue.requeue_tolerance.map(|r| r.to_string()),
+                    DEFAULT_REQUEUE_TOLERANCE.to_string(),
+                ),
+            ),
+        ]
+    }
+
+    /// `--show-config`: [`RunOptions::settings`] as a table, a line per option.
+    pub fn show_config(&self, python: String) -> String {
+        let project = self.project.as_ref().map(|p| p.path.display());
+        let mut text = String::from(
+            "shoal's options (command line > [tool.shoal] > pytest addopts > default):\n",
+        );
+        for (key, setting) in self.settings(python) {
+            let origin = match (setting.origin, &project) {
+                (Origin::CommandLine, _) => "command line".to_owned(),
+                (Origin::Project, Some(path)) => format!("[tool.shoal] in {path}"),
+                (Origin::Project, None) => unreachable!("only a project layer sets options"),
+                (Origin::Addopts, _) => "pytest addopts".to_owned(),
+                (Origin::Default, _) => "default".to_owned(),
+                (Origin::DefaultUnlessAddopts, _) => {
+                    "default, unless pytest addopts set it (read when the run starts)".to_owned()
+                }
+            };
+            text.push_str(&format!("  {key:<20} {:<12} {origin}\n", setting.value));
+        }
+        text
     }
 }
 
-/// `[tool.shoal]`: the same option names as the command line.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProjectConfig {
-    numprocesses: Option<toml::Value>,
-    dist: Option<String>,
-    maxprocesses: Option<usize>,
-    python: Option<PathBuf>,
-    start: Option<String>,
-    #[serde(rename = "max-worker-tests")]
-    max_worker_tests: Option<usize>,
-    #[serde(rename = "max-worker-rss")]
-    max_worker_rss: Option<toml::Value>,
+impl<T> Sourced<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Sourced<U> {
+        Sourced {
+            value: f(self.value),
+            origin: self.origin,
+        }
+    }
 }
+
+/// An option's value as it is written on the command line.
+fn value_name<T: ValueEnum>(value: &T) -> String {
+    let value = value.to_possible_value().expect("every value has a name");
+    value.get_name().to_owned()
+}
+
+/// A `[tool.shoal]` string.
+fn text(value: toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(text) => Ok(text),
+        other => Err(format!("expected a string, not {other}")),
+    }
+}
+
+/// A `[tool.shoal]` string that names one of `T`'s choices.
+fn named<T: ValueEnum>(key: &'static str, value: toml::Value) -> Result<T, String> {
+    choice(key, &text(value)?).map_err(|e| e.to_string())
+}
+
+/// A `[tool.shoal]` whole number, 0 or more.
+fn whole(value: toml::Value) -> Result<usize, String> {
+    match value {
+        toml::Value::Integer(n) => usize::try_from(n).map_err(|_| format!("{n} is below 0")),
+        other => Err(format!("expected a whole number, not {other}")),
+    }
+}
+
+/// A `[tool.shoal]` number, whole or not.
+fn number(value: toml::Value) -> Result<f64, String> {
+    match value {
+        toml::Value::Integer(n) => Ok(n as f64),
+        toml::Value::Float(n) => Ok(n),
+        other => Err(format!("expected a number, not {other}")),
+    }
+}
+
+/// A number of seconds the clock can count to.
+pub fn seconds(value: f64) -> Result<f64, String> {
+    let max = crate::dispatcher::MAX_SECONDS;
+    Some(value)
+        .filter(|s| (0.0..=max).contains(s))
+        .ok_or_else(|| format!("expected a number of seconds from 0 to {max:e}"))
+}
+
+/// More than no time at all.
+pub fn positive_seconds(value: f64) -> Result<f64, String> {
+    Some(seconds(value)?)
+        .filter(|s| *s > 0.0)
+        .ok_or_else(|| "expected a number of seconds above 0".to_owned())
+}
+
+/// A share, from 0 to 1.
+pub fn ratio(value: f64) -> Result<f64, String> {
+    Some(value)
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| "expected a number from 0 to 1".to_owned())
+}
+
+/// The keys `[tool.shoal]` may set: the long option names of what is the same on every run
+/// of a project (not `--queue` or `--build`, which belong to one CI run), in the order
+/// `--show-config` lists them.
+const PROJECT_KEYS: [&str; 14] = [
+    "numprocesses",
+    "dist",
+    "maxprocesses",
+    "python",
+    "start",
+    "failure-output",
+    "timeout",
+    "run-timeout",
+    "retries",
+    "max-worker-restart",
+    "max-worker-tests",
+    "max-worker-rss",
+    "lease-timeout",
+    "requeue-tolerance",
+];
 
 /// The files that make a directory a project root for pytest: its ini files.
 const PROJECT_FILES: [&str; 5] = [
@@ -357,38 +685,31 @@ struct PyProject {
 
 #[derive(Deserialize)]
 struct Tools {
-    shoal: Option<toml::Value>,
+    shoal: Option<toml::Table>,
 }
 
-impl ProjectConfig {
-    /// The nearest `pyproject.toml` and its `[tool.shoal]` table, if it has one.
-    fn find(dir: &Path) -> Result<Option<(PathBuf, Self)>, OptionsError> {
-        let Some(path) =
-            nearest_holding(dir, &["pyproject.toml"]).map(|d| d.join("pyproject.toml"))
-        else {
-            return Ok(None);
-        };
-        let text = std::fs::read_to_string(&path).map_err(|source| OptionsError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let project = |message: String| OptionsError::Project {
-            path: path.clone(),
-            message,
-        };
-        let doc: PyProject = toml::from_str(&text).map_err(|e| project(e.message().to_owned()))?;
-        let Some(table) = doc.tool.and_then(|t| t.shoal) else {
-            return Ok(None);
-        };
-        let config = table
-            .try_into()
-            .map_err(|e: toml::de::Error| project(e.message().to_owned()))?;
-        Ok(Some((path, config)))
-    }
+/// The nearest `pyproject.toml` at or above `dir` and its `[tool.shoal]` table, if it has one.
+fn project_table(dir: &Path) -> Result<Option<(PathBuf, toml::Table)>, OptionsError> {
+    let Some(path) = nearest_holding(dir, &["pyproject.toml"]).map(|d| d.join("pyproject.toml"))
+    else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| OptionsError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let project = |message: String| OptionsError::Project {
+        path: path.clone(),
+        message,
+    };
+    let doc: PyProject = toml::from_str(&text).map_err(|e| project(e.message().to_owned()))?;
+    Ok(doc.tool.and_then(|t| t.shoal).map(|table| (path, table)))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn settings(numprocesses: Option<&str>, dist: Option<&str>) -> PytestSettings {
@@ -428,19 +749,38 @@ mod tests {
             ..Default::default()
         };
         let r = cli
-            .resolve(&settings(Some("auto"), Some("loadfile")))
+            .resolve(Some(&settings(Some("auto"), Some("loadfile"))))
             .unwrap();
-        assert_eq!((r.workers, r.dist), (WorkerCount::Fixed(3), Dist::LoadFile));
+        assert_eq!(
+            (r.workers, r.dist),
+            (
+                Sourced {
+                    value: WorkerCount::Fixed(3),
+                    origin: Origin::CommandLine
+                },
+                Sourced {
+                    value: Dist::LoadFile,
+                    origin: Origin::Addopts
+                }
+            )
+        );
         let r = RunOptions::default()
-            .resolve(&settings(None, None))
+            .resolve(Some(&settings(None, None)))
             .unwrap();
-        assert_eq!((r.workers, r.dist), (WorkerCount::Auto, Dist::Load));
+        assert_eq!(
+            (r.workers.value, r.dist.value),
+            (WorkerCount::Auto, Dist::Load)
+        );
+        assert_eq!(r.dist.origin, Origin::Default);
+        // Before the collector has read pytest's configuration, a default is provisional.
+        let r = RunOptions::default().resolve(None).unwrap();
+        assert_eq!(r.dist.origin, Origin::DefaultUnlessAddopts);
     }
 
     #[test]
     fn a_bad_addopts_value_is_an_error() {
         let err = RunOptions::default()
-            .resolve(&settings(None, Some("loadfiles")))
+            .resolve(Some(&settings(None, Some("loadfiles"))))
             .unwrap_err();
         assert!(err.to_string().contains("expected one of load"), "{err}");
     }
@@ -462,6 +802,127 @@ mod tests {
         let merged = cli.with_project_config(&sub).unwrap();
         assert_eq!(merged.workers, Some(WorkerCount::Fixed(3)));
         assert_eq!(merged.dist, Some(Dist::Each));
+        let r = merged
+            .resolve(Some(&settings(Some("5"), Some("loadfile"))))
+            .unwrap();
+        assert_eq!(
+            r.workers.origin,
+            Origin::Project,
+            "[tool.shoal] beats addopts"
+        );
+        assert_eq!(r.dist.origin, Origin::CommandLine);
+    }
+
+    /// A `pyproject.toml` with `table` as its `[tool.shoal]` in a fresh directory, read.
+    fn project(table: &str) -> Result<RunOptions, OptionsError> {
+        project_under(RunOptions::default(), table)
+    }
+
+    fn project_under(cli: RunOptions, table: &str) -> Result<RunOptions, OptionsError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pyproject.toml"),
+            format!("[tool.shoal]\n{table}\n"),
+        )
+        .unwrap();
+        cli.with_project_config(dir.path())
+    }
+
+    #[test]
+    fn project_config_sets_every_per_project_option() {
+        let options = project(
+            "timeout = 30\nrun-timeout = 600.5\nretries = 2\nmax-worker-restart = 1\n\
+             failure-output = \"immediate\"\nstart = \"spawn\"\nmaxprocesses = 4\n\
+             lease-timeout = 60\nrequeue-tolerance = 0.1\npython = \"venv/bin/python\"",
+        )
+        .unwrap();
+        assert_eq!(options.timeout, Some(30.0));
+        assert_eq!(options.run_timeout, Some(600.5));
+        assert_eq!(options.retries(), 2);
+        assert_eq!(options.max_worker_restart, Some(1));
+        assert_eq!(options.failure_output, Some(FailureOutput::Immediate));
+        assert_eq!(options.start, Some(StartMethod::Spawn));
+        assert_eq!(options.maxprocesses, Some(4));
+        assert_eq!(options.queue.lease_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(options.queue.requeue_tolerance, Some(0.1));
+        assert!(options.python.unwrap().ends_with("venv/bin/python"));
+    }
+
+    #[test]
+    fn bad_project_values_name_their_key() {
+        for (table, expected) in [
+            (
+                "timeout = -1",
+                "timeout: expected a number of seconds from 0",
+            ),
+            (
+                "run-timeout = \"long\"",
+                "run-timeout: expected a number, not \"long\"",
+            ),
+            ("retries = \"2\"", "retries: expected a whole number"),
+            (
+                "max-worker-restart = -1",
+                "max-worker-restart: -1 is below 0",
+            ),
+            (
+                "failure-output = \"soon\"",
+                "failure-output: parse --failure-output value",
+            ),
+            (
+                "lease-timeout = 0",
+                "lease-timeout: expected a number of seconds above 0",
+            ),
+            (
+                "requeue-tolerance = 2",
+                "requeue-tolerance: expected a number from 0 to 1",
+            ),
+            ("numprocesses = \"many\"", "numprocesses: "),
+            ("queue = \"redis://x\"", "unknown key `queue`"),
+        ] {
+            let err = crate::error_chain(&project(table).unwrap_err());
+            assert!(
+                err.starts_with("parse [tool.shoal] in ") && err.contains(expected),
+                "{table}: {err}"
+            );
+        }
+        // A bad value is an error even where the command line overrides it.
+        let cli = RunOptions {
+            retries: Some(1),
+            ..Default::default()
+        };
+        assert!(project_under(cli, "retries = -1").is_err());
+    }
+
+    #[test]
+    fn settings_say_where_each_value_came_from() {
+        let cli = RunOptions {
+            retries: Some(3),
+            ..Default::default()
+        };
+        let options = project_under(cli, "retries = 1\ntimeout = 5\ndist = \"loadfile\"").unwrap();
+        let settings: HashMap<_, _> = options
+            .settings("/usr/bin/python3".to_owned())
+            .into_iter()
+            .map(|(key, s)| (key, (s.value, s.origin)))
+            .collect();
+        let setting = |key: &str| settings[key].clone();
+        assert_eq!(setting("retries"), ("3".to_owned(), Origin::CommandLine));
+        assert_eq!(setting("timeout"), ("5s".to_owned(), Origin::Project));
+        assert_eq!(setting("dist"), ("loadfile".to_owned(), Origin::Project));
+        assert_eq!(
+            setting("numprocesses"),
+            ("auto".to_owned(), Origin::DefaultUnlessAddopts)
+        );
+        assert_eq!(setting("run-timeout"), ("none".to_owned(), Origin::Default));
+        assert_eq!(
+            setting("python"),
+            ("/usr/bin/python3".to_owned(), Origin::Default)
+        );
+        assert_eq!(
+            settings.len(),
+            PROJECT_KEYS.len(),
+            "every key [tool.shoal] sets is shown"
+        );
     }
 
     #[test]
@@ -499,15 +960,7 @@ mod tests {
 
     #[test]
     fn project_config_sets_the_recycling_limits() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = |table: &str| {
-            std::fs::write(
-                dir.path().join("pyproject.toml"),
-                format!("[tool.shoal]\n{table}\n"),
-            )
-            .unwrap();
-            RunOptions::default().with_project_config(dir.path())
-        };
+        let config = project;
         let options = config("max-worker-tests = 100\nmax-worker-rss = \"1.5G\"").unwrap();
         assert_eq!(options.max_worker_tests, Some(100));
         assert_eq!(options.max_worker_rss, Some(3 << 29));

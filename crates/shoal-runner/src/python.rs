@@ -328,6 +328,19 @@ impl Surroundings {
     }
 }
 
+/// The interpreter a run with `options` would use and why, or why none would do, for
+/// `--show-config`.
+pub fn describe_choice(options: &crate::RunOptions) -> String {
+    match Interpreter::discover(options.python.as_deref()) {
+        Ok(interpreter) => format!(
+            "{} ({})",
+            interpreter.path.display(),
+            interpreter.describe()
+        ),
+        Err(err) => format!("none: {}", crate::error_chain(&err)),
+    }
+}
+
 /// The interpreter the run uses.
 #[derive(Debug, Clone)]
 pub struct Interpreter {

@@ -6,6 +6,7 @@ mod common;
 mod faults;
 
 mod bad_input;
+mod config;
 mod debugger;
 mod distribution;
 mod exit_codes;

@@ -190,7 +190,8 @@ impl Dispatcher {
     fn plan(&mut self, collection: Collection) -> Result<Run, RunError> {
         let options = self.launch.options.clone();
         let settings = collection.settings;
-        let resolved = options.resolve(&settings)?;
+        let resolved = options.resolve(Some(&settings))?;
+        let dist = resolved.dist.value;
         let mut store = settings.cache_dir.as_ref().map(|dir| {
             let rootdir = settings.rootdir.as_deref().map(Path::new);
             DurationStore::load(DurationStore::path_in(Path::new(dir)), rootdir)
@@ -201,13 +202,13 @@ impl Dispatcher {
             _ => None,
         };
         let expected = Expected::new(store.as_ref().or(seeded.as_ref()), &collection.items);
-        if let (Some(_), Dist::Each) = (&self.launch.queue, resolved.dist) {
+        if let (Some(_), Dist::Each) = (&self.launch.queue, dist) {
             return Err(QueueSpecError::Dist("each").into());
         }
-        let mut units = work::units(resolved.dist, &collection.items, settings.loadscope_reorder);
+        let mut units = work::units(dist, &collection.items, settings.loadscope_reorder);
         let shard = match &self.launch.shard {
             Some(choice) => {
-                let split = ShardSplit::new(choice, resolved.dist, &collection.items, &expected)?;
+                let split = ShardSplit::new(choice, dist, &collection.items, &expected)?;
                 split.keep_own(&mut units);
                 Some(split)
             }
@@ -215,13 +216,14 @@ impl Dispatcher {
         };
         let requested = resolved
             .workers
-            .resolve(resolved.maxprocesses, settings.auto_num_workers);
+            .value
+            .resolve(resolved.maxprocesses.value, settings.auto_num_workers);
         let count = match &shard {
             Some(split) if split.owned.is_empty() => 0,
-            _ => work::useful_workers(resolved.dist, units.len(), requested),
+            _ => work::useful_workers(dist, units.len(), requested),
         };
         let units = work::order(
-            resolved.dist,
+            dist,
             units,
             &collection.items,
             &expected,
@@ -236,7 +238,7 @@ impl Dispatcher {
             (Some(StartMethod::Spawn), _) | (_, Some(_)) => StartMethod::Spawn,
             _ => StartMethod::Fork,
         };
-        let max_restarts = resolved.max_worker_restart.unwrap_or(4 * count);
+        let max_restarts = resolved.max_worker_restart.value.unwrap_or(4 * count);
         let starter = Starter {
             method: start,
             launch: self.launch.clone(),
@@ -245,11 +247,7 @@ impl Dispatcher {
         };
         let mut estimate = Estimate::new(&expected, count);
         let store_problems = store.as_mut().map(DurationStore::take_problems);
-        let runs_per_test = if resolved.dist == Dist::Each {
-            count
-        } else {
-            1
-        };
+        let runs_per_test = if dist == Dist::Each { count } else { 1 };
         let mut results = Results::new(collection.items.len(), runs_per_test);
         results.add_session_warnings(collection.warnings);
         results.add_collect_errors(collection.collect_errors, collection.collect_junit);
@@ -269,7 +267,7 @@ impl Dispatcher {
         let events_on_stdout = options.report_json.as_deref() == Some("-");
         let terminal = Terminal::new(
             (*settings).clone(),
-            resolved.failure_output,
+            resolved.failure_output.value,
             events_on_stdout,
         );
         let events = options
@@ -315,7 +313,7 @@ impl Dispatcher {
                 tests: total,
                 start_method: &start_label,
                 interpreter: &interpreter,
-                scheduler: resolved.dist.xdist_scheduler(),
+                scheduler: dist.xdist_scheduler(),
                 shard: shard
                     .as_ref()
                     .map(|split| split.start(collection.items.len())),
@@ -346,7 +344,7 @@ impl Dispatcher {
                 // then.
                 report_starts: timeouts || settings.verbose > 1 || options.timeline.is_some(),
                 replay: collection.replay,
-                steals: resolved.dist == Dist::WorkSteal,
+                steals: dist == Dist::WorkSteal,
                 workerinput: collection.workerinput.clone(),
                 max_tests: options.max_worker_tests.filter(|&n| n > 0),
                 max_rss: options.max_worker_rss.filter(|&n| n > 0),
@@ -359,7 +357,7 @@ impl Dispatcher {
             Some(spec) => {
                 // The queue hands out units one batch at a time: the local scheduler spreads
                 // each batch as `load` does (worksteal's up-front split has nothing to split).
-                let local_dist = match resolved.dist {
+                let local_dist = match dist {
                     Dist::WorkSteal => Dist::Load,
                     dist => dist,
                 };
@@ -370,7 +368,7 @@ impl Dispatcher {
                 let (source, seat) = QueueSource::join(
                     spec,
                     node_name(),
-                    resolved.dist,
+                    dist,
                     &collection.items,
                     &units,
                     count,
@@ -394,7 +392,7 @@ impl Dispatcher {
                 Box::new(source)
             }
             None => {
-                let mut scheduler = Scheduler::new(resolved.dist, units, count, constraints);
+                let mut scheduler = Scheduler::new(dist, units, count, constraints);
                 if let Some(seconds) = history {
                     scheduler = scheduler.with_history(seconds);
                 }
@@ -410,7 +408,7 @@ impl Dispatcher {
             items: collection.items,
             settings,
             results,
-            retries: options.retries,
+            retries: options.retries(),
             timeout: options.timeout,
             failures: 0,
             stop: None,
