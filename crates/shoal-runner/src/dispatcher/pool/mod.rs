@@ -520,6 +520,16 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_session_read_after_the_exit_still_counts() {
+        let mut pool = pool(1, 0);
+        connect(&mut pool, 0);
+        pool.exited("gw0", NO_PROCESS, WorkerEnd::Signal(9));
+        pool.worker_mut(0).session_done();
+        pool.closed(0, |_| Vec::new());
+        assert!(pool.take_lost()[0].session_done);
+    }
+
+    #[test]
     fn crashed_workers_are_replaced_within_the_budget_only() {
         let mut pool = pool(1, 1);
         for round in 0..2 {

@@ -218,9 +218,18 @@ impl Worker {
     }
 
     /// Its pytest session finished normally.
+    /// Its session finished (`worker_done`). Its exit may have been seen already, by the
+    /// thread that watches the process, while this last message was still being read: a
+    /// worker whose connection is open takes it in either state.
     pub fn session_done(&mut self) {
-        if let WorkerState::Connected { session_done } = &mut self.state {
-            *session_done = true;
+        match &mut self.state {
+            WorkerState::Connected { session_done }
+            | WorkerState::Ending {
+                session_done,
+                lost: None,
+                ..
+            } => *session_done = true,
+            _ => {}
         }
     }
 
