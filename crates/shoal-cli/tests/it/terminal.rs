@@ -430,6 +430,29 @@ fn failure_output_end_shows_failures_like_pytest() {
     assert_eq!(actual, expected, "{}", out.context());
 }
 
+/// The header lists the plugins as pytest does with pytest-xdist switched off, as shoal runs
+/// it: without `xdist-3.8.0`, which would say xdist runs the workers.
+#[test]
+fn the_header_lists_the_plugins_without_xdist_like_pytest() {
+    let project = Project::new("passing");
+    let plugins = |o: &Output| {
+        o.stdout
+            .lines()
+            .find(|l| l.starts_with("plugins: "))
+            .map(str::to_owned)
+    };
+    let with_xdist = project.pytest(["-p", "no:cacheprovider"]).run();
+    assert!(
+        plugins(&with_xdist).is_some_and(|l| l.contains("xdist-")),
+        "pytest-xdist is not installed\n{}",
+        with_xdist.context()
+    );
+    let out = project.shoal_n2(&[]).run();
+    out.assert_code(0);
+    let serial = project.serial(&["-p", "no:xdist.looponfail"]).run();
+    assert_eq!(plugins(&out), plugins(&serial), "{}", out.context());
+}
+
 // ============================================================================================
 // A terminal
 // ============================================================================================
