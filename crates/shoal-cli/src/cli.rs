@@ -16,13 +16,18 @@ use shoal_runner::{
     RunOptions,
 };
 
-/// Run a pytest suite in parallel: `shoal [shoal options] [pytest arguments]`.
+/// Run a pytest suite in parallel, as `pytest -n N` (pytest-xdist) does.
 ///
-/// Every argument shoal does not define goes to pytest unchanged. shoal's options can also be
-/// set in `[tool.shoal]` of pyproject.toml; the xdist flags in pytest's `addopts` are honoured.
+/// Every argument shoal does not define below goes to pytest unchanged, in order: paths, -k,
+/// -m, -x, -v, -p, --tb and every plugin's options. shoal's options can also be set in
+/// `[tool.shoal]` of pyproject.toml; the xdist flags in pytest's `addopts` are honoured.
+//
+// The usage line says so too: clap's own (`shoal [OPTIONS]`) would read as if shoal took
+// nothing else, since pytest's arguments never reach clap (see `split`).
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, disable_help_subcommand = true)]
-#[command(after_help = "Any other argument is passed to pytest: see `python -m pytest --help`.")]
+#[command(override_usage = "shoal [SHOAL OPTIONS] [PYTEST ARGS]...")]
+#[command(after_help = "Every other argument is passed to pytest: see `python -m pytest --help`.")]
 pub struct Cli {
     /// Number of workers: a number, 'auto' (usable CPUs) or 'logical' (all logical CPUs).
     /// 0 runs one worker that looks like plain pytest. [default: auto]
@@ -60,13 +65,15 @@ pub struct Cli {
     pub failure_output: Option<FailureOutput>,
 
     /// Write one JSON object per line for every run, worker and test event to PATH ('-' for
-    /// stdout). Schema: docs/events.md.
+    /// stdout), as it happens: each has an `event` (run_start, worker_start, test,
+    /// worker_stop, worker_recycled, run_end) and its fields; unknown fields are to be ignored.
+    /// Every field is described in docs/events.md of shoal's source.
     #[arg(long, value_name = "PATH")]
     pub report_json: Option<String>,
 
     /// Write the run as a Chrome trace to FILE: a track per worker, a slice per test with its
-    /// phases, worker starts and stops. Open it in ui.perfetto.dev or chrome://tracing; see
-    /// docs/timeline.md.
+    /// phases, worker starts and stops. Open it in ui.perfetto.dev or chrome://tracing (more
+    /// in docs/timeline.md of shoal's source).
     #[arg(long, value_name = "FILE")]
     pub timeline: Option<PathBuf>,
 

@@ -35,6 +35,7 @@ fn identity() -> WorkerIdentity {
         workerinput: Default::default(),
         max_tests: None,
         max_rss: None,
+        width: None,
     }
 }
 

@@ -404,6 +404,11 @@ pub struct WorkerIdentity {
     /// memory above this many bytes, to be replaced.
     #[serde(default)]
     pub max_rss: Option<u64>,
+    /// The width of the controller's terminal (the collector's `settings.width`): a worker's
+    /// stdout is a pipe, and pytest would render its reports (captured output separators,
+    /// traceback separators) 80 columns wide, out of line with the controller's own.
+    #[serde(default)]
+    pub width: Option<usize>,
 }
 
 /// Why a worker ends its session after a test to be replaced (`test_done`'s `recycle`).

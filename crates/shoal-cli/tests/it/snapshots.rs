@@ -1,10 +1,13 @@
-//! Snapshots of the output only shoal prints, so that a change to it shows in review: a
-//! crashed worker's report, WORKER ERRORS, FLAKY lines, the stop line and the `--report-json`
-//! events. One worker (`-n 1`) keeps the order fixed; durations, the project's path, the
-//! interpreter and the run's ids are redacted. The snapshots live in `snapshots/`; after an intended change,
-//! `INSTA_UPDATE=always` (or `cargo insta review`) rewrites them.
+//! Snapshots of what shoal prints, so that a change to it shows in review: the terminal's
+//! output of typical runs (passing, failures, `-v`, `-s`, a crash, a timeout, FLAKY, `-x`),
+//! each both through a pipe and as a pseudo-terminal 100 columns wide shows it once the
+//! live view is gone (`*_tty`); WORKER ERRORS, the stop line and the `--report-json` events.
+//! One worker (`-n 1`) keeps the order fixed; durations, the project's path, the interpreter,
+//! a timed-out test's stacks and the run's ids are redacted. The snapshots live in
+//! `snapshots/`; after an intended change, `INSTA_UPDATE=always` (or `cargo insta review`)
+//! rewrites them.
 
-use crate::common::{Output, Project};
+use crate::common::{screen, Output, Project, Run};
 
 /// What changes from run to run, replaced by a fixed word.
 fn redactions(project: &Project) -> Vec<(String, &'static str)> {
@@ -24,16 +27,21 @@ fn redactions(project: &Project) -> Vec<(String, &'static str)> {
             r"Python \d+\.\d+\.\d+\S* /[^\s\\]+".into(),
             "Python [VERSION] [PYTHON]",
         ),
+        (r"python: /\S+ \(".into(), "python: [PYTHON] ("),
+        // A timed-out test's stacks: pytest's and pluggy's frames, as their versions have them.
+        (
+            r"(?s)(when the timeout fired:\n).*?\n(== short test summary info ==)".into(),
+            "$1[STACKS]\n$2",
+        ),
     ]
 }
 
-/// stdout from the line after the header (`created: ...`) to the end.
-fn after_header(out: &Output) -> String {
-    let start = out
-        .stdout
+/// `text` from the line after the header (`created: ...`) to the end.
+fn after_header(text: &str, out: &Output) -> String {
+    let start = text
         .find("created: ")
         .unwrap_or_else(|| panic!("no created: line\n{}", out.context()));
-    out.stdout[start..].to_owned()
+    text[start..].to_owned()
 }
 
 fn assert_output(name: &str, project: &Project, text: &str) {
@@ -50,10 +58,7 @@ fn assert_output(name: &str, project: &Project, text: &str) {
 /// (on CI it does not cut the short summary's lines to the terminal's width).
 fn assert_run(name: &str, fixture: &str, args: &[&str], env: &[(&str, &str)], code: i32) {
     let project = Project::new(fixture);
-    let mut run = project
-        .shoal(["-n", "1", "-p", "no:cacheprovider"].iter().chain(args))
-        .env_remove("CI")
-        .env_remove("BUILD_NUMBER");
+    let mut run = off_ci(project.shoal(shoal_args(args)));
     for (key, value) in env {
         run = run.env(key, value);
     }
@@ -62,9 +67,65 @@ fn assert_run(name: &str, fixture: &str, args: &[&str], env: &[(&str, &str)], co
     let text = if args.contains(&"--report-json") {
         out.stdout.clone()
     } else {
-        after_header(&out)
+        after_header(&out.stdout, &out)
     };
     assert_output(name, &project, &text);
+}
+
+/// [`assert_run`] twice: through a pipe, compared with the snapshot `name`, and in a
+/// pseudo-terminal, where what the screen shows at the end is compared with `name_tty`.
+fn assert_screens(name: &str, fixture: &str, args: &[&str], code: i32) {
+    assert_run(name, fixture, args, &[], code);
+    let project = Project::new(fixture);
+    let out = off_ci(project.shoal_in_terminal(&shoal_args(args))).run();
+    out.assert_code(code);
+    let shown = screen(&project.last_stdout_bytes());
+    assert_output(
+        &format!("{name}_tty"),
+        &project,
+        &after_header(&shown, &out),
+    );
+}
+
+/// `-n 1 -p no:cacheprovider <args>`.
+fn shoal_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    crate::common::joined(&["-n", "1", "-p", "no:cacheprovider"], args)
+}
+
+/// A run that gets pytest's layout off CI.
+fn off_ci(run: Run<'_>) -> Run<'_> {
+    run.env_remove("CI").env_remove("BUILD_NUMBER")
+}
+
+#[test]
+fn a_passing_run() {
+    assert_screens("passing", "reports_terminal", &["-k", "pass"], 0);
+}
+
+#[test]
+fn failures() {
+    assert_screens("failures", "reports_terminal", &[], 1);
+}
+
+#[test]
+fn verbose() {
+    assert_screens("verbose", "reports_terminal", &["-v"], 1);
+}
+
+#[test]
+fn output_outside_capture() {
+    assert_screens("dash_s", "reports_dash_s", &["-s"], 1);
+}
+
+#[test]
+fn a_timeout() {
+    let args = ["--timeout", "1", "-k", "marked_timeout or quick"];
+    assert_screens("timeout", "faults_timeout", &args, 1);
+}
+
+#[test]
+fn exitfirst() {
+    assert_screens("exitfirst", "maxfail", &["-x"], 1);
 }
 
 #[test]
@@ -74,7 +135,7 @@ fn a_crashed_worker_s_report() {
         "sigkill_self or exit_in_setup or before and 0",
         "test_crash.py",
     ];
-    assert_run("crashed_worker", "faults_crash", &args, &[], 1);
+    assert_screens("crashed_worker", "faults_crash", &args, 1);
 }
 
 #[test]
@@ -86,7 +147,7 @@ fn worker_errors_outside_any_test() {
 #[test]
 fn flaky_tests_in_the_summary() {
     let args = ["-rA", "--retries", "2", "-k", "fails_twice or filler and 0"];
-    assert_run("flaky", "faults_retry", &args, &[], 0);
+    assert_screens("flaky", "faults_retry", &args, 0);
 }
 
 #[test]

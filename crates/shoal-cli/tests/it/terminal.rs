@@ -3,12 +3,9 @@
 //! prefixed with the worker id, the warnings summary and the `-r` short summary, compared with
 //! serial pytest (and with pytest-xdist where shoal follows xdist's layout).
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    ffi::OsStr,
-};
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::common::{parse_stats, python, shoal_bin, Output, Project};
+use crate::common::{parse_stats, screen, Output, Project, TERMINAL_WIDTH};
 
 // ============================================================================================
 // Helpers
@@ -433,6 +430,29 @@ fn failure_output_end_shows_failures_like_pytest() {
     assert_eq!(actual, expected, "{}", out.context());
 }
 
+/// The header lists the plugins as pytest does with pytest-xdist switched off, as shoal runs
+/// it: without `xdist-3.8.0`, which would say xdist runs the workers.
+#[test]
+fn the_header_lists_the_plugins_without_xdist_like_pytest() {
+    let project = Project::new("passing");
+    let plugins = |o: &Output| {
+        o.stdout
+            .lines()
+            .find(|l| l.starts_with("plugins: "))
+            .map(str::to_owned)
+    };
+    let with_xdist = project.pytest(["-p", "no:cacheprovider"]).run();
+    assert!(
+        plugins(&with_xdist).is_some_and(|l| l.contains("xdist-")),
+        "pytest-xdist is not installed\n{}",
+        with_xdist.context()
+    );
+    let out = project.shoal_n2(&[]).run();
+    out.assert_code(0);
+    let serial = project.serial(&["-p", "no:xdist.looponfail"]).run();
+    assert_eq!(plugins(&out), plugins(&serial), "{}", out.context());
+}
+
 // ============================================================================================
 // A terminal
 // ============================================================================================
@@ -440,23 +460,8 @@ fn failure_output_end_shows_failures_like_pytest() {
 #[test]
 fn live_view_in_a_terminal() {
     let project = Project::new("reports_tty");
-    let shoal = shoal_bin();
-    let python = python();
     let out = project
-        .program(
-            &python,
-            [
-                OsStr::new("pty_run.py"),
-                shoal.as_os_str(),
-                OsStr::new("--python"),
-                python.as_os_str(),
-                OsStr::new("-n"),
-                OsStr::new("2"),
-                OsStr::new("-p"),
-                OsStr::new("no:cacheprovider"),
-            ],
-        )
-        .env("TERM", "xterm-256color")
+        .shoal_in_terminal(&["-n", "2", "-p", "no:cacheprovider"])
         .run();
     out.assert_code(1);
     let raw = String::from_utf8_lossy(&project.last_stdout_bytes()).into_owned();
@@ -524,6 +529,47 @@ fn live_view_in_a_terminal() {
     assert!(
         text.contains("E       AssertionError: number seven fails"),
         "no traceback\n{}",
+        context()
+    );
+}
+
+/// The output from its `created:` line on, with the run's duration as `[TIME]`.
+fn after_created(text: &str) -> String {
+    let start = text.find("created: ").unwrap_or(0);
+    let time = regex::Regex::new(r" in \d+\.\d+s ").unwrap();
+    time.replace_all(text[start..].trim_end(), " in [TIME] ")
+        .into_owned()
+}
+
+/// Once the live view is gone, a terminal reads as pytest's does, and as a pipe is sent: the
+/// progress line under `1 worker [5 items]`, then the sections, every separator as wide as
+/// the terminal (those of captured output too, which the worker renders).
+#[test]
+fn the_final_screen_in_a_terminal_is_the_piped_output() {
+    let project = Project::new("reports_terminal");
+    let args = ["-n", "1", "-p", "no:cacheprovider", "-rA"];
+    let piped = project
+        .shoal(args)
+        .env("COLUMNS", TERMINAL_WIDTH.to_string())
+        .run();
+    piped.assert_code(1);
+    let out = project.shoal_in_terminal(&args).run();
+    out.assert_code(1);
+    let shown = screen(&project.last_stdout_bytes());
+    let context = || format!("--- screen:\n{shown}\n{}", out.context());
+    assert_eq!(
+        after_created(&shown),
+        after_created(&piped.stdout),
+        "{}",
+        context()
+    );
+    let captured = shown
+        .lines()
+        .find(|l| l.contains(" Captured stdout call "))
+        .unwrap_or_else(|| panic!("no captured output\n{}", context()));
+    assert!(
+        captured.len() >= TERMINAL_WIDTH - 1,
+        "{captured:?} is narrower than the terminal\n{}",
         context()
     );
 }

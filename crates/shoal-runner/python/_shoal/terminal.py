@@ -13,14 +13,19 @@ from .plugins import plugin_package
 from .report import warning_reports
 
 
-def silence(config) -> None:
+def silence(config, width: int | None = None) -> None:
     """Workers and the finished collector print nothing: the controller owns the terminal.
-    pytest's internal errors, which its reporter would print, go to stderr instead."""
+    pytest's internal errors, which its reporter would print, go to stderr instead.
+
+    ``width`` is the controller's terminal width, which a worker's reports are rendered to
+    (its own stdout is a pipe, which pytest takes for 80 columns)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         from _pytest._io import TerminalWriter
 
         reporter._tw = TerminalWriter(io.StringIO())
+        if width is not None:
+            reporter._tw.fullwidth = width
     junitxml.write_nothing(config)
     if not config.pluginmanager.has_plugin(_INTERNAL_ERRORS):
         config.pluginmanager.register(_InternalErrorsToStderr(), _INTERNAL_ERRORS)

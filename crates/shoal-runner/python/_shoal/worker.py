@@ -72,7 +72,7 @@ class WorkerPlugin:
         let the controller ask it for stack dumps."""
         identity = self.identity
         junitxml.start_in_worker(config)
-        terminal.silence(config)
+        terminal.silence(config, identity.get("width"))
         _no_debugger(config)
         if identity.get("state_file"):
             self._phase = PhaseFile(identity["state_file"])

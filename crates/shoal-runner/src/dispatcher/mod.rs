@@ -348,6 +348,7 @@ impl Dispatcher {
                 workerinput: collection.workerinput.clone(),
                 max_tests: options.max_worker_tests.filter(|&n| n > 0),
                 max_rss: options.max_worker_rss.filter(|&n| n > 0),
+                width: Some(settings.width),
             }
         });
         self.pool = Pool::new(identities.collect(), starter, max_restarts);

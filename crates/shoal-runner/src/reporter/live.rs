@@ -15,6 +15,9 @@ pub struct Tally {
 
 pub struct Live {
     multi: MultiProgress,
+    /// pytest's progress line as it fills, letter by letter, above the totals; the terminal
+    /// prints it above the view once complete.
+    letters: ProgressBar,
     main: ProgressBar,
     workers: Vec<ProgressBar>,
 }
@@ -27,6 +30,8 @@ impl Live {
             ProgressDrawTarget::stdout()
         };
         let multi = MultiProgress::with_draw_target(target);
+        let letters = multi.add(ProgressBar::new_spinner());
+        letters.set_style(ProgressStyle::with_template("{msg}").expect("template is valid"));
         let main = multi.add(ProgressBar::new(total as u64));
         main.set_style(
             ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
@@ -47,6 +52,7 @@ impl Live {
             .collect();
         Self {
             multi,
+            letters,
             main,
             workers,
         }
@@ -60,6 +66,11 @@ impl Live {
     /// Runs `f` (which prints) with the live view hidden, then draws it again.
     pub fn suspend(&self, f: impl FnOnce()) {
         self.multi.suspend(f);
+    }
+
+    /// The progress line's letters so far (with their colours).
+    pub fn letters(&self, text: &str) {
+        self.letters.set_message(text.to_owned());
     }
 
     pub fn update(&self, done: usize, tally: Tally, eta: Option<Duration>) {
@@ -85,6 +96,7 @@ impl Live {
         for bar in &self.workers {
             bar.finish_and_clear();
         }
+        self.letters.finish_and_clear();
         self.main.finish_and_clear();
         let _ = self.multi.clear();
     }

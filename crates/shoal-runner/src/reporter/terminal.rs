@@ -70,6 +70,9 @@ pub struct Terminal {
     to_stderr: bool,
     /// Characters on the current progress line.
     column: usize,
+    /// The current progress line's letters, in the live view: it shows them on a line of
+    /// its own, and prints the line above itself once the line is complete.
+    letters: String,
     total: usize,
     done: usize,
     /// Per worker: output after its last newline.
@@ -94,6 +97,7 @@ impl Terminal {
             to_stderr,
             out,
             column: 0,
+            letters: String::new(),
             total: 0,
             done: 0,
             partial_output: HashMap::new(),
@@ -131,6 +135,60 @@ impl Terminal {
         }
         self.ensure_newline();
         let _ = writeln!(self.out, "{text}");
+    }
+
+    /// Adds `text`, `width` columns wide, to the progress line: on stdout, or in the live
+    /// view, which keeps the line below what is printed above it.
+    fn progress_piece(&mut self, text: &str, width: usize) {
+        self.column += width;
+        match &self.live {
+            Some(live) => {
+                self.letters.push_str(text);
+                live.letters(&self.letters);
+            }
+            None => {
+                let _ = write!(self.out, "{text}");
+            }
+        }
+    }
+
+    /// Ends a progress line that has letters with pytest's percentage, filling the space up
+    /// to it (as pytest does after the last test), so that a line cut short by a worker's
+    /// output (`-s`) reads as a whole one: output between progress lines, none in pieces.
+    fn end_progress_line(&mut self) {
+        if self.column == 0 {
+            return;
+        }
+        let fill = self.settings.width.saturating_sub(self.column + 1);
+        let msg = format!("{:>fill$}", self.percent().trim_start());
+        self.finish_progress_line(&msg);
+    }
+
+    /// Writes `msg` (the percentage) at the end of the progress line and starts a new one:
+    /// in the live view, the whole line goes above it, where it stays when the view ends.
+    fn finish_progress_line(&mut self, msg: &str) {
+        let msg = self.paint(msg, Some(self.progress_color()), false);
+        match &self.live {
+            Some(live) => {
+                live.println(&format!("{}{msg}", self.letters));
+                self.letters.clear();
+                live.letters("");
+                self.column = 0;
+            }
+            None => {
+                let _ = write!(self.out, "{msg}");
+                self.ensure_newline();
+            }
+        }
+    }
+
+    /// pytest's colour for the percentages: red once a test has failed.
+    fn progress_color(&self) -> AnsiColor {
+        if self.tally.failed > 0 {
+            AnsiColor::Red
+        } else {
+            AnsiColor::Green
+        }
     }
 
     fn ensure_newline(&mut self) {
@@ -309,7 +367,7 @@ impl Terminal {
             live.println(&format!("[{worker}] {}", String::from_utf8_lossy(line)));
             return;
         }
-        self.ensure_newline();
+        self.end_progress_line();
         let _ = write!(self.out, "[{worker}] ");
         let _ = self.out.write_all(line);
         let _ = writeln!(self.out);
@@ -325,13 +383,9 @@ impl Terminal {
         if self.settings.verbose > 0 {
             let word = self.paint("RETRY", Some(AnsiColor::Yellow), false);
             self.line(&format!("[{}] {word} {}", record.worker, record.shown()));
-        } else if self.live.is_none() {
-            let _ = write!(
-                self.out,
-                "{}",
-                self.paint("R", Some(AnsiColor::Yellow), false)
-            );
-            self.column += 1;
+        } else {
+            let letter = self.paint("R", Some(AnsiColor::Yellow), false);
+            self.progress_piece(&letter, 1);
         }
     }
 
@@ -363,30 +417,16 @@ impl Terminal {
                 let label = record.shown();
                 self.line(&format!("[{}]{progress}{word} {label}", record.worker));
             }
-        } else if self.live.is_none() {
+        } else {
             for report in record.reports.iter().filter(|r| !r.letter.is_empty()) {
                 let color = category_color(&report.category);
                 let letter = self.paint(&report.letter, Some(color), false);
-                let _ = write!(self.out, "{letter}");
-                self.column += report.letter.chars().count();
+                self.progress_piece(&letter, report.letter.chars().count());
             }
             if self.done == self.total {
-                let fill = self.settings.width.saturating_sub(self.column + 1);
-                let msg = format!("{:>fill$}", self.percent().trim_start());
-                let _ = write!(
-                    self.out,
-                    "{}",
-                    self.paint(&msg, Some(AnsiColor::Green), false)
-                );
-                self.ensure_newline();
+                self.end_progress_line();
             } else if self.column + PROGRESS_WIDTH + 1 >= self.settings.width {
-                let msg = self.percent();
-                let _ = write!(
-                    self.out,
-                    "{}",
-                    self.paint(&msg, Some(AnsiColor::Green), false)
-                );
-                self.ensure_newline();
+                self.finish_progress_line(&self.percent());
             }
         }
         let _ = self.out.flush();
@@ -402,6 +442,8 @@ impl Terminal {
     ) {
         if let Some(live) = self.live.take() {
             live.finish();
+            // A run stopped early leaves its last progress line unfinished, as pytest does.
+            let _ = write!(self.out, "{}", std::mem::take(&mut self.letters));
         }
         self.ensure_newline();
         if self.settings.tbstyle != "no" && self.failure_output == FailureOutput::End {

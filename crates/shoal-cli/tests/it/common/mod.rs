@@ -783,6 +783,104 @@ impl Project {
         let path = self.root().join(format!("run{}.stdout", runs - 1));
         fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
     }
+
+    /// `shoal --python <python> <args>` in a pseudo-terminal [`TERMINAL_WIDTH`] columns wide
+    /// (`_shared/pty_run.py`): stdout is what the terminal was sent, escapes and all (see
+    /// [`screen`]), stderr is empty.
+    pub fn shoal_in_terminal(&self, args: &[&str]) -> Run<'_> {
+        let python = python();
+        let mut all = vec![
+            OsString::from("pty_run.py"),
+            shoal_bin().into(),
+            "--python".into(),
+            python.clone().into(),
+        ];
+        all.extend(args.iter().map(OsString::from));
+        self.program(&python, all)
+            .env("TERM", "xterm-256color")
+            .env_remove("COLUMNS")
+    }
+}
+
+/// The columns of the pseudo-terminal of [`Project::shoal_in_terminal`].
+pub const TERMINAL_WIDTH: usize = 100;
+
+/// What a terminal [`TERMINAL_WIDTH`] columns wide shows, scrolled-off lines included, once
+/// it has been sent `raw`: the cursor movements and erasures the live view draws with are
+/// carried out, colours dropped, trailing blanks cut. So a test sees the final screen a
+/// person sees, not the frames of the live view drawn and erased on the way.
+pub fn screen(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let mut lines: Vec<Vec<char>> = vec![Vec::new()];
+    let (mut row, mut col) = (0usize, 0usize);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => col = 0,
+            '\n' => row += 1,
+            '\x08' => col = col.saturating_sub(1),
+            '\x1b' => {
+                if chars.next_if_eq(&'[').is_none() {
+                    chars.next(); // a two-character escape
+                    continue;
+                }
+                let mut params = String::new();
+                let command = loop {
+                    match chars.next() {
+                        Some(c) if ('\x40'..='\x7e').contains(&c) => break c,
+                        Some(c) => params.push(c),
+                        None => break '\0',
+                    }
+                };
+                let n = params.parse::<usize>().unwrap_or(1).max(1);
+                match command {
+                    'A' => row = row.saturating_sub(n),
+                    'B' => row += n,
+                    'C' => col += n,
+                    'D' => col = col.saturating_sub(n),
+                    'G' => col = n - 1,
+                    'K' | 'J' => {
+                        if lines.len() <= row {
+                            lines.resize(row + 1, Vec::new());
+                        }
+                        let line = &mut lines[row];
+                        match params.as_str() {
+                            "2" => line.clear(),
+                            "1" => line.iter_mut().take(col + 1).for_each(|c| *c = ' '),
+                            _ => line.truncate(col),
+                        }
+                        if command == 'J' && params != "1" {
+                            lines.truncate(row + 1);
+                        }
+                    }
+                    _ => {} // colours, the cursor's visibility
+                }
+            }
+            c if c.is_control() => {}
+            c => {
+                if col >= TERMINAL_WIDTH {
+                    (row, col) = (row + 1, 0);
+                }
+                if lines.len() <= row {
+                    lines.resize(row + 1, Vec::new());
+                }
+                let line = &mut lines[row];
+                if line.len() <= col {
+                    line.resize(col + 1, ' ');
+                }
+                line[col] = c;
+                col += 1;
+            }
+        }
+    }
+    let mut shown: Vec<String> = lines
+        .iter()
+        .map(|l| l.iter().collect::<String>().trim_end().to_owned())
+        .collect();
+    while shown.last().is_some_and(String::is_empty) {
+        shown.pop();
+    }
+    shown.join("\n")
 }
 
 // ---------------------------------------------------------------------------------------------
