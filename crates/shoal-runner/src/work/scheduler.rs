@@ -829,6 +829,31 @@ mod tests {
         assert_eq!(useful_workers(Dist::No, 50, 8), 1);
     }
 
+    /// Hands `commands` to simulated workers, in order: a `Run` extends the worker's queue,
+    /// a `Shutdown` marks it, a `Steal` releases the victim's last tests (it keeps at least
+    /// `keeps`, its running test and the successor it may have committed to) and the
+    /// scheduler's answer is handed on in turn.
+    fn deliver(
+        s: &mut Scheduler,
+        commands: &mut VecDeque<Command>,
+        queues: &mut [VecDeque<usize>],
+        shut: &mut [bool],
+        keeps: usize,
+    ) {
+        while let Some(c) = commands.pop_front() {
+            match c {
+                Command::Run { worker, indices } => queues[worker].extend(indices),
+                Command::Shutdown { worker, .. } => shut[worker] = true,
+                Command::Steal { worker, count } => {
+                    let len = queues[worker].len();
+                    let keep = len.saturating_sub(count).max(keeps).min(len);
+                    let released: Vec<usize> = queues[worker].drain(keep..).collect();
+                    commands.extend(s.released(worker, released));
+                }
+            }
+        }
+    }
+
     /// Drives a scheduler with workers that finish their tests in order, round-robin, and
     /// returns which worker ran which test.
     fn simulate(dist: Dist, workers: usize) -> Vec<Vec<usize>> {
@@ -854,17 +879,7 @@ mod tests {
         let mut commands: VecDeque<Command> =
             (0..workers).flat_map(|w| s.worker_ready(w)).collect();
         loop {
-            while let Some(c) = commands.pop_front() {
-                match c {
-                    Command::Run { worker, indices } => queues[worker].extend(indices),
-                    Command::Shutdown { worker, .. } => shut[worker] = true,
-                    Command::Steal { worker, count } => {
-                        let keep = queues[worker].len().saturating_sub(count).max(1);
-                        let released: Vec<usize> = queues[worker].drain(keep..).collect();
-                        commands.extend(s.released(worker, released));
-                    }
-                }
-            }
+            deliver(&mut s, &mut commands, &mut queues, &mut shut, 1);
             let mut round = Vec::new();
             for w in 0..workers {
                 if queues[w].len() >= 2 || (shut[w] && !queues[w].is_empty()) {
@@ -1046,17 +1061,7 @@ mod tests {
         let mut commands: VecDeque<Command> =
             (0..workers).flat_map(|w| s.worker_ready(w)).collect();
         loop {
-            while let Some(c) = commands.pop_front() {
-                match c {
-                    Command::Run { worker, indices } => queues[worker].extend(indices),
-                    Command::Shutdown { worker, .. } => shut[worker] = true,
-                    Command::Steal { worker, count } => {
-                        let keep = queues[worker].len().saturating_sub(count).max(1);
-                        let released: Vec<usize> = queues[worker].drain(keep..).collect();
-                        commands.extend(s.released(worker, released));
-                    }
-                }
-            }
+            deliver(&mut s, &mut commands, &mut queues, &mut shut, 1);
             let Some(w) =
                 (0..workers).find(|&w| queues[w].len() >= 2 || (shut[w] && !queues[w].is_empty()))
             else {
@@ -1261,24 +1266,14 @@ mod tests {
             s = s.with_history(seconds.to_vec());
         }
         let mut queues: Vec<VecDeque<usize>> = vec![VecDeque::new(); workers];
+        let mut shut = vec![false; workers];
         // When each worker's running test ends, if it runs one.
         let mut ends: Vec<Option<f64>> = vec![None; workers];
         let mut now = 0.0_f64;
         let mut commands: VecDeque<Command> =
             (0..workers).flat_map(|w| s.worker_ready(w)).collect();
         loop {
-            while let Some(c) = commands.pop_front() {
-                match c {
-                    Command::Run { worker, indices } => queues[worker].extend(indices),
-                    Command::Shutdown { .. } => {}
-                    Command::Steal { worker, count } => {
-                        let len = queues[worker].len();
-                        let keep = len.saturating_sub(count).max(2).min(len);
-                        let released: Vec<usize> = queues[worker].drain(keep..).collect();
-                        commands.extend(s.released(worker, released));
-                    }
-                }
-            }
+            deliver(&mut s, &mut commands, &mut queues, &mut shut, 2);
             for w in 0..workers {
                 if ends[w].is_none() {
                     if let Some(&t) = queues[w].front() {
