@@ -688,6 +688,34 @@ fn a_retry_runs_on_another_node_and_the_report_says_flaky() {
 }
 
 #[test]
+fn on_a_single_node_a_retry_runs_in_another_worker_process() {
+    let redis = Redis::start();
+    let project = Project::new("queue");
+    let marker = project.root().join("failed-once");
+    project.write(
+        "test_flaky.py",
+        &format!(
+            "import os\n\ndef test_flaky():\n    if not os.path.exists({m:?}):\n        open({m:?}, 'w').close()\n        assert False, 'first attempt'\n",
+            m = marker.display().to_string()
+        ),
+    );
+    let args = ["--retries", "1", "-k", "test_flaky or test_b"];
+    node(&project, &redis.url(), "one", "2", &args)
+        .wait()
+        .assert_code(0);
+    // The other worker, or a fresh process in a slot whose worker had finished: never the
+    // process the test failed in.
+    let pids: Vec<i64> = project
+        .take_records()
+        .iter()
+        .filter(|r| field(r, "nodeid").ends_with("test_flaky"))
+        .map(|r| r["pid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert_ne!(pids[0], pids[1], "both attempts ran in one process");
+}
+
+#[test]
 fn the_retry_budget_stops_a_broken_build_from_retrying() {
     let redis = Redis::start();
     let project = Project::new("queue");

@@ -666,12 +666,16 @@ impl Dispatcher {
             }
         }
         while let Some(w) = run.work.needs_worker() {
+            if !self.pool.worker(w).finished() {
+                break; // its last process has not ended yet: after the event that says so
+            }
             let gone = self.collector_gone();
             let recycled = self.pool.worker(w).recycled();
             let collector = self.collector.as_mut().map(|(_, peer)| peer);
             if gone || !self.pool.replace(w, collector)? {
                 if run.work.waiting() {
-                    // No worker can take this node's work: it goes back to the shared queue.
+                    // No worker can take this node's work (crashes spent the restart budget,
+                    // or the collector is gone): it goes back to the shared queue.
                     run.stop.get_or_insert(StopReason::NoWorkers);
                     let commands = run.work.stop();
                     self.send(commands);

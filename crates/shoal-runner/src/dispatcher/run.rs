@@ -305,7 +305,9 @@ impl Run {
             Some(StopReason::Exit(exit)) => {
                 ExitCode::from_pytest(exit.returncode.unwrap_or(PYTEST_EXIT_DEFAULT))
             }
-            Some(StopReason::RunTimeout) => ExitCode::TestsFailed,
+            // A queue node that gave its work back for want of workers ran less than its
+            // share: never a pass, though none of its own tests is missing.
+            Some(StopReason::RunTimeout | StopReason::NoWorkers) => ExitCode::TestsFailed,
             _ if self.results.any_failed() || self.results.not_run() > 0 => ExitCode::TestsFailed,
             _ => ExitCode::Ok,
         }

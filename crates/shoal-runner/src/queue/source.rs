@@ -72,6 +72,9 @@ pub struct QueueSource {
     unit_of: HashMap<usize, String>,
     /// Per retried test: the attempts it had before the one this node leased.
     attempts: HashMap<usize, usize>,
+    /// Tests this node sent back to be retried, and the worker they failed on: a retry this
+    /// node takes itself (it is the only one) goes to another of its workers.
+    failed_here: HashMap<usize, usize>,
     /// Finished units waiting to be acknowledged, and since when the oldest waits.
     acks: Vec<(String, Vec<(usize, String)>)>,
     acks_since: Option<Instant>,
@@ -153,6 +156,7 @@ impl QueueSource {
             leased: HashMap::new(),
             unit_of: HashMap::new(),
             attempts: HashMap::new(),
+            failed_here: HashMap::new(),
             acks: Vec::new(),
             acks_since: None,
             positions: HashMap::new(),
@@ -238,6 +242,9 @@ impl QueueSource {
                 let earlier = attempt.1.parse().unwrap_or(1);
                 for &test in &tests {
                     self.attempts.insert(test, earlier);
+                    if let Some(worker) = self.failed_here.remove(&test) {
+                        self.local.avoid(test, worker);
+                    }
                 }
             }
             for &test in &tests {
@@ -347,7 +354,7 @@ impl WorkSource for QueueSource {
         self.local.released(victim, indices)
     }
 
-    fn retry(&mut self, failed: &TestRecord, _failed_on: usize) -> Option<Vec<Command>> {
+    fn retry(&mut self, failed: &TestRecord, failed_on: usize) -> Option<Vec<Command>> {
         if self.stopped {
             return None;
         }
@@ -367,6 +374,7 @@ impl WorkSource for QueueSource {
             Ok(true) => {
                 // Its result comes with the retry's unit, on whichever node runs it.
                 self.record_done(failed.index, None);
+                self.failed_here.insert(failed.index, failed_on);
                 Some(self.top_up())
             }
             Ok(false) => None,

@@ -226,6 +226,12 @@ impl Scheduler {
         self.fill()
     }
 
+    /// Test `index` failed on `worker` and comes back to be retried (by way of a shared
+    /// queue): it goes to another worker while one can take it, as a local retry does.
+    pub fn avoid(&mut self, index: usize, worker: usize) {
+        self.avoid.insert(index, worker);
+    }
+
     /// About how many more tests may come after the pooled ones (see `elsewhere`).
     pub fn expect_more(&mut self, tests: usize) {
         self.elsewhere = tests;
@@ -348,7 +354,7 @@ impl WorkSource for Scheduler {
             return Some(Vec::new());
         }
         let index = failed.index;
-        self.avoid.insert(index, failed_on);
+        self.avoid(index, failed_on);
         self.remaining += 1;
         self.remaining_seconds += self.seconds_of(&[index]);
         self.units.push_back(vec![index]);
