@@ -647,20 +647,25 @@ fn every_key_of_a_build_expires_and_builds_do_not_mix() {
     }
 }
 
+/// `test_flaky.py`: fails the first time it runs in any checkout (it leaves `marker`), then
+/// passes.
+fn write_flaky_test(project: &Project, marker: &std::path::Path) {
+    let marker = marker.display().to_string();
+    project.write(
+        "test_flaky.py",
+        &format!(
+            "import os\n\ndef test_flaky():\n    if not os.path.exists({marker:?}):\n        open({marker:?}, 'w').close()\n        assert False, 'first attempt'\n"
+        ),
+    );
+}
+
 #[test]
 fn a_retry_runs_on_another_node_and_the_report_says_flaky() {
     let redis = Redis::start();
     let projects = checkouts(2);
-    // The test fails the first time it runs anywhere, then passes.
     let marker = projects[0].root().join("failed-once");
     for project in &projects {
-        project.write(
-            "test_flaky.py",
-            &format!(
-                "import os\n\ndef test_flaky():\n    if not os.path.exists({m:?}):\n        open({m:?}, 'w').close()\n        assert False, 'first attempt'\n",
-                m = marker.display().to_string()
-            ),
-        );
+        write_flaky_test(project, &marker);
     }
     let args = ["--retries", "1", "-k", "test_flaky or test_b"];
     let nodes: Vec<Running> = projects
@@ -691,14 +696,7 @@ fn a_retry_runs_on_another_node_and_the_report_says_flaky() {
 fn on_a_single_node_a_retry_runs_in_another_worker_process() {
     let redis = Redis::start();
     let project = Project::new("queue");
-    let marker = project.root().join("failed-once");
-    project.write(
-        "test_flaky.py",
-        &format!(
-            "import os\n\ndef test_flaky():\n    if not os.path.exists({m:?}):\n        open({m:?}, 'w').close()\n        assert False, 'first attempt'\n",
-            m = marker.display().to_string()
-        ),
-    );
+    write_flaky_test(&project, &project.root().join("failed-once"));
     let args = ["--retries", "1", "-k", "test_flaky or test_b"];
     node(&project, &redis.url(), "one", "2", &args)
         .wait()
