@@ -223,18 +223,19 @@ impl QueueSource {
         let acks = std::mem::take(&mut self.acks);
         self.acks_since = None;
         let held = self.held();
-        let answer = match self.server.exchange(&self.node, &held, &acks, want) {
+        let mut answer = match self.server.exchange(&self.node, &held, &acks, want) {
             Ok(answer) => answer,
             Err(error) => return self.fail(error),
         };
         self.next_heartbeat = Instant::now() + self.spec.lease / 3;
         let mut units = Vec::new();
-        for (id, tests, from) in &answer.units {
-            if self.leased.contains_key(id) {
+        // Only the queue's counts are kept of the answer (in `last`), not the units it leased.
+        for (id, tests, from) in std::mem::take(&mut answer.units) {
+            if self.leased.contains_key(&id) {
                 continue; // still ours: this node stalled past its lease and took it back
             }
             self.taken_over += usize::from(!from.is_empty());
-            let Some(tests) = self.parse_tests(tests) else {
+            let Some(tests) = self.parse_tests(&tests) else {
                 let problem = format!("unit {id} names tests {tests:?}, not of this collection");
                 return self.fail(self.server.corrupt(problem));
             };
@@ -251,7 +252,7 @@ impl QueueSource {
                 self.unit_of.insert(test, id.clone());
             }
             self.leased.insert(
-                id.clone(),
+                id,
                 Leased {
                     left: tests.len(),
                     results: Vec::new(),

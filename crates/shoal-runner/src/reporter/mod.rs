@@ -122,18 +122,11 @@ pub struct RunEnd<'a> {
     pub code: ExitCode,
 }
 
-/// Every reporter of one run.
+/// Every reporter of one run: the terminal, and the files it leaves behind (the event log is
+/// dropped with a warning if it cannot be written).
 pub struct Reporters {
     terminal: Terminal,
-    /// `--report-json`; dropped with a warning if it cannot be written.
-    events: Option<EventLog>,
-    /// `--timeline`, written by `finish`.
-    timeline: Option<Timeline>,
-    junit: Option<JunitSettings>,
-    cache_dir: Option<PathBuf>,
-    durations: Option<DurationStore>,
-    /// `--shard`: what the JUnit file's manifest says of the shard.
-    shard: Option<ShardRun>,
+    outputs: Outputs,
 }
 
 /// What a run leaves behind besides the terminal, each where asked for: a local run has any
@@ -155,27 +148,11 @@ pub struct Outputs {
 
 impl Reporters {
     pub fn new(terminal: Terminal, outputs: Outputs) -> Self {
-        let Outputs {
-            events,
-            timeline,
-            junit,
-            cache_dir,
-            durations,
-            shard,
-        } = outputs;
-        Self {
-            terminal,
-            events,
-            timeline,
-            junit,
-            cache_dir,
-            durations,
-            shard,
-        }
+        Self { terminal, outputs }
     }
 
     pub fn report(&mut self, event: ReporterEvent<'_>) {
-        if let Some(timeline) = self.timeline.as_mut() {
+        if let Some(timeline) = self.outputs.timeline.as_mut() {
             timeline.record(&event, Instant::now());
         }
         let terminal = &mut self.terminal;
@@ -224,20 +201,29 @@ impl Reporters {
         results: &mut Results,
         end: RunEnd<'_>,
     ) -> Result<(), junit::JunitError> {
-        if let Some(path) = &self.junit {
-            let manifest = self.shard.as_ref().map(|run| Manifest::new(run, results));
+        if let Some(path) = &self.outputs.junit {
+            let manifest = self
+                .outputs
+                .shard
+                .as_ref()
+                .map(|run| Manifest::new(run, results));
             junit::write(path, results, end.elapsed, manifest.as_ref())?;
         }
-        if let Some(dir) = &self.cache_dir {
+        if let Some(dir) = &self.outputs.cache_dir {
             if let Err(e) = cache::update_lastfailed(dir, results) {
                 // pytest's own cache warns, and the warning counts, when it cannot write.
                 results.add_session_warnings(vec![e.warning()]);
             }
         }
-        if let Some(Err(e)) = self.durations.as_mut().map(|s| s.update(results)) {
+        if let Some(Err(e)) = self.outputs.durations.as_mut().map(|s| s.update(results)) {
             self.warn(&e);
         }
-        if let Some(Err(e)) = self.timeline.take().map(|t| t.write(Instant::now())) {
+        if let Some(Err(e)) = self
+            .outputs
+            .timeline
+            .take()
+            .map(|t| t.write(Instant::now()))
+        {
             self.warn(&e);
         }
         self.terminal
@@ -248,9 +234,9 @@ impl Reporters {
 
     /// Writes one JSON event; the first failure is reported and ends the event log.
     fn log(&mut self, write: impl FnOnce(&mut EventLog) -> Result<(), EventsError>) {
-        if let Some(Err(e)) = self.events.as_mut().map(write) {
+        if let Some(Err(e)) = self.outputs.events.as_mut().map(write) {
             self.warn(&e);
-            self.events = None;
+            self.outputs.events = None;
         }
     }
 
