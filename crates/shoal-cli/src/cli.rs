@@ -9,7 +9,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{ArgAction, Command, CommandFactory, FromArgMatches, Parser};
 use shoal_runner::{
-    options::{self, parse_size, Dist, FailureOutput, StartMethod},
+    options::{self, parse_size, Dist, FailureOutput, Shuffle, StartMethod},
     parallelism::WorkerCount,
     queue::{report::ReportOptions, QueueArgs},
     shard::{merge::MergeOptions, ShardSpec},
@@ -109,6 +109,20 @@ pub struct Cli {
     /// 0: off. Also `max-worker-rss` in [tool.shoal].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_worker_rss: Option<u64>,
+
+    /// After each test, look for state it left behind (environment variables, the current
+    /// directory, non-daemon threads, child processes, replaced functions of project modules,
+    /// open file descriptors) and report each finding as a warning naming the test; outcomes
+    /// and the exit code are unchanged. Also `detect-leaks` in [tool.shoal].
+    #[arg(long)]
+    pub detect_leaks: bool,
+
+    /// Hand the --dist mode's units out in a random order from SEED (a new one without; give
+    /// it as --shuffle=SEED), printed in the header. Units stay whole and serial tests serial;
+    /// the same seed and worker count make the same first assignment. With pytest-randomly
+    /// active its seed is shoal's. Also `shuffle` in [tool.shoal].
+    #[arg(long, value_name = "SEED", num_args = 0..=1, require_equals = true)]
+    pub shuffle: Option<Option<u64>>,
 
     /// Run only share K of N of the suite (one CI machine of N), balanced by recorded
     /// durations; 'auto' reads K and N from the CI's variables. Merge the shards' JUnit files
@@ -254,7 +268,9 @@ fn split(argv: &[String], command: &Command) -> (Vec<String>, Vec<String>) {
     let mut long: Vec<(String, bool)> = Vec::new();
     let mut short: Vec<(char, bool)> = Vec::new();
     for arg in command.get_arguments() {
-        let takes_value = matches!(arg.get_action(), ArgAction::Set | ArgAction::Append);
+        // An optional value must be attached (`--shuffle=SEED`): the next word is pytest's.
+        let takes_value = matches!(arg.get_action(), ArgAction::Set | ArgAction::Append)
+            && !arg.is_require_equals_set();
         if let Some(name) = arg.get_long() {
             long.push((format!("--{name}"), takes_value));
         }
@@ -337,6 +353,10 @@ pub fn parse(argv: Vec<String>) -> Result<RunOptions, clap::Error> {
         max_worker_restart: cli.max_worker_restart,
         max_worker_tests: cli.max_worker_tests,
         max_worker_rss: cli.max_worker_rss,
+        detect_leaks: cli.detect_leaks.then_some(true),
+        shuffle: cli
+            .shuffle
+            .map(|seed| seed.map_or(Shuffle::AnySeed, Shuffle::Seed)),
         shard: cli.shard,
         queue: cli.queue.into_args(),
         pytest_args,
@@ -388,6 +408,22 @@ mod tests {
             Some(WorkerCount::Logical)
         );
         assert_eq!(parse_ok(&["--dist", "each"]).dist, Some(Dist::Each));
+    }
+
+    #[test]
+    fn shuffle_takes_its_seed_only_after_an_equals_sign() {
+        let bare = parse_ok(&["--shuffle", "tests/", "--detect-leaks"]);
+        assert_eq!(bare.shuffle, Some(Shuffle::AnySeed));
+        assert_eq!(bare.detect_leaks, Some(true));
+        assert_eq!(bare.pytest_args, ["tests/"]);
+        let seeded = parse_ok(&["--shuffle=12345", "-x"]);
+        assert_eq!(seeded.shuffle, Some(Shuffle::Seed(12345)));
+        assert_eq!(seeded.pytest_args, ["-x"]);
+        let neither = parse_ok(&["tests/"]);
+        assert_eq!((neither.shuffle, neither.detect_leaks), (None, None));
+        let argv = ["shoal", "--shuffle=seven"].map(String::from).to_vec();
+        let err = parse(argv).unwrap_err().to_string();
+        assert!(err.contains("invalid value"), "{err}");
     }
 
     #[test]

@@ -36,6 +36,7 @@ fn identity() -> WorkerIdentity {
         max_tests: None,
         max_rss: None,
         width: None,
+        detect_leaks: false,
     }
 }
 
@@ -94,6 +95,7 @@ fn from_python() -> Vec<FromPython> {
             exit: None,
             replay: None,
             recycle: None,
+            leaks: Vec::new(),
         },
         FromPython::Released {
             indices: Vec::new(),

@@ -108,6 +108,9 @@ pub enum FromPython {
         /// that it holds, ends its session and exits, to be replaced by a fresh process.
         #[serde(default)]
         recycle: Option<Recycle>,
+        /// With the identity's `detect_leaks`: the state the test left behind.
+        #[serde(default)]
+        leaks: Vec<Leak>,
     },
     /// The tests a worker gave up in answer to `steal`, none of them started.
     Released { indices: Vec<usize> },
@@ -325,6 +328,9 @@ pub struct PytestSettings {
     /// `--testrunuid`: the run's uid (`testrun_uid`, `PYTEST_XDIST_TESTRUNUID`).
     #[serde(default)]
     pub testrunuid: Option<String>,
+    /// pytest-randomly's seed, when that plugin is active: `--shuffle` shuffles with it too.
+    #[serde(default)]
+    pub randomly_seed: Option<u64>,
 }
 
 fn default_true() -> bool {
@@ -409,6 +415,50 @@ pub struct WorkerIdentity {
     /// traceback separators) 80 columns wide, out of line with the controller's own.
     #[serde(default)]
     pub width: Option<usize>,
+    /// `--detect-leaks`: compare what each test leaves behind with what was there before
+    /// its setup, and send the differences with its `test_done`.
+    #[serde(default)]
+    pub detect_leaks: bool,
+}
+
+/// State a test left behind (`--detect-leaks`): a warning, never a failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leak {
+    pub kind: LeakKind,
+    /// What was left, by name only (an environment variable's value may be a secret):
+    /// `HOME changed`, `pid 4242 (sleep) still running`.
+    pub detail: String,
+}
+
+/// What kind of state a test left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeakKind {
+    /// An environment variable added, changed or removed.
+    Env,
+    /// The current directory changed.
+    Cwd,
+    /// A non-daemon thread the test started is still alive.
+    Thread,
+    /// A child process of the worker the test started is still alive.
+    Process,
+    /// A function or class of a project module was replaced (a monkeypatch left on).
+    Module,
+    /// More file descriptors are open than before the test.
+    Fd,
+}
+
+impl LeakKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Env => "env",
+            Self::Cwd => "cwd",
+            Self::Thread => "thread",
+            Self::Process => "process",
+            Self::Module => "module",
+            Self::Fd => "fd",
+        }
+    }
 }
 
 /// Why a worker ends its session after a test to be replaced (`test_done`'s `recycle`).

@@ -151,6 +151,27 @@ impl fmt::Display for Dist {
     }
 }
 
+/// `--shuffle[=SEED]`: whether units go out in a seeded random order, and with which seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shuffle {
+    /// `shuffle = false` in `[tool.shoal]`: the usual order (history, else collection).
+    Off,
+    /// `--shuffle`: pytest-randomly's seed where that plugin is active, else a new one.
+    AnySeed,
+    /// `--shuffle=SEED`.
+    Seed(u64),
+}
+
+impl fmt::Display for Shuffle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::AnySeed => f.write_str("on (new seed)"),
+            Self::Seed(seed) => write!(f, "seed {seed}"),
+        }
+    }
+}
+
 /// shoal's own options, as far as the command line and `[tool.shoal]` set them.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -180,6 +201,11 @@ pub struct RunOptions {
     /// `--max-worker-rss`, in bytes: a worker process is replaced after a test that leaves
     /// its resident memory above this; 0 turns a `[tool.shoal]` limit off.
     pub max_worker_rss: Option<u64>,
+    /// `--detect-leaks`: report the state each test leaves behind (environment, cwd, threads,
+    /// child processes, patched project modules, file descriptors).
+    pub detect_leaks: Option<bool>,
+    /// `--shuffle[=SEED]`: hand the units out in a seeded random order.
+    pub shuffle: Option<Shuffle>,
     /// `--shard K/N` or `auto`: run only this CI machine's share of the suite.
     pub shard: Option<crate::shard::ShardSpec>,
     /// `--queue` and its settings: take tests from a queue shared by every CI node.
@@ -253,6 +279,11 @@ pub enum OptionsError {
     Choice(#[from] ChoiceError),
     #[error("read --max-worker-restart from pytest's options: {value:?} is not a whole number")]
     MaxWorkerRestart { value: String },
+    #[error(
+        "choose a shuffle seed: --shuffle={given} and pytest-randomly's seed {randomly} differ; \
+         give one of them (--shuffle alone takes pytest-randomly's)"
+    )]
+    ShuffleSeed { given: u64, randomly: u64 },
 }
 
 impl RunOptions {
@@ -324,6 +355,18 @@ impl RunOptions {
             "retries" => fill(&mut self.retries, whole(value)),
             "max-worker-restart" => fill(&mut self.max_worker_restart, whole(value)),
             "max-worker-tests" => fill(&mut self.max_worker_tests, whole(value)),
+            "detect-leaks" => fill(&mut self.detect_leaks, boolean(value)),
+            "shuffle" => fill(
+                &mut self.shuffle,
+                match value {
+                    toml::Value::Boolean(true) => Ok(Shuffle::AnySeed),
+                    toml::Value::Boolean(false) => Ok(Shuffle::Off),
+                    toml::Value::Integer(seed) => u64::try_from(seed)
+                        .map(Shuffle::Seed)
+                        .map_err(|_| format!("{seed} is below 0")),
+                    other => Err(format!("expected true, false or a seed, not {other}")),
+                },
+            ),
             "max-worker-rss" => fill(
                 &mut self.max_worker_rss,
                 match value {
@@ -362,6 +405,33 @@ impl RunOptions {
     /// How often a failing test runs again.
     pub fn retries(&self) -> usize {
         self.retries.unwrap_or(0)
+    }
+
+    /// Whether the workers look for state tests leave behind.
+    pub fn detect_leaks(&self) -> bool {
+        self.detect_leaks.unwrap_or(false)
+    }
+
+    /// The seed the units are shuffled with, if they are: `--shuffle=SEED`, else
+    /// pytest-randomly's seed (`randomly`, where it is active), else `new()`. An explicit seed
+    /// must agree with pytest-randomly's: the two orders come from one seed, or the run could
+    /// not be reproduced from the one that is printed. (With `--shuffle=SEED` the collector
+    /// hands that seed to pytest-randomly, so they differ only where `--randomly-seed` was
+    /// given too.)
+    pub fn shuffle_seed(
+        &self,
+        randomly: Option<u64>,
+        new: impl FnOnce() -> u64,
+    ) -> Result<Option<u64>, OptionsError> {
+        match (self.shuffle, randomly) {
+            (None | Some(Shuffle::Off), _) => Ok(None),
+            (Some(Shuffle::Seed(given)), Some(randomly)) if given != randomly => {
+                Err(OptionsError::ShuffleSeed { given, randomly })
+            }
+            (Some(Shuffle::Seed(given)), _) => Ok(Some(given)),
+            (Some(Shuffle::AnySeed), Some(randomly)) => Ok(Some(randomly)),
+            (Some(Shuffle::AnySeed), None) => Ok(Some(new())),
+        }
     }
 
     /// The final options: ours first (the command line, then `[tool.shoal]`), then the xdist
@@ -528,6 +598,22 @@ impl RunOptions {
                 ),
             ),
             (
+                "detect-leaks",
+                own(
+                    "detect-leaks",
+                    self.detect_leaks.map(|on| on.to_string()),
+                    false.to_string(),
+                ),
+            ),
+            (
+                "shuffle",
+                own(
+                    "shuffle",
+                    self.shuffle.map(|s| s.to_string()),
+                    Shuffle::Off.to_string(),
+                ),
+            ),
+            (
                 "lease-timeout",
                 own(
                     "lease-timeout",
@@ -597,6 +683,14 @@ fn named<T: ValueEnum>(key: &'static str, value: toml::Value) -> Result<T, Strin
     choice(key, &text(value)?).map_err(|e| e.to_string())
 }
 
+/// A `[tool.shoal]` boolean.
+fn boolean(value: toml::Value) -> Result<bool, String> {
+    match value {
+        toml::Value::Boolean(on) => Ok(on),
+        other => Err(format!("expected true or false, not {other}")),
+    }
+}
+
 /// A `[tool.shoal]` whole number, 0 or more.
 fn whole(value: toml::Value) -> Result<usize, String> {
     match value {
@@ -639,7 +733,7 @@ pub fn ratio(value: f64) -> Result<f64, String> {
 /// The keys `[tool.shoal]` may set: the long option names of what is the same on every run
 /// of a project (not `--queue` or `--build`, which belong to one CI run), in the order
 /// `--show-config` lists them.
-const PROJECT_KEYS: [&str; 14] = [
+const PROJECT_KEYS: [&str; 16] = [
     "numprocesses",
     "dist",
     "maxprocesses",
@@ -652,6 +746,8 @@ const PROJECT_KEYS: [&str; 14] = [
     "max-worker-restart",
     "max-worker-tests",
     "max-worker-rss",
+    "detect-leaks",
+    "shuffle",
     "lease-timeout",
     "requeue-tolerance",
 ];

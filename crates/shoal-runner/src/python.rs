@@ -42,6 +42,7 @@ pub const PLUGIN_FILES: &[(&str, &str)] = &[
     plugin_file!("_shoal/debug.py"),
     plugin_file!("_shoal/forking.py"),
     plugin_file!("_shoal/keeper.py"),
+    plugin_file!("_shoal/leaks.py"),
     plugin_file!("_shoal/main.py"),
     plugin_file!("_shoal/options.py"),
     plugin_file!("_shoal/plugins.py"),

@@ -1,6 +1,8 @@
 //! Every test's outcome as the workers reported it, and what the run's exit code follows from.
 
-use shoal_protocol::{CollectError, JunitDelta, Outcome, PhaseReport, SessionExit, Warning, When};
+use shoal_protocol::{
+    CollectError, JunitDelta, Leak, Outcome, PhaseReport, SessionExit, Warning, When,
+};
 
 /// Why a run ended before every test ran.
 #[derive(Debug, Clone)]
@@ -44,6 +46,8 @@ pub struct TestRecord {
     pub earlier_attempts: Vec<TestRecord>,
     /// How pytest shows the node id, when not as `nodeid` (relative to the invocation dir).
     pub display: Option<String>,
+    /// What `--detect-leaks` found the test left behind.
+    pub leaks: Vec<Leak>,
 }
 
 impl TestRecord {
@@ -149,6 +153,7 @@ impl Results {
                 junit: None,
                 earlier_attempts: Vec::new(),
                 display: None,
+                leaks: Vec::new(),
             })
             .collect();
         self.collect_junit = junit;

@@ -12,6 +12,7 @@ Each process registers the plugin of its role, so no hook asks which role it pla
   collector      the collector: collection, forking workers, replaying their reports
   worker         a worker: the test loop, its reports, its end (forked or spawned)
   run_once       run-once session fixtures, set up by one worker for all
+  leaks          ``--detect-leaks``: the state each test left behind (a worker's, when on)
   debug          ``--pdb`` / ``--trace``: plain pytest on the controller's terminal
   channel        the framed socket to the controller
   report         what a phase report, a warning and a test's end tell the controller

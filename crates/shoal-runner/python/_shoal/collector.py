@@ -53,6 +53,7 @@ class CollectorPlugin:
         _serve_forks)."""
         forking.watch_config(config)
         config.workeroutput = {}
+        randomly.take_shuffle_seed(config)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session):
@@ -157,6 +158,7 @@ class CollectorPlugin:
                     "auto_num_workers": xdist_compat.auto_num_workers(config),
                     "loadscope_reorder": config.option.loadscopereorder,
                     "testrunuid": config.option.testrunuid,
+                    "randomly_seed": randomly.seed(config),
                 },
                 "warnings": warning_reports(config, stats.get("warnings", [])),
                 # What plugins expect in a worker's workerinput, which xdist's controller lets

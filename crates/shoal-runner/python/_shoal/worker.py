@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from . import run_once, terminal, xdist_compat
+from . import leaks, run_once, terminal, xdist_compat
 from .channel import Channel, frame, hello, read_failed
 from .compat import benchmark, junitxml, randomly, syrupy
 from .report import MAX_SECTION, cut, interrupt_exit, phase_report, session_exit, warning_entry
@@ -73,6 +73,8 @@ class WorkerPlugin:
         identity = self.identity
         junitxml.start_in_worker(config)
         terminal.silence(config, identity.get("width"))
+        if identity.get("detect_leaks"):
+            config.pluginmanager.register(leaks.LeakDetector(config.rootpath), "shoal-leaks")
         _no_debugger(config)
         if identity.get("state_file"):
             self._phase = PhaseFile(identity["state_file"])
@@ -232,6 +234,10 @@ class WorkerPlugin:
         if self._phase is not None:
             self._phase.enter(index, REPORTING)
         reports = self._reports
+        stash = session.items[index].stash
+        found = stash.get(leaks.FOUND, None)
+        if found is not None:
+            del stash[leaks.FOUND]  # a retry of the test in this worker finds its own
         self.channel.send(
             {
                 "type": "test_done",
@@ -241,6 +247,7 @@ class WorkerPlugin:
                 "warnings": self.take_warnings(),
                 "junit": junit.take(),
                 **({"replay": self._replay} if self._replay is not None else {}),
+                **({"leaks": found} if found else {}),
                 **extra,
             }
         )

@@ -11,7 +11,7 @@ use shoal_protocol::{CollectedItem, FromPython, PytestSettings, Role, ToPython, 
 use super::{pool::WorkerEnd, validate, Dispatcher};
 use crate::{
     connection::{self, Event, Process},
-    options::StartMethod,
+    options::{Shuffle, StartMethod},
     python::{PLUGIN_UNTRUSTED_EXIT, PYTEST_MISSING_EXIT, VERSIONS_UNSUPPORTED_EXIT},
     signals, ExitCode, RunError,
 };
@@ -47,6 +47,10 @@ impl Dispatcher {
         if let Some(workers) = options.workers {
             // `-n` from shoal's command line: the collector shows plugins xdist's `--dist`.
             command.env("SHOAL_NUMPROCESSES", workers.to_string());
+        }
+        if let Some(Shuffle::Seed(seed)) = options.shuffle {
+            // pytest-randomly, where active, orders the tests with the same seed.
+            command.env("SHOAL_SHUFFLE_SEED", seed.to_string());
         }
         if options.report_json.as_deref() == Some("-") {
             command.stdout(std::io::stderr()); // stdout carries the JSON events

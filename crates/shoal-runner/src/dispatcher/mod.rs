@@ -222,14 +222,20 @@ impl Dispatcher {
             Some(split) if split.owned.is_empty() => 0,
             _ => work::useful_workers(dist, units.len(), requested),
         };
-        let units = work::order(
-            dist,
-            units,
-            &collection.items,
-            &expected,
-            count,
-            settings.loadscope_reorder,
-        );
+        // A shuffle wins over the history's order: the user asked for it, to find what
+        // depends on order. The history still sizes `load`'s chunks.
+        let shuffle = options.shuffle_seed(settings.randomly_seed, work::new_seed)?;
+        let units = match shuffle {
+            Some(seed) => work::shuffle(units, seed),
+            None => work::order(
+                dist,
+                units,
+                &collection.items,
+                &expected,
+                count,
+                settings.loadscope_reorder,
+            ),
+        };
         let mut fork_unsafe = collection.fork_unsafe.clone();
         if let Some(place) = collection.identity_read.as_ref().filter(|_| requested > 0) {
             fork_unsafe.get_or_insert_with(|| format!("{place} before the workers exist"));
@@ -318,6 +324,7 @@ impl Dispatcher {
                     .as_ref()
                     .map(|split| split.start(collection.items.len())),
                 known_durations: expected.known,
+                shuffle,
             },
             testrunuid: &testrunuid,
         });
@@ -349,6 +356,7 @@ impl Dispatcher {
                 max_tests: options.max_worker_tests.filter(|&n| n > 0),
                 max_rss: options.max_worker_rss.filter(|&n| n > 0),
                 width: Some(settings.width),
+                detect_leaks: options.detect_leaks(),
             }
         });
         self.pool = Pool::new(identities.collect(), starter, max_restarts);
@@ -396,6 +404,9 @@ impl Dispatcher {
                 let mut scheduler = Scheduler::new(dist, units, count, constraints);
                 if let Some(seconds) = history {
                     scheduler = scheduler.with_history(seconds);
+                }
+                if shuffle.is_some() {
+                    scheduler = scheduler.reproducible();
                 }
                 Box::new(match start {
                     StartMethod::Fork => scheduler.in_worker_order(),
@@ -543,6 +554,7 @@ impl Dispatcher {
                 exit,
                 replay,
                 recycle,
+                leaks,
             } => {
                 let worker = self.pool.worker_mut(w);
                 worker.test_finished();
@@ -560,6 +572,7 @@ impl Dispatcher {
                     junit,
                     exit,
                     replay,
+                    leaks,
                 };
                 run.test_done(w, &id, done, &mut self.outlet())
             }

@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shoal_protocol::{CollectedItem, Outcome, PhaseReport, PytestSettings, SessionExit, Warning};
+use shoal_protocol::{
+    CollectedItem, Leak, Outcome, PhaseReport, PytestSettings, SessionExit, Warning,
+};
 
 use super::{
     estimate::Estimate,
@@ -41,6 +43,7 @@ pub(super) struct TestDone {
     pub(super) junit: Option<shoal_protocol::JunitDelta>,
     pub(super) exit: Option<SessionExit>,
     pub(super) replay: Option<Vec<serde_json::Value>>,
+    pub(super) leaks: Vec<Leak>,
 }
 
 /// The state of the test-running stage.
@@ -99,6 +102,7 @@ impl Run {
             junit: done.junit,
             earlier_attempts: Vec::new(),
             display: self.items[index].display.clone(),
+            leaks: done.leaks,
         };
         let mut commands = self.work.test_done(w, index);
         if let Some(exit) = done.exit {
@@ -289,6 +293,7 @@ impl Run {
             junit: None,
             earlier_attempts: Vec::new(),
             display: self.items[running].display.clone(),
+            leaks: Vec::new(),
         };
         let mut commands = self.work.requeue(w, held);
         commands.extend(self.finish_test(record, replay, w, out));
@@ -492,6 +497,7 @@ mod tests {
             junit: None,
             exit: None,
             replay: None,
+            leaks: Vec::new(),
         }
     }
 

@@ -266,6 +266,7 @@ mod tests {
                         exit: None,
                         replay: None,
                         recycle: (next(8) == 0).then_some(Recycle::Tests),
+                        leaks: Vec::new(),
                     },
                     10..=14 => FromPython::Released {
                         indices: (0..next(4))

@@ -91,6 +91,7 @@ impl StoredTest {
             junit: self.junit,
             earlier_attempts: Vec::new(),
             display: self.display,
+            leaks: Vec::new(),
         }
     }
 }

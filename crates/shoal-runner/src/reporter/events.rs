@@ -10,8 +10,9 @@ use std::{
 };
 
 use serde::Serialize;
-use shoal_protocol::{Outcome, Recycle, When};
+use shoal_protocol::{Leak, Outcome, Recycle, When};
 
+use super::RunStart;
 use crate::results::{Results, TestRecord};
 
 /// One line of the log; `docs/events.md` says what each field means.
@@ -23,6 +24,7 @@ enum Event<'a> {
         workers: usize,
         tests: usize,
         testrunuid: &'a str,
+        shuffle_seed: Option<u64>,
     },
     WorkerStart {
         worker: &'a str,
@@ -43,6 +45,9 @@ enum Event<'a> {
         outcome: &'static str,
         duration: f64,
         phases: Vec<Phase<'a>>,
+        /// `--detect-leaks`' findings; left out where there are none.
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        leaks: &'a [Leak],
     },
     RunEnd {
         exit_code: i32,
@@ -118,17 +123,13 @@ impl EventLog {
             })
     }
 
-    pub fn run_start(
-        &mut self,
-        workers: usize,
-        tests: usize,
-        testrunuid: &str,
-    ) -> Result<(), EventsError> {
+    pub fn run_start(&mut self, start: &RunStart<'_>, testrunuid: &str) -> Result<(), EventsError> {
         self.emit(&Event::RunStart {
             version: EVENTS_VERSION,
-            workers,
-            tests,
+            workers: start.workers,
+            tests: start.tests,
             testrunuid,
+            shuffle_seed: start.shuffle,
         })
     }
 
@@ -169,6 +170,7 @@ impl EventLog {
             outcome: record.outcome(),
             duration: record.reports.iter().map(|r| r.duration).sum(),
             phases,
+            leaks: &record.leaks,
         })
     }
 

@@ -51,6 +51,9 @@ pub struct RunStart<'a> {
     pub shard: Option<ShardStart>,
     /// How many tests have a recorded duration, which orders the work.
     pub known_durations: usize,
+    /// `--shuffle`: the seed the units were shuffled with (the order the history would give
+    /// is not used). Also in `run_start`, for tools that record runs to repeat them.
+    pub shuffle: Option<u64>,
 }
 
 /// One thing that happened in a run, in the order it happened.
@@ -159,7 +162,7 @@ impl Reporters {
         match event {
             ReporterEvent::RunStarted { start, testrunuid } => {
                 terminal.start(&start);
-                self.log(|log| log.run_start(start.workers, start.tests, testrunuid));
+                self.log(|log| log.run_start(&start, testrunuid));
             }
             ReporterEvent::WorkerStarted { worker, .. } => self.log(|log| log.worker_start(worker)),
             ReporterEvent::WorkerStopped { worker, end, .. } => {

@@ -211,6 +211,7 @@ impl Terminal {
             scheduler,
             shard,
             known_durations,
+            shuffle,
         } = start;
         self.total = total;
         let plural = if workers == 1 { "worker" } else { "workers" };
@@ -227,6 +228,9 @@ impl Terminal {
                 None => format!("{total} items"),
             };
             self.line(&format!("{workers} {plural} [{items}]"));
+            if let Some(seed) = shuffle {
+                self.line(&format!("shuffle: seed {seed} (again: --shuffle={seed})"));
+            }
         } else {
             self.line("bringing up nodes...");
             self.line("bringing up nodes...");
@@ -256,9 +260,10 @@ impl Terminal {
         if let Some(scheduler) = scheduler.filter(|_| self.settings.verbose > 0) {
             self.line(&format!("scheduling tests via {scheduler}"));
             // Whether recorded durations order the work.
-            self.line(&match known_durations {
-                0 => "no recorded durations: tests go out in collection order".to_owned(),
-                n => format!("recorded durations of {n} tests: the longest go out first"),
+            self.line(&match (shuffle, known_durations) {
+                (Some(seed), _) => format!("units go out shuffled with seed {seed}"),
+                (None, 0) => "no recorded durations: tests go out in collection order".to_owned(),
+                (None, n) => format!("recorded durations of {n} tests: the longest go out first"),
             });
         }
         if self.settings.verbose > 0 {
@@ -461,6 +466,7 @@ impl Terminal {
         if self.settings.reportchars.contains('w') {
             self.warnings_summary(results);
         }
+        self.leaks_summary(results);
         // pytest prints the passes after the warnings summary.
         if self.settings.tbstyle != "no" && self.settings.reportchars.contains('P') {
             self.passes(results);
@@ -651,6 +657,30 @@ impl Terminal {
             self.line("");
         }
         self.line("-- Docs: https://docs.pytest.org/en/stable/how-to/capture-warnings.html");
+    }
+
+    /// `--detect-leaks`: what each test left behind, a block per test in finishing order, laid
+    /// out as the warnings summary is. Shown whatever `-r` says: the user asked for it.
+    fn leaks_summary(&mut self, results: &Results) {
+        let leaky: Vec<&TestRecord> = results
+            .records()
+            .iter()
+            .filter(|r| !r.leaks.is_empty())
+            .collect();
+        if leaky.is_empty() {
+            return;
+        }
+        let header = self.sep('=', "leaks summary");
+        let header = self.paint(&header, Some(AnsiColor::Yellow), false);
+        self.line(&header);
+        for record in leaky {
+            self.line(record.shown());
+            for leak in &record.leaks {
+                self.line(&format!("  {}: {}", leak.kind.as_str(), leak.detail));
+            }
+            self.line("");
+        }
+        self.line("-- state a test left behind can make later tests on its worker fail: see shoal's docs/leaks.md");
     }
 
     /// `--durations=N`: the slowest phases, as pytest lists them.

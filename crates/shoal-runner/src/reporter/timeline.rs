@@ -476,6 +476,7 @@ mod tests {
             junit: None,
             earlier_attempts: Vec::new(),
             display: None,
+            leaks: Vec::new(),
         }
     }
 

@@ -533,6 +533,7 @@ fn record(index: usize, test: &ShardTest, cases: &[Testcase]) -> TestRecord {
         junit: None,
         earlier_attempts: Vec::new(),
         display: test.display.clone(),
+        leaks: Vec::new(),
     };
     TestRecord {
         reports,

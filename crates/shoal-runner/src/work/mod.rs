@@ -13,6 +13,7 @@
 
 mod history;
 mod scheduler;
+mod shuffle;
 
 use std::time::Instant;
 
@@ -20,6 +21,7 @@ use crate::results::TestRecord;
 
 pub use history::order;
 pub use scheduler::{units, useful_workers, Constraints, Scheduler};
+pub use shuffle::{new_seed, shuffle};
 
 /// What the dispatcher must send.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -280,10 +280,19 @@ impl Scheduler {
     /// whichever process came up first. Only for forked workers, which are ready within
     /// milliseconds of each other; a worker lost before it was ready is not waited for.
     pub fn in_worker_order(mut self) -> Self {
-        self.awaits_every_worker = matches!(
+        self.awaits_every_worker |= matches!(
             self.dist,
             Dist::LoadScope | Dist::LoadFile | Dist::LoadGroup
         );
+        self
+    }
+
+    /// `--shuffle`: the first units go out once every worker is ready, in worker order, under
+    /// every mode that pools them (forked or spawned), so that the same seed and worker count
+    /// make the same first assignment whichever process came up first. What follows depends
+    /// on which worker finishes first, as it must for the run to stay balanced.
+    pub fn reproducible(mut self) -> Self {
+        self.awaits_every_worker = !matches!(self.dist, Dist::Each | Dist::No);
         self
     }
 
