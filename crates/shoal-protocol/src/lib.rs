@@ -198,6 +198,7 @@ mod tests {
                 exit: None,
                 replay: None,
                 recycle: None,
+                leaks: Vec::new(),
             },
         )
         .unwrap();

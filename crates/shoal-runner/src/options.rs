@@ -835,6 +835,7 @@ mod tests {
             auto_num_workers: None,
             loadscope_reorder: true,
             testrunuid: None,
+            randomly_seed: None,
         }
     }
 
@@ -973,6 +974,12 @@ mod tests {
                 "requeue-tolerance: expected a number from 0 to 1",
             ),
             ("numprocesses = \"many\"", "numprocesses: "),
+            ("detect-leaks = 1", "detect-leaks: expected true or false"),
+            ("shuffle = -3", "shuffle: -3 is below 0"),
+            (
+                "shuffle = \"yes\"",
+                "shuffle: expected true, false or a seed",
+            ),
             ("queue = \"redis://x\"", "unknown key `queue`"),
         ] {
             let err = crate::error_chain(&project(table).unwrap_err());
@@ -1018,6 +1025,49 @@ mod tests {
             settings.len(),
             PROJECT_KEYS.len(),
             "every key [tool.shoal] sets is shown"
+        );
+    }
+
+    #[test]
+    fn detect_leaks_and_shuffle_come_from_the_project_unless_the_command_line_set_them() {
+        let options = project_under(
+            RunOptions::default(),
+            "detect-leaks = true\nshuffle = 12345",
+        )
+        .unwrap();
+        assert!(options.detect_leaks());
+        assert_eq!(options.shuffle, Some(Shuffle::Seed(12345)));
+        let cli = RunOptions {
+            shuffle: Some(Shuffle::Seed(7)),
+            ..Default::default()
+        };
+        let options = project_under(cli, "shuffle = false\ndetect-leaks = false").unwrap();
+        assert_eq!(options.shuffle, Some(Shuffle::Seed(7)));
+        assert!(!options.detect_leaks());
+        let off = project_under(RunOptions::default(), "shuffle = false").unwrap();
+        assert_eq!(off.shuffle_seed(Some(9), || 1).unwrap(), None);
+        let any = project_under(RunOptions::default(), "shuffle = true").unwrap();
+        assert_eq!(any.shuffle, Some(Shuffle::AnySeed));
+    }
+
+    #[test]
+    fn the_shuffle_seed_agrees_with_pytest_randomly_s() {
+        let with = |shuffle| RunOptions {
+            shuffle,
+            ..Default::default()
+        };
+        let new = || 42;
+        assert_eq!(with(None).shuffle_seed(Some(9), new).unwrap(), None);
+        let any = with(Some(Shuffle::AnySeed));
+        assert_eq!(any.shuffle_seed(None, new).unwrap(), Some(42));
+        assert_eq!(any.shuffle_seed(Some(9), new).unwrap(), Some(9));
+        let given = with(Some(Shuffle::Seed(5)));
+        assert_eq!(given.shuffle_seed(None, new).unwrap(), Some(5));
+        assert_eq!(given.shuffle_seed(Some(5), new).unwrap(), Some(5));
+        let err = given.shuffle_seed(Some(9), new).unwrap_err().to_string();
+        assert!(
+            err.contains("--shuffle=5 and pytest-randomly's seed 9 differ"),
+            "{err}"
         );
     }
 

@@ -668,6 +668,8 @@ impl Scheduler {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn item(nodeid: &str, group: Option<&str>) -> CollectedItem {
@@ -767,6 +769,58 @@ mod tests {
             "gw0 takes the largest scope: {commands:?}"
         );
         assert_eq!(first_of(1), Some(3), "gw1 the next: {commands:?}");
+    }
+
+    /// The first `Run` of each worker, by worker, once `ready` (slots in that order) said
+    /// they are ready.
+    fn first_assignment(mut s: Scheduler, ready: &[usize]) -> BTreeMap<usize, Vec<usize>> {
+        let mut first = BTreeMap::new();
+        for &w in ready {
+            for command in s.worker_ready(w) {
+                if let Command::Run { worker, indices } = command {
+                    first.entry(worker).or_insert(indices);
+                }
+            }
+        }
+        first
+    }
+
+    #[test]
+    fn a_shuffled_run_makes_the_same_first_assignment_whichever_worker_is_ready_first() {
+        let items: Vec<CollectedItem> = (0..40)
+            .map(|i| item(&format!("f{}.py::t{i}", i % 8), None))
+            .collect();
+        for dist in [Dist::Load, Dist::LoadFile, Dist::WorkSteal] {
+            let scheduler = |seed: u64, reproducible: bool| {
+                let units = crate::work::shuffle(units(dist, &items, true), seed);
+                let s = Scheduler::new(dist, units, 3, Constraints::default());
+                if reproducible {
+                    s.reproducible()
+                } else {
+                    s
+                }
+            };
+            let seeded = first_assignment(scheduler(7, true), &[0, 1, 2]);
+            assert_eq!(seeded.len(), 3, "{dist}: {seeded:?}");
+            assert_eq!(
+                seeded,
+                first_assignment(scheduler(7, true), &[2, 0, 1]),
+                "{dist}"
+            );
+            assert_ne!(
+                seeded,
+                first_assignment(scheduler(8, true), &[0, 1, 2]),
+                "{dist}: another seed, another assignment"
+            );
+            if dist != Dist::WorkSteal {
+                // The control: without waiting, the first worker ready takes the first units.
+                assert_ne!(
+                    first_assignment(scheduler(7, false), &[0, 1, 2]),
+                    first_assignment(scheduler(7, false), &[2, 0, 1]),
+                    "{dist}"
+                );
+            }
+        }
     }
 
     #[test]
