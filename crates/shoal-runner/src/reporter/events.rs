@@ -24,6 +24,8 @@ enum Event<'a> {
         workers: usize,
         tests: usize,
         testrunuid: &'a str,
+        /// `--shuffle`'s seed; left out of a run that was not shuffled.
+        #[serde(skip_serializing_if = "Option::is_none")]
         shuffle_seed: Option<u64>,
     },
     WorkerStart {
