@@ -63,3 +63,5 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 #   OptionGroup._addoption                           xdist's short options (-n, -d, -f) (options)
 #   pluggy HookCaller._remove_plugin                 taking reporters off a forked worker's hooks
 #                                                    (collector, terminal)
+#   os.environ._data (CPython's)                     the environment copied in C, per test
+#                                                    (leaks; without it, decoded)

@@ -19,6 +19,7 @@ teardown, before the second snapshot, so a correct test reports nothing.
 
 from __future__ import annotations
 
+import operator
 import os
 import sys
 import threading
@@ -31,14 +32,12 @@ from . import PACKAGE_DIR
 #: A test's findings, for the worker's ``test_done``: ``{"kind", "detail"}`` each.
 FOUND = pytest.StashKey[list]()
 
-#: What a replaced module attribute must be (before or after) to count: functions and classes,
-#: what a monkeypatch left on a module replaces; data attributes change legitimately (caches).
+#: What a module attribute must be to be watched: functions and classes, what a monkeypatch
+#: left on a module replaces; data attributes change legitimately (caches).
 _CODE = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, type)
 
-_MISSING = object()
-
 #: pytest's own, set and removed around each phase.
-_PYTEST_VARIABLES = {"PYTEST_CURRENT_TEST"}
+_PYTEST_VARIABLES = {os.fsencode("PYTEST_CURRENT_TEST")}
 
 
 class LeakDetector:
@@ -46,13 +45,16 @@ class LeakDetector:
 
     def __init__(self, rootdir) -> None:
         self._modules = ProjectModules(str(rootdir))
+        self._last: Snapshot | None = None  # after the previous test: the next one's before
         self._before: Snapshot | None = None
         self._before_teardown: Snapshot | None = None
         self._wider_setup = False
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item):
-        self._before = Snapshot(self._modules)
+        # Between two tests the worker only reports and reads its queue: the state after one
+        # is the state before the next, and one snapshot a test is half the cost.
+        self._before = self._last or Snapshot(self._modules)
         self._before_teardown = None
         self._wider_setup = False
 
@@ -75,7 +77,8 @@ class LeakDetector:
             self._before = Snapshot(self._modules)
         if call.when != "teardown":
             return
-        found = self._before.changes(Snapshot(self._modules))
+        self._last = Snapshot(self._modules)
+        found = self._before.changes(self._last)
         if self._before_teardown is not None:
             kept = self._before.changes(self._before_teardown)
             found = {key: detail for key, detail in found.items() if key in kept}
@@ -87,23 +90,39 @@ class LeakDetector:
 
 class ProjectModules:
     """The imported modules of the project: files under its rootdir, not an installed
-    package's (a virtualenv inside the project included), nor shoal's. Decided once per
-    module name, as the snapshot before every test asks."""
+    package's (a virtualenv inside the project included), nor shoal's; and the names of
+    their functions and classes. Looked for again only when ``sys.modules`` grew or shrank,
+    as the snapshot after every test asks: a snapshot then costs a lookup per name, in C."""
 
     def __init__(self, rootdir: str) -> None:
         self._root = os.path.join(rootdir, "")
         prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, PACKAGE_DIR}
         self._outside = tuple(os.path.join(p, "") for p in prefixes)
         self._known: dict[str, bool] = {}
+        self._seen = -1  # len(sys.modules) when _project was made
+        self._project: list = []  # see code()
 
-    def modules(self):
-        """(name, module) for each project module in ``sys.modules`` now."""
-        for name, module in list(sys.modules.items()):
-            mine = self._known.get(name)
-            if mine is None:
-                mine = self._known[name] = self._is_project(module)
-            if mine:
-                yield name, module
+    def code(self) -> list:
+        """(name, module, code attribute names, their getter) for each project module in
+        ``sys.modules`` that has functions or classes."""
+        if len(sys.modules) != self._seen:
+            self._seen = len(sys.modules)
+            self._project = []
+            for name, module in list(sys.modules.items()):
+                names = self._mine(name, module) and tuple(
+                    a for a, v in vars(module).items() if isinstance(v, _CODE)
+                )
+                if names:
+                    # One C call for every value; a name given twice always makes a tuple.
+                    get = operator.itemgetter(*names, names[0])
+                    self._project.append((name, module, names, get))
+        return self._project
+
+    def _mine(self, name: str, module) -> bool:
+        mine = self._known.get(name)
+        if mine is None:
+            mine = self._known[name] = self._is_project(module)
+        return mine
 
     def _is_project(self, module) -> bool:
         path = getattr(module, "__file__", None)
@@ -122,13 +141,16 @@ class Snapshot:
     sets, one directory listing per kind, nothing read from a file per module."""
 
     def __init__(self, modules: ProjectModules) -> None:
-        self.environ = dict(os.environ)
+        self.environ = _environ()
         for name in _PYTEST_VARIABLES:
             self.environ.pop(name, None)
         self.cwd = _cwd()
         self.threads = {t for t in threading.enumerate() if not t.daemon}
         self.children = _children()
-        self.modules = {name: dict(vars(module)) for name, module in modules.modules()}
+        self.modules = {
+            name: (names, _values(vars(module), names, get))
+            for name, module, names, get in modules.code()
+        }
         self.fds = _open_fds()
 
     def changes(self, after: Snapshot) -> dict:
@@ -136,13 +158,14 @@ class Snapshot:
         comparisons can be intersected."""
         found = {}
         before_env, after_env = self.environ, after.environ
-        for name in after_env.keys() - before_env.keys():
-            found["env", name] = f"{name} added"
-        for name in before_env.keys() - after_env.keys():
-            found["env", name] = f"{name} removed"
-        for name in before_env.keys() & after_env.keys():
-            if before_env[name] != after_env[name]:
-                found["env", name] = f"{name} changed"
+        if before_env != after_env:
+            for name in after_env.keys() - before_env.keys():
+                found["env", name] = f"{os.fsdecode(name)} added"
+            for name in before_env.keys() - after_env.keys():
+                found["env", name] = f"{os.fsdecode(name)} removed"
+            for name in before_env.keys() & after_env.keys():
+                if before_env[name] != after_env[name]:
+                    found["env", name] = f"{os.fsdecode(name)} changed"
         if after.cwd != self.cwd:
             found["cwd", ""] = f"changed from {self.cwd} to {after.cwd}"
         for thread in after.threads - self.threads:
@@ -153,20 +176,39 @@ class Snapshot:
                 state = _process(pid)
                 if state is not None:
                     found["process", pid] = f"pid {pid} ({state}) still running"
-        for name, attributes in self.modules.items():
-            module = sys.modules.get(name)
-            if module is None:
+        for name, (names, values) in self.modules.items():
+            now = after.modules.get(name)
+            # Functions and classes compare by identity: an equal tuple is the same objects.
+            if now is None or now == (names, values):
                 continue
-            now = vars(module)
-            for attribute, value in attributes.items():
-                new = now.get(attribute, _MISSING)
-                if new is not value and (isinstance(value, _CODE) or isinstance(new, _CODE)):
-                    what = "deleted" if new is _MISSING else "replaced"
+            # By name: the list of names is made again when sys.modules changed size.
+            current = dict(zip(*now))
+            for attribute, value in zip(names, values):
+                new = current.get(attribute)
+                if new is not value:
+                    what = "replaced" if isinstance(new, _CODE) else "replaced or deleted"
                     found["module", f"{name}.{attribute}"] = f"{name}.{attribute} {what}"
         if self.fds is not None and after.fds is not None and after.fds > self.fds:
             more = after.fds - self.fds
             found["fd", ""] = f"{more} more open ({self.fds} before, {after.fds} after)"
         return found
+
+
+def _environ() -> dict:
+    """The environment as bytes: a copy of ``os.environ``'s own dict, in C, rather than one
+    decode per variable (the largest part of a snapshot otherwise)."""
+    data = getattr(os.environ, "_data", None)
+    if isinstance(data, dict):
+        return dict(data)
+    return {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
+
+
+def _values(namespace: dict, names: tuple, get) -> tuple:
+    """The values of ``names`` in a module's namespace (None for those deleted since)."""
+    try:
+        return get(namespace)[:-1]
+    except KeyError:
+        return tuple(map(namespace.get, names))
 
 
 def _cwd() -> str | None:
@@ -180,7 +222,8 @@ def _children() -> set | None:
     """The pids of this process's children (every thread's), or None where ``/proc`` has no
     ``children`` files (not Linux, or a kernel without them)."""
     try:
-        tasks = os.listdir("/proc/self/task")
+        # One thread (as a worker mostly is): its task is the process's, no listing needed.
+        tasks = [os.getpid()] if threading.active_count() == 1 else os.listdir("/proc/self/task")
         pids = set()
         for task in tasks:
             with open(f"/proc/self/task/{task}/children", "rb") as children:
