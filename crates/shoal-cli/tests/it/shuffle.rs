@@ -82,7 +82,9 @@ fn a_new_seed_is_printed_and_reproduces_the_run() {
     let seed = recorded_seed(&project, &first).expect("a shuffled run records its seed");
     first.assert_stdout_contains(&format!("shuffle: seed {seed}"));
     let one = assignment(&project, &first);
-    let again = loadfile(&project, &[&format!("--shuffle={seed}")]);
+    // Also under -q, which leaves out the rest of the header.
+    let again = loadfile(&project, &[&format!("--shuffle={seed}"), "-q"]);
+    again.assert_stdout_contains(&format!("shuffle: seed {seed}"));
     assert_eq!(one, assignment(&project, &again), "{}", again.context());
 }
 

@@ -228,12 +228,13 @@ impl Terminal {
                 None => format!("{total} items"),
             };
             self.line(&format!("{workers} {plural} [{items}]"));
-            if let Some(seed) = shuffle {
-                self.line(&format!("shuffle: seed {seed} (again: --shuffle={seed})"));
-            }
         } else {
             self.line("bringing up nodes...");
             self.line("bringing up nodes...");
+        }
+        if let Some(seed) = shuffle {
+            // Also under -q: without the seed a failing order cannot be had again.
+            self.line(&format!("shuffle: seed {seed} (again: --shuffle={seed})"));
         }
         self.line("");
         if self.settings.verbose > 0 {
