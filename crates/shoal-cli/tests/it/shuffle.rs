@@ -6,25 +6,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
-    common::{field, file_of, plugin_shoal, Output, Project},
+    common::{field, file_of, joined, plugin_shoal, Output, Project},
     faults::{events, of_kind, EVENTS},
 };
 
 const FIXTURE: &str = "shuffle";
 
+/// Four workers, one file each.
+const LOADFILE: [&str; 6] = ["-n", "4", "--dist", "loadfile", "-p", "no:cacheprovider"];
+
 /// `shoal -n 4 --dist loadfile --report-json=... <args>`.
 fn loadfile(project: &Project, args: &[&str]) -> Output {
     let report = format!("--report-json={EVENTS}");
-    let base = [
-        "-n",
-        "4",
-        "--dist",
-        "loadfile",
-        "-p",
-        "no:cacheprovider",
-        &report,
-    ];
-    let out = project.shoal(base.iter().chain(args)).run();
+    let out = project
+        .shoal(joined(&LOADFILE, &joined(&[&report], args)))
+        .run();
     out.assert_code(0);
     out
 }
