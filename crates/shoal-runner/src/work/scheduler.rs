@@ -824,6 +824,22 @@ mod tests {
     }
 
     #[test]
+    fn serial_tests_still_go_last_in_collection_order_in_a_shuffled_run() {
+        let items: Vec<CollectedItem> = (0..10)
+            .map(|i| item(&format!("a.py::t{i}"), None))
+            .collect();
+        let constraints = Constraints {
+            serial: (0..10).map(|i| i == 2 || i == 7).collect(),
+            resources: vec![Vec::new(); 10],
+        };
+        let shuffled = crate::work::shuffle(units(Dist::Load, &items, true), 3);
+        assert_ne!(shuffled, units(Dist::Load, &items, true));
+        let s = Scheduler::new(Dist::Load, shuffled, 2, constraints);
+        let last: Vec<&Vec<usize>> = s.units.iter().skip(8).collect();
+        assert_eq!(last, [&vec![2], &vec![7]], "{:?}", s.units);
+    }
+
+    #[test]
     fn in_worker_order_does_not_wait_for_a_worker_lost_before_it_was_ready() {
         let items = suite();
         let mut s = Scheduler::new(
