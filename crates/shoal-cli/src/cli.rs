@@ -339,6 +339,7 @@ pub fn parse(argv: Vec<String>) -> Result<RunOptions, clap::Error> {
         max_worker_rss: cli.max_worker_rss,
         shard: cli.shard,
         queue: cli.queue.into_args(),
+        pytest_n: None,
         pytest_args,
         mainargv: argv,
         show_config: cli.show_config,

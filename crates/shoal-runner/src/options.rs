@@ -184,6 +184,10 @@ pub struct RunOptions {
     pub shard: Option<crate::shard::ShardSpec>,
     /// `--queue` and its settings: take tests from a queue shared by every CI node.
     pub queue: crate::queue::QueueArgs,
+    /// `pytest-n` of `[tool.shoal]`: whether `pytest -n` hands the run to shoal (the wheel's
+    /// pytest plugin reads it; the controller only checks it and shows it). `None`: only where
+    /// pytest-xdist is not installed.
+    pub pytest_n: Option<bool>,
     /// Everything that is not shoal's, handed to pytest unchanged.
     pub pytest_args: Vec<String>,
     /// shoal's whole command line, for `config.workerinput["mainargv"]`.
@@ -346,6 +350,7 @@ impl RunOptions {
                 &mut self.queue.requeue_tolerance,
                 number(value).and_then(ratio),
             ),
+            "pytest-n" => fill(&mut self.pytest_n, boolean(value)),
             _ => unreachable!("every key of PROJECT_KEYS is handled"),
         }
     }
@@ -543,6 +548,14 @@ impl RunOptions {
                     DEFAULT_REQUEUE_TOLERANCE.to_string(),
                 ),
             ),
+            (
+                "pytest-n",
+                own(
+                    "pytest-n",
+                    self.pytest_n.map(|choice| choice.to_string()),
+                    "where pytest-xdist is not installed".to_owned(),
+                ),
+            ),
         ]
     }
 
@@ -605,6 +618,14 @@ fn whole(value: toml::Value) -> Result<usize, String> {
     }
 }
 
+/// A `[tool.shoal]` `true` or `false`.
+fn boolean(value: toml::Value) -> Result<bool, String> {
+    match value {
+        toml::Value::Boolean(choice) => Ok(choice),
+        other => Err(format!("expected true or false, not {other}")),
+    }
+}
+
 /// A `[tool.shoal]` number, whole or not.
 fn number(value: toml::Value) -> Result<f64, String> {
     match value {
@@ -639,7 +660,7 @@ pub fn ratio(value: f64) -> Result<f64, String> {
 /// The keys `[tool.shoal]` may set: the long option names of what is the same on every run
 /// of a project (not `--queue` or `--build`, which belong to one CI run), in the order
 /// `--show-config` lists them.
-const PROJECT_KEYS: [&str; 14] = [
+const PROJECT_KEYS: [&str; 15] = [
     "numprocesses",
     "dist",
     "maxprocesses",
@@ -654,6 +675,7 @@ const PROJECT_KEYS: [&str; 14] = [
     "max-worker-rss",
     "lease-timeout",
     "requeue-tolerance",
+    "pytest-n",
 ];
 
 /// The files that make a directory a project root for pytest: its ini files.
@@ -971,6 +993,14 @@ mod tests {
             err.contains("tool.shoal") && err.contains("\"12Q\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn project_config_says_who_owns_pytest_n() {
+        assert_eq!(project("pytest-n = true").unwrap().pytest_n, Some(true));
+        assert_eq!(project("").unwrap().pytest_n, None);
+        let err = project("pytest-n = \"yes\"").unwrap_err().to_string();
+        assert!(err.contains("pytest-n: expected true or false"), "{err}");
     }
 
     #[test]

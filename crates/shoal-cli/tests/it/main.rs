@@ -19,6 +19,7 @@ mod plugins;
 mod postgres;
 mod privacy;
 mod processes;
+mod pytest_n;
 mod queue;
 mod recycling;
 mod reports;
