@@ -301,7 +301,8 @@ pub fn is_bisect(argv: &[String]) -> bool {
 }
 
 /// A replay's or bisect's own arguments parsed as `T`, and pytest's: shoal picks out its
-/// options by name as for a run, and a bisect's NODEID is the word after `bisect`.
+/// options by name as for a run, and a bisect's NODEID is the first of the other words (before
+/// any of pytest's options).
 fn parse_fixed<T: Parser>(
     argv: &[String],
     name: &str,
@@ -309,17 +310,13 @@ fn parse_fixed<T: Parser>(
 ) -> Result<(T, Vec<String>), clap::Error> {
     let mut command = T::command();
     command.build();
-    let rest = &argv[2.min(argv.len())..];
-    let (nodeid, rest) = match rest.split_first() {
-        Some((first, rest)) if positional && !first.starts_with('-') => (Some(first), rest),
-        _ => (None, rest),
+    let (ours, mut pytest_args) = split(&argv[2.min(argv.len())..], &command);
+    let nodeid = match pytest_args.first() {
+        Some(first) if positional && !first.starts_with('-') => Some(pytest_args.remove(0)),
+        _ => None,
     };
-    let (ours, pytest_args) = split(rest, &command);
-    let matches = command.try_get_matches_from(
-        std::iter::once(name.to_owned())
-            .chain(nodeid.cloned())
-            .chain(ours),
-    )?;
+    let matches =
+        command.try_get_matches_from(std::iter::once(name.to_owned()).chain(nodeid).chain(ours))?;
     Ok((T::from_arg_matches(&matches)?, pytest_args))
 }
 

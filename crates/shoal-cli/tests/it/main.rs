@@ -21,6 +21,7 @@ mod privacy;
 mod processes;
 mod queue;
 mod recycling;
+mod replay;
 mod reports;
 mod run_once;
 mod serial;
