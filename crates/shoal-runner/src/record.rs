@@ -269,33 +269,35 @@ pub fn read(path: &Path) -> Result<RunRecord, RecordError> {
     }
 }
 
+/// A record of `processes` with every other field plain, for tests.
+#[cfg(test)]
+pub(crate) fn example(run_id: &str, processes: Vec<ProcessRecord>) -> RunRecord {
+    RunRecord {
+        version: RECORD_VERSION,
+        run_id: run_id.to_owned(),
+        started: 0,
+        shoal_version: "0".into(),
+        python_version: None,
+        pytest_version: None,
+        seed: None,
+        dist: "load".into(),
+        workers: 2,
+        distributed: true,
+        argv: Vec::new(),
+        cwd: "/".into(),
+        processes,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn record(run_id: &str) -> RunRecord {
-        RunRecord {
-            version: RECORD_VERSION,
-            run_id: run_id.to_owned(),
-            started: 0,
-            shoal_version: "0".into(),
-            python_version: None,
-            pytest_version: None,
-            seed: None,
-            dist: "load".into(),
-            workers: 1,
-            distributed: true,
-            argv: Vec::new(),
-            cwd: "/".into(),
-            processes: Vec::new(),
-        }
-    }
 
     #[test]
     fn the_oldest_runs_beyond_the_kept_ones_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         for n in 0..KEEP + 2 {
-            save(dir.path(), &record(&format!("run-{n:02}"))).unwrap();
+            save(dir.path(), &example(&format!("run-{n:02}"), Vec::new())).unwrap();
         }
         let ids = run_ids(dir.path()).unwrap();
         assert_eq!(ids.len(), KEEP);

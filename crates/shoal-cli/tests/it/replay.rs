@@ -13,9 +13,12 @@ use std::{
 
 use serde_json::Value;
 
-use crate::common::{field, python, Output, Project};
+use crate::common::{field, joined, python, Output, Project};
 
 const FIXTURE: &str = "pollution";
+
+/// Two workers, each file's tests on one of them.
+const TWO_BY_FILE: [&str; 4] = ["-n", "2", "--dist", "loadfile"];
 
 /// `shoal <subcommand> --python <python> <args>`.
 fn sub(project: &Project, subcommand: &str, args: &[&str]) -> Output {
@@ -103,13 +106,7 @@ fn record_one_worker(project: &Project) -> Value {
 fn the_record_holds_what_each_worker_process_ran_in_order() {
     let project = Project::new(FIXTURE);
     let out = project
-        .shoal([
-            "-n",
-            "2",
-            "--dist",
-            "loadfile",
-            "--report-json=events.jsonl",
-        ])
+        .shoal(joined(&TWO_BY_FILE, &["--report-json=events.jsonl"]))
         .run();
     out.assert_code(1);
     let record = only_record(&project);
@@ -131,13 +128,7 @@ fn the_record_holds_what_each_worker_process_ran_in_order() {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
-    assert!(argv.ends_with(&[
-        "-n",
-        "2",
-        "--dist",
-        "loadfile",
-        "--report-json=events.jsonl"
-    ]));
+    assert!(argv.ends_with(&joined(&TWO_BY_FILE, &["--report-json=events.jsonl"])));
     // Per worker, the sequence is what --report-json says it ran, in order, with outcomes.
     let events = fs::read_to_string(project.path.join("events.jsonl")).unwrap();
     let mut reported: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
@@ -239,10 +230,7 @@ fn the_last_ten_runs_are_kept_where_pytest_s_cache_is() {
 #[test]
 fn replay_runs_the_victim_s_process_again_up_to_it_and_it_fails_again() {
     let project = Project::new(FIXTURE);
-    project
-        .shoal(["-n", "2", "--dist", "loadfile"])
-        .run()
-        .assert_code(1);
+    project.shoal(TWO_BY_FILE).run().assert_code(1);
     project.take_records();
     let record = only_record(&project);
     let victim = "test_env.py::test_env_victim";
@@ -254,12 +242,7 @@ fn replay_runs_the_victim_s_process_again_up_to_it_and_it_fails_again() {
 
     let out = sub(&project, "replay", &["--test", victim]);
     out.assert_code(1);
-    assert!(
-        out.stderr
-            .contains(&format!("{victim} failed again: REPRODUCED")),
-        "{}",
-        out.context()
-    );
+    out.assert_stderr_contains(&format!("{victim} failed again: REPRODUCED"));
     let ran = ran_by_process(&project.take_records());
     // One process, with the recorded worker's id, ran the sequence up to the victim, no more.
     assert_eq!(
@@ -271,17 +254,12 @@ fn replay_runs_the_victim_s_process_again_up_to_it_and_it_fails_again() {
 
     // The first failure is the default target; a passing target is not reproduced.
     let out = sub(&project, "replay", &["--worker", &worker]);
-    assert!(out.stderr.contains("REPRODUCED"), "{}", out.context());
+    out.assert_stderr_contains("REPRODUCED");
     project.take_records();
     let passing = &sequence[0];
     let out = sub(&project, "replay", &["--test", passing]);
     out.assert_code(0);
-    assert!(
-        out.stderr
-            .contains(&format!("{passing} passed: NOT REPRODUCED")),
-        "{}",
-        out.context()
-    );
+    out.assert_stderr_contains(&format!("{passing} passed: NOT REPRODUCED"));
     assert_eq!(
         ran_by_process(&project.take_records()),
         [(worker, vec![passing.clone()])]
@@ -298,7 +276,7 @@ fn replay_runs_the_victim_s_process_again_up_to_it_and_it_fails_again() {
         &["--record", copy.to_str().unwrap(), "--test", victim],
     );
     out.assert_code(1);
-    assert!(out.stderr.contains("REPRODUCED"), "{}", out.context());
+    out.assert_stderr_contains("REPRODUCED");
 }
 
 /// The rounds a bisect's verdict line says it took, and the tests it says ran before.
@@ -421,12 +399,8 @@ fn a_victim_that_fails_alone_is_no_pollution() {
     record_one_worker(&project);
     let out = sub(&project, "bisect", &["test_flaky.py::test_alone_fails"]);
     out.assert_code(1);
-    assert!(
-        out.stderr.contains(
-            "FAILED: test_flaky.py::test_alone_fails fails when run alone, so it is not pollution"
-        ),
-        "{}",
-        out.context()
+    out.assert_stderr_contains(
+        "FAILED: test_flaky.py::test_alone_fails fails when run alone, so it is not pollution",
     );
     assert!(!out.stderr.contains("reproduce with"), "{}", out.context());
 }
@@ -453,12 +427,7 @@ fn a_victim_that_no_longer_fails_is_called_flaky_with_the_tries() {
         .env("SHOAL_FLAKY_COUNTER", &counter)
         .run();
     out.assert_code(1);
-    assert!(
-        out.stderr
-            .contains("FLAKY: test_flaky.py::test_flaky passed in each of the 2 runs"),
-        "{}",
-        out.context()
-    );
+    out.assert_stderr_contains("FLAKY: test_flaky.py::test_flaky passed in each of the 2 runs");
     assert_eq!(
         fs::read_to_string(&counter).unwrap(),
         "5",
@@ -471,11 +440,7 @@ fn records_and_selections_that_cannot_be_replayed_are_clear_errors() {
     let project = Project::new(FIXTURE);
     let no_runs = sub(&project, "replay", &[]);
     no_runs.assert_code(4);
-    assert!(
-        no_runs.stderr.contains("failed to find a recorded run in"),
-        "{}",
-        no_runs.context()
-    );
+    no_runs.assert_stderr_contains("failed to find a recorded run in");
 
     record_one_worker(&project);
     let bad = project.root().join("bad.json");
@@ -520,7 +485,7 @@ fn records_and_selections_that_cannot_be_replayed_are_clear_errors() {
         }
         let out = sub(&project, "replay", &args);
         out.assert_code(code);
-        assert!(out.stderr.contains(message), "{args:?}\n{}", out.context());
+        out.assert_stderr_contains(message);
         assert!(!out.all_output().contains("panicked"), "{}", out.context());
     }
     // A collection that lacks the recorded tests.
@@ -530,18 +495,10 @@ fn records_and_selections_that_cannot_be_replayed_are_clear_errors() {
         &["--test", "test_env.py::test_env_victim", "test_env.py"],
     );
     out.assert_code(3);
-    assert!(
-        out.stderr.contains("tests in this collection"),
-        "{}",
-        out.context()
-    );
+    out.assert_stderr_contains("tests in this collection");
     // The first test of its process has nothing before it to bisect.
     let first = processes(&only_record(&project))[0].1[0].clone();
     let out = sub(&project, "bisect", &[&first]);
     out.assert_code(3);
-    assert!(
-        out.stderr.contains("it ran first in its worker process"),
-        "{}",
-        out.context()
-    );
+    out.assert_stderr_contains("it ran first in its worker process");
 }

@@ -277,7 +277,7 @@ impl Rounds for Replay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{TestRun, RECORD_VERSION};
+    use crate::record::TestRun;
 
     fn process(worker: &str, n: usize, tests: &[(&str, &str)]) -> ProcessRecord {
         ProcessRecord {
@@ -297,20 +297,9 @@ mod tests {
     }
 
     fn record() -> RunRecord {
-        RunRecord {
-            version: RECORD_VERSION,
-            run_id: "r".into(),
-            started: 0,
-            shoal_version: "0".into(),
-            python_version: None,
-            pytest_version: None,
-            seed: None,
-            dist: "load".into(),
-            workers: 2,
-            distributed: true,
-            argv: Vec::new(),
-            cwd: "/".into(),
-            processes: vec![
+        record::example(
+            "r",
+            vec![
                 process("gw0", 0, &[("a", "passed"), ("b", "passed")]),
                 process(
                     "gw1",
@@ -319,7 +308,7 @@ mod tests {
                 ),
                 process("gw0", 1, &[("f", "passed"), ("b", "failed")]),
             ],
-        }
+        )
     }
 
     #[test]
