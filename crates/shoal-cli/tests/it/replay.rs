@@ -13,7 +13,10 @@ use std::{
 
 use serde_json::Value;
 
-use crate::common::{field, joined, python, Output, Project};
+use crate::{
+    common::{field, joined, plugin_shoal, plugins_python, python, shoal_bin, Output, Project},
+    plugins::{by_nodeid, header_seed},
+};
 
 const FIXTURE: &str = "pollution";
 
@@ -501,4 +504,47 @@ fn records_and_selections_that_cannot_be_replayed_are_clear_errors() {
     let out = sub(&project, "bisect", &[&first]);
     out.assert_code(3);
     out.assert_stderr_contains("it ran first in its worker process");
+}
+
+#[test]
+fn a_replay_runs_with_the_recorded_pytest_randomly_seed() {
+    let project = Project::new("plugin_randomly");
+    let out = plugin_shoal(&project, &["-n", "2", "--randomly-seed=1234"])
+        .rendezvous()
+        .run();
+    out.assert_code(0);
+    let record = only_record(&project);
+    assert_eq!(
+        record["seed"],
+        serde_json::json!({"value": 1234, "source": "pytest-randomly"})
+    );
+    let recorded = project.take_records();
+    let (worker, sequence) = processes(&record).pop().unwrap();
+
+    // No failure to aim at: the worker's process, whole. The collector draws a seed of its own.
+    let python = plugins_python();
+    let replay = project
+        .program(
+            shoal_bin(),
+            [
+                "replay",
+                "--python",
+                python.to_str().unwrap(),
+                "--worker",
+                &worker,
+            ],
+        )
+        .run();
+    replay.assert_code(0);
+    assert_ne!(header_seed(&replay), 1234, "{}", replay.context());
+    let replayed = project.take_records();
+    assert!(replayed.iter().all(|r| field(r, "worker") == worker));
+    // pytest-randomly reseeds `random` before each test from the seed: the recorded one.
+    let values = by_nodeid(&replayed, "random");
+    let expected: BTreeMap<String, Value> = by_nodeid(&recorded, "random")
+        .into_iter()
+        .filter(|(nodeid, _)| sequence.contains(nodeid))
+        .collect();
+    assert_eq!(values.len(), sequence.len(), "{}", replay.context());
+    assert_eq!(values, expected, "{}", replay.context());
 }
