@@ -362,7 +362,10 @@ pub fn parse_replay(argv: &[String]) -> Result<(RunOptions, ReplayArgs), clap::E
 
 /// Parses `shoal bisect ...`; the error is clap's, ready to print.
 pub fn parse_bisect(argv: &[String]) -> Result<(RunOptions, ReplayArgs), clap::Error> {
-    let (cli, pytest_args) = parse_fixed::<BisectCli>(argv, "shoal bisect", true)?;
+    let (cli, mut pytest_args) = parse_fixed::<BisectCli>(argv, "shoal bisect", true)?;
+    // Each round fails the victim on purpose: its traceback once per round says nothing new
+    // (a later --tb of the user's wins).
+    pytest_args.insert(0, "--tb=no".to_owned());
     let workers = cli.numprocesses.unwrap_or(1).max(1);
     Ok(fixed_options(
         argv,

@@ -105,35 +105,15 @@ fn record_one_worker(project: &Project) -> Value {
     only_record(project)
 }
 
-#[test]
-fn the_record_holds_what_each_worker_process_ran_in_order() {
-    let project = Project::new(FIXTURE);
-    let out = project
-        .shoal(joined(&TWO_BY_FILE, &["--report-json=events.jsonl"]))
-        .run();
-    out.assert_code(1);
-    let record = only_record(&project);
-    assert_eq!(record["version"], 1);
-    assert_eq!(record["dist"], "loadfile");
-    assert_eq!(record["workers"], 2);
-    assert_eq!(record["distributed"], true);
-    assert_eq!(record["seed"], Value::Null, "no pytest-randomly here");
-    assert!(record["python_version"].as_str().unwrap().starts_with('3'));
-    assert!(!field(&record, "pytest_version").is_empty());
-    assert_eq!(record["shoal_version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(
-        Path::new(field(&record, "cwd")).canonicalize().unwrap(),
-        project.path.canonicalize().unwrap()
-    );
-    let argv: Vec<&str> = record["argv"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    assert!(argv.ends_with(&joined(&TWO_BY_FILE, &["--report-json=events.jsonl"])));
-    // Per worker, the sequence is what --report-json says it ran, in order, with outcomes.
-    let events = fs::read_to_string(project.path.join("events.jsonl")).unwrap();
+/// Per worker, the record's sequence is what --report-json says it ran, in order, with
+/// outcomes, each worker in one process that exited; returns it.
+#[track_caller]
+fn assert_record_is_the_events(
+    record: &Value,
+    events: &Path,
+    out: &Output,
+) -> BTreeMap<String, Vec<(String, String)>> {
+    let events = fs::read_to_string(events).unwrap();
     let mut reported: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for line in events.lines() {
         let event: Value = serde_json::from_str(line).unwrap();
@@ -164,6 +144,37 @@ fn the_record_holds_what_each_worker_process_ran_in_order() {
         }
     }
     assert_eq!(recorded, reported, "{}", out.context());
+    recorded
+}
+
+#[test]
+fn the_record_holds_what_each_worker_process_ran_in_order() {
+    let project = Project::new(FIXTURE);
+    let out = project
+        .shoal(joined(&TWO_BY_FILE, &["--report-json=events.jsonl"]))
+        .run();
+    out.assert_code(1);
+    let record = only_record(&project);
+    assert_eq!(record["version"], 1);
+    assert_eq!(record["dist"], "loadfile");
+    assert_eq!(record["workers"], 2);
+    assert_eq!(record["distributed"], true);
+    assert_eq!(record["seed"], Value::Null, "no pytest-randomly here");
+    assert!(record["python_version"].as_str().unwrap().starts_with('3'));
+    assert!(!field(&record, "pytest_version").is_empty());
+    assert_eq!(record["shoal_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        Path::new(field(&record, "cwd")).canonicalize().unwrap(),
+        project.path.canonicalize().unwrap()
+    );
+    let argv: Vec<&str> = record["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(argv.ends_with(&joined(&TWO_BY_FILE, &["--report-json=events.jsonl"])));
+    let recorded = assert_record_is_the_events(&record, &project.path.join("events.jsonl"), &out);
     assert_eq!(recorded.len(), 2, "both workers ran tests");
     // And what each process really ran, by pid.
     let ran = ran_by_process(&project.take_records());
@@ -172,6 +183,21 @@ fn the_record_holds_what_each_worker_process_ran_in_order() {
     expected.sort();
     ran_sorted.sort();
     assert_eq!(ran_sorted, expected);
+}
+
+#[test]
+fn a_shard_records_what_it_ran() {
+    let project = Project::new(FIXTURE);
+    let out = project
+        .shoal(joined(
+            &TWO_BY_FILE,
+            &["--shard", "1/2", "--report-json=events.jsonl"],
+        ))
+        .run();
+    let record = only_record(&project);
+    let recorded = assert_record_is_the_events(&record, &project.path.join("events.jsonl"), &out);
+    let tests: usize = recorded.values().map(Vec::len).sum();
+    assert!(tests > 0 && tests < 53, "about half of the suite: {tests}");
 }
 
 #[test]
