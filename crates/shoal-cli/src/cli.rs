@@ -570,6 +570,56 @@ mod tests {
         assert_eq!(o.pytest_args, ["--", "-n", "2"]);
     }
 
+    fn argv(args: &[&str]) -> Vec<String> {
+        std::iter::once("shoal")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn a_bisect_s_nodeid_may_come_before_or_after_its_options() {
+        for args in [
+            &[
+                "bisect",
+                "t.py::test_v",
+                "--run",
+                "r1",
+                "-n",
+                "2",
+                "-p",
+                "no:x",
+            ][..],
+            &[
+                "bisect",
+                "--run",
+                "r1",
+                "-n",
+                "2",
+                "t.py::test_v",
+                "-p",
+                "no:x",
+            ][..],
+        ] {
+            let (options, replay) = parse_bisect(&argv(args)).unwrap();
+            assert_eq!(replay.test.as_deref(), Some("t.py::test_v"));
+            assert_eq!(replay.run.as_deref(), Some("r1"));
+            assert_eq!(options.workers, Some(WorkerCount::Fixed(2)));
+            assert_eq!(options.pytest_args, ["--tb=no", "-p", "no:x"]);
+        }
+        assert!(parse_bisect(&argv(&["bisect", "--run", "r1"])).is_err());
+    }
+
+    #[test]
+    fn a_replay_is_one_worker_and_passes_pytest_s_arguments_on() {
+        let (options, replay) =
+            parse_replay(&argv(&["replay", "--worker", "gw1", "-k", "env", "tests/"])).unwrap();
+        assert_eq!(replay.worker.as_deref(), Some("gw1"));
+        assert_eq!(replay.bisect, None);
+        assert_eq!(options.workers, Some(WorkerCount::Fixed(1)));
+        assert_eq!(options.pytest_args, ["-k", "env", "tests/"]);
+    }
+
     #[test]
     fn bad_values_are_errors() {
         for args in [
