@@ -21,7 +21,7 @@ mod doc_check;
 pub use messages::*;
 
 /// The version both sides announce in `hello`; a mismatch ends the run with a clear error.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// The largest frame either side accepts. A collection of a million node ids fits well inside.
 pub const MAX_FRAME_LEN: usize = 64 << 20;

@@ -325,6 +325,12 @@ pub struct PytestSettings {
     /// `--testrunuid`: the run's uid (`testrun_uid`, `PYTEST_XDIST_TESTRUNUID`).
     #[serde(default)]
     pub testrunuid: Option<String>,
+    /// The versions of Python and pytest that run the tests (`3.12.1`, `8.3.2`), which the
+    /// run's record keeps so that a replay elsewhere can tell what differs.
+    #[serde(default)]
+    pub python_version: Option<String>,
+    #[serde(default)]
+    pub pytest_version: Option<String>,
 }
 
 fn default_true() -> bool {

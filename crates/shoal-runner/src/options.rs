@@ -760,6 +760,8 @@ mod tests {
             terminal: true,
             auto_num_workers: None,
             loadscope_reorder: true,
+            python_version: None,
+            pytest_version: None,
             testrunuid: None,
         }
     }

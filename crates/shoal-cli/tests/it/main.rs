@@ -22,6 +22,7 @@ mod processes;
 mod pytest_n;
 mod queue;
 mod recycling;
+mod replay;
 mod reports;
 mod run_once;
 mod serial;

@@ -7,6 +7,7 @@ them as under pytest-xdist's controller."""
 from __future__ import annotations
 
 import os
+import platform
 import select
 import signal
 import sys
@@ -157,6 +158,8 @@ class CollectorPlugin:
                     "auto_num_workers": xdist_compat.auto_num_workers(config),
                     "loadscope_reorder": config.option.loadscopereorder,
                     "testrunuid": config.option.testrunuid,
+                    "python_version": platform.python_version(),
+                    "pytest_version": pytest.__version__,
                 },
                 "warnings": warning_reports(config, stats.get("warnings", [])),
                 # What plugins expect in a worker's workerinput, which xdist's controller lets
@@ -278,6 +281,7 @@ class CollectorPlugin:
         path = self.channel.path
         send_output_to_controller(config, path, identity)
         xdist_compat.take_identity(config, identity, self._configured_output)
+        randomly.seed_from_identity(config, identity)
         worker = WorkerPlugin(Channel(path), identity)
         config.pluginmanager.unregister(self)
         config.pluginmanager.register(worker)
