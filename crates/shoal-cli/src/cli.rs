@@ -12,6 +12,7 @@ use shoal_runner::{
     options::{self, parse_size, Dist, FailureOutput, Shuffle, StartMethod},
     parallelism::WorkerCount,
     queue::{report::ReportOptions, QueueArgs},
+    replay::ReplayArgs,
     shard::{merge::MergeOptions, ShardSpec},
     RunOptions,
 };
@@ -227,6 +228,169 @@ pub struct MergeCli {
     pub durations: bool,
 }
 
+/// Where a replayed sequence comes from: a run kept in pytest's cache, or a record file.
+#[derive(Debug, clap::Args)]
+pub struct RecordCli {
+    /// One of the runs kept in .pytest_cache/shoal/runs/ (the file name without .json).
+    /// [default: the latest]
+    #[arg(long, value_name = "ID", conflicts_with = "record")]
+    pub run: Option<String>,
+
+    /// A record file from anywhere (a CI artifact).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+
+    /// The worker whose process to take (gw0, gw1, ...).
+    #[arg(long, value_name = "gwN")]
+    pub worker: Option<String>,
+
+    /// The Python interpreter to run pytest with (as for a run).
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+
+    /// Write the JSON events of what ran to PATH ('-' for stdout), as for a run.
+    #[arg(long, value_name = "PATH")]
+    pub report_json: Option<String>,
+}
+
+/// Run again exactly what one worker process ran in a recorded run, in order, in one worker
+/// with the same worker id, worker count and seed, stopping after the target test:
+/// `shoal replay [--run ID | --record FILE] [--worker gwN | --test NODEID] [PYTEST ARGS]...`.
+///
+/// The target is --test (in the process where it failed, else where it ran), else the first
+/// failure (of --worker's processes, when given). Prints whether the target failed again
+/// (REPRODUCED) and exits as pytest would for the tests it ran. Every other argument goes to
+/// pytest, which collects as for a run.
+#[derive(Debug, Parser)]
+#[command(name = "shoal replay", version)]
+#[command(
+    override_usage = "shoal replay [--run ID | --record FILE] [--worker gwN | --test NODEID] [PYTEST ARGS]..."
+)]
+pub struct ReplayCli {
+    #[command(flatten)]
+    pub source: RecordCli,
+
+    /// The target test.
+    #[arg(long, value_name = "NODEID")]
+    pub test: Option<String>,
+}
+
+/// Find which of the tests that ran before NODEID in its worker process make it fail:
+/// `shoal bisect NODEID [--run ID | --record FILE] [PYTEST ARGS]...`.
+///
+/// Runs the recorded sequence again (twice at most: a victim that passes both times is
+/// FLAKY), then NODEID alone (one that fails alone is no pollution), then shrinks the tests
+/// before it by delta debugging, each round a fresh worker process forked from one
+/// collection. Prints the culprits and the command that reproduces the failure with only them.
+/// Exits 0 when it found them, 1 when the test is not polluted (or --max-rounds stopped it).
+#[derive(Debug, Parser)]
+#[command(name = "shoal bisect", version)]
+#[command(override_usage = "shoal bisect NODEID [--run ID | --record FILE] [PYTEST ARGS]...")]
+pub struct BisectCli {
+    /// The test that fails after others (the victim).
+    #[arg(value_name = "NODEID")]
+    pub nodeid: String,
+
+    #[command(flatten)]
+    pub source: RecordCli,
+
+    /// How many rounds may run at once, each in a worker of its own (their PYTEST_XDIST_WORKER
+    /// is then gw0, gw1, ... rather than the recorded one's). [default: 1]
+    #[arg(short = 'n', long = "numprocesses", value_name = "N")]
+    pub numprocesses: Option<usize>,
+
+    /// Stop after this many rounds, with the smallest failing set found so far.
+    #[arg(long, value_name = "N", default_value_t = shoal_runner::replay::bisect::DEFAULT_MAX_ROUNDS)]
+    pub max_rounds: usize,
+}
+
+/// The command line asks for `shoal replay`.
+pub fn is_replay(argv: &[String]) -> bool {
+    argv.get(1).is_some_and(|arg| arg == "replay")
+}
+
+/// The command line asks for `shoal bisect`.
+pub fn is_bisect(argv: &[String]) -> bool {
+    argv.get(1).is_some_and(|arg| arg == "bisect")
+}
+
+/// A replay's or bisect's own arguments parsed as `T`, and pytest's: shoal picks out its
+/// options by name as for a run, and a bisect's NODEID is the first of the other words (before
+/// any of pytest's options).
+fn parse_fixed<T: Parser>(
+    argv: &[String],
+    name: &str,
+    positional: bool,
+) -> Result<(T, Vec<String>), clap::Error> {
+    let mut command = T::command();
+    command.build();
+    let (ours, mut pytest_args) = split(&argv[2.min(argv.len())..], &command);
+    let nodeid = match pytest_args.first() {
+        Some(first) if positional && !first.starts_with('-') => Some(pytest_args.remove(0)),
+        _ => None,
+    };
+    let matches =
+        command.try_get_matches_from(std::iter::once(name.to_owned()).chain(nodeid).chain(ours))?;
+    Ok((T::from_arg_matches(&matches)?, pytest_args))
+}
+
+/// The run options of a replay or bisect, and what it replays.
+fn fixed_options(
+    argv: &[String],
+    source: RecordCli,
+    test: Option<String>,
+    workers: usize,
+    pytest_args: Vec<String>,
+    bisect: Option<usize>,
+) -> (RunOptions, ReplayArgs) {
+    let options = RunOptions {
+        python: source.python,
+        workers: Some(WorkerCount::Fixed(workers)),
+        report_json: source.report_json,
+        pytest_args,
+        mainargv: argv.to_vec(),
+        ..RunOptions::default()
+    };
+    let args = ReplayArgs {
+        record: source.record,
+        run: source.run,
+        worker: source.worker,
+        test,
+        bisect,
+    };
+    (options, args)
+}
+
+/// Parses `shoal replay ...`; the error is clap's, ready to print.
+pub fn parse_replay(argv: &[String]) -> Result<(RunOptions, ReplayArgs), clap::Error> {
+    let (cli, pytest_args) = parse_fixed::<ReplayCli>(argv, "shoal replay", false)?;
+    Ok(fixed_options(
+        argv,
+        cli.source,
+        cli.test,
+        1,
+        pytest_args,
+        None,
+    ))
+}
+
+/// Parses `shoal bisect ...`; the error is clap's, ready to print.
+pub fn parse_bisect(argv: &[String]) -> Result<(RunOptions, ReplayArgs), clap::Error> {
+    let (cli, mut pytest_args) = parse_fixed::<BisectCli>(argv, "shoal bisect", true)?;
+    // Each round fails the victim on purpose: its traceback once per round says nothing new
+    // (a later --tb of the user's wins).
+    pytest_args.insert(0, "--tb=no".to_owned());
+    let workers = cli.numprocesses.unwrap_or(1).max(1);
+    Ok(fixed_options(
+        argv,
+        cli.source,
+        Some(cli.nodeid),
+        workers,
+        pytest_args,
+        Some(cli.max_rounds),
+    ))
+}
+
 /// The command line asks for `shoal merge` (a pytest path named `merge` is `./merge`).
 pub fn is_merge(argv: &[String]) -> bool {
     argv.get(1).is_some_and(|arg| arg == "merge")
@@ -359,6 +523,7 @@ pub fn parse(argv: Vec<String>) -> Result<RunOptions, clap::Error> {
             .map(|seed| seed.map_or(Shuffle::AnySeed, Shuffle::Seed)),
         shard: cli.shard,
         queue: cli.queue.into_args(),
+        pytest_n: None,
         pytest_args,
         mainargv: argv,
         show_config: cli.show_config,
@@ -440,6 +605,56 @@ mod tests {
         let o = parse_ok(&["--", "-n", "2"]);
         assert_eq!(o.workers, None);
         assert_eq!(o.pytest_args, ["--", "-n", "2"]);
+    }
+
+    fn argv(args: &[&str]) -> Vec<String> {
+        std::iter::once("shoal")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn a_bisect_s_nodeid_may_come_before_or_after_its_options() {
+        for args in [
+            &[
+                "bisect",
+                "t.py::test_v",
+                "--run",
+                "r1",
+                "-n",
+                "2",
+                "-p",
+                "no:x",
+            ][..],
+            &[
+                "bisect",
+                "--run",
+                "r1",
+                "-n",
+                "2",
+                "t.py::test_v",
+                "-p",
+                "no:x",
+            ][..],
+        ] {
+            let (options, replay) = parse_bisect(&argv(args)).unwrap();
+            assert_eq!(replay.test.as_deref(), Some("t.py::test_v"));
+            assert_eq!(replay.run.as_deref(), Some("r1"));
+            assert_eq!(options.workers, Some(WorkerCount::Fixed(2)));
+            assert_eq!(options.pytest_args, ["--tb=no", "-p", "no:x"]);
+        }
+        assert!(parse_bisect(&argv(&["bisect", "--run", "r1"])).is_err());
+    }
+
+    #[test]
+    fn a_replay_is_one_worker_and_passes_pytest_s_arguments_on() {
+        let (options, replay) =
+            parse_replay(&argv(&["replay", "--worker", "gw1", "-k", "env", "tests/"])).unwrap();
+        assert_eq!(replay.worker.as_deref(), Some("gw1"));
+        assert_eq!(replay.bisect, None);
+        assert_eq!(options.workers, Some(WorkerCount::Fixed(1)));
+        assert_eq!(options.pytest_args, ["-k", "env", "tests/"]);
     }
 
     #[test]

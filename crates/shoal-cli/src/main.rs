@@ -15,22 +15,19 @@ fn main() -> ProcessExit {
     if cli::is_report(&argv) {
         return report(&argv);
     }
+    if cli::is_replay(&argv) {
+        return replay(cli::parse_replay(&argv));
+    }
+    if cli::is_bisect(&argv) {
+        return replay(cli::parse_bisect(&argv));
+    }
     let options = match cli::parse(argv) {
         Ok(options) => options,
         Err(err) => return usage(&err),
     };
-    let options = match std::env::current_dir()
-        .map_err(|e| e.to_string())
-        .and_then(|dir| {
-            options
-                .with_project_config(&dir)
-                .map_err(|e| shoal_runner::error_chain(&e))
-        }) {
+    let options = match with_project_config(options) {
         Ok(options) => options,
-        Err(message) => {
-            eprintln!("shoal: error: failed to {message}");
-            return ProcessExit::from(ExitCode::UsageError);
-        }
+        Err(exit) => return exit,
     };
     if options.show_config {
         print!(
@@ -40,6 +37,44 @@ fn main() -> ProcessExit {
         return ProcessExit::from(ExitCode::Ok);
     }
     match shoal_runner::run(options) {
+        Ok(code) => ProcessExit::from(code),
+        Err(err) => failed(&err, err.exit_code()),
+    }
+}
+
+/// `options` with what `[tool.shoal]` fills in, or the exit after saying why it cannot be read.
+fn with_project_config(
+    options: shoal_runner::RunOptions,
+) -> Result<shoal_runner::RunOptions, ProcessExit> {
+    std::env::current_dir()
+        .map_err(|e| e.to_string())
+        .and_then(|dir| {
+            options
+                .with_project_config(&dir)
+                .map_err(|e| shoal_runner::error_chain(&e))
+        })
+        .map_err(|message| {
+            eprintln!("shoal: error: failed to {message}");
+            ProcessExit::from(ExitCode::UsageError)
+        })
+}
+
+/// `shoal replay ...` and `shoal bisect ...`, parsed.
+fn replay(
+    parsed: Result<(shoal_runner::RunOptions, shoal_runner::replay::ReplayArgs), clap::Error>,
+) -> ProcessExit {
+    let (options, args) = match parsed {
+        Ok(parsed) => parsed,
+        Err(err) => return usage(&err),
+    };
+    let mut options = match with_project_config(options) {
+        Ok(options) => options,
+        Err(exit) => return exit,
+    };
+    // A recorded process ran its sequence in one process: a recycled worker would not.
+    options.max_worker_tests = Some(0);
+    options.max_worker_rss = Some(0);
+    match shoal_runner::replay(options, args) {
         Ok(code) => ProcessExit::from(code),
         Err(err) => failed(&err, err.exit_code()),
     }

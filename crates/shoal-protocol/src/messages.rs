@@ -331,6 +331,12 @@ pub struct PytestSettings {
     /// pytest-randomly's seed, when that plugin is active: `--shuffle` shuffles with it too.
     #[serde(default)]
     pub randomly_seed: Option<u64>,
+    /// The versions of Python and pytest that run the tests (`3.12.1`, `8.3.2`), which the
+    /// run's record keeps so that a replay elsewhere can tell what differs.
+    #[serde(default)]
+    pub python_version: Option<String>,
+    #[serde(default)]
+    pub pytest_version: Option<String>,
 }
 
 fn default_true() -> bool {

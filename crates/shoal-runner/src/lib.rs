@@ -12,6 +12,8 @@ pub mod options;
 pub mod parallelism;
 pub mod python;
 pub mod queue;
+pub mod record;
+pub mod replay;
 pub mod reporter;
 pub mod results;
 pub mod shard;
@@ -141,6 +143,8 @@ pub enum RunError {
     QueueSpec(#[from] queue::QueueSpecError),
     #[error(transparent)]
     Queue(#[from] queue::QueueError),
+    #[error(transparent)]
+    Replay(#[from] replay::ReplayError),
 }
 
 impl RunError {
@@ -163,6 +167,7 @@ impl RunError {
             {
                 ExitCode::UsageError
             }
+            Self::Replay(e) => e.exit_code(),
             _ => ExitCode::InternalError,
         }
     }
@@ -170,6 +175,16 @@ impl RunError {
 
 /// Runs the suite as `options` ask and returns pytest's exit code for it.
 pub fn run(options: RunOptions) -> Result<ExitCode, RunError> {
+    run_with(options, None)
+}
+
+/// Runs a recorded sequence again as `replay` asks (`shoal replay`, `shoal bisect`), with the
+/// collection `options` give.
+pub fn replay(options: RunOptions, replay: replay::ReplayArgs) -> Result<ExitCode, RunError> {
+    run_with(options, Some(replay))
+}
+
+fn run_with(options: RunOptions, replay: Option<replay::ReplayArgs>) -> Result<ExitCode, RunError> {
     let shard = options
         .shard
         .map(|spec| spec.choose(|name| std::env::var(name).ok()))
@@ -205,6 +220,7 @@ pub fn run(options: RunOptions) -> Result<ExitCode, RunError> {
         options,
         shard,
         queue,
+        replay,
     };
     dispatcher::Dispatcher::new(launch, events, sender).run()
 }

@@ -210,6 +210,10 @@ pub struct RunOptions {
     pub shard: Option<crate::shard::ShardSpec>,
     /// `--queue` and its settings: take tests from a queue shared by every CI node.
     pub queue: crate::queue::QueueArgs,
+    /// `pytest-n` of `[tool.shoal]`: whether `pytest -n` hands the run to shoal (the wheel's
+    /// pytest plugin reads it; the controller only checks it and shows it). `None`: only where
+    /// pytest-xdist is not installed.
+    pub pytest_n: Option<bool>,
     /// Everything that is not shoal's, handed to pytest unchanged.
     pub pytest_args: Vec<String>,
     /// shoal's whole command line, for `config.workerinput["mainargv"]`.
@@ -389,6 +393,7 @@ impl RunOptions {
                 &mut self.queue.requeue_tolerance,
                 number(value).and_then(ratio),
             ),
+            "pytest-n" => fill(&mut self.pytest_n, boolean(value)),
             _ => unreachable!("every key of PROJECT_KEYS is handled"),
         }
     }
@@ -629,6 +634,14 @@ impl RunOptions {
                     DEFAULT_REQUEUE_TOLERANCE.to_string(),
                 ),
             ),
+            (
+                "pytest-n",
+                own(
+                    "pytest-n",
+                    self.pytest_n.map(|choice| choice.to_string()),
+                    "where pytest-xdist is not installed".to_owned(),
+                ),
+            ),
         ]
     }
 
@@ -683,19 +696,19 @@ fn named<T: ValueEnum>(key: &'static str, value: toml::Value) -> Result<T, Strin
     choice(key, &text(value)?).map_err(|e| e.to_string())
 }
 
-/// A `[tool.shoal]` boolean.
-fn boolean(value: toml::Value) -> Result<bool, String> {
-    match value {
-        toml::Value::Boolean(on) => Ok(on),
-        other => Err(format!("expected true or false, not {other}")),
-    }
-}
-
 /// A `[tool.shoal]` whole number, 0 or more.
 fn whole(value: toml::Value) -> Result<usize, String> {
     match value {
         toml::Value::Integer(n) => usize::try_from(n).map_err(|_| format!("{n} is below 0")),
         other => Err(format!("expected a whole number, not {other}")),
+    }
+}
+
+/// A `[tool.shoal]` `true` or `false`.
+fn boolean(value: toml::Value) -> Result<bool, String> {
+    match value {
+        toml::Value::Boolean(choice) => Ok(choice),
+        other => Err(format!("expected true or false, not {other}")),
     }
 }
 
@@ -733,7 +746,7 @@ pub fn ratio(value: f64) -> Result<f64, String> {
 /// The keys `[tool.shoal]` may set: the long option names of what is the same on every run
 /// of a project (not `--queue` or `--build`, which belong to one CI run), in the order
 /// `--show-config` lists them.
-const PROJECT_KEYS: [&str; 16] = [
+const PROJECT_KEYS: [&str; 17] = [
     "numprocesses",
     "dist",
     "maxprocesses",
@@ -750,6 +763,7 @@ const PROJECT_KEYS: [&str; 16] = [
     "shuffle",
     "lease-timeout",
     "requeue-tolerance",
+    "pytest-n",
 ];
 
 /// The files that make a directory a project root for pytest: its ini files.
@@ -834,6 +848,8 @@ mod tests {
             terminal: true,
             auto_num_workers: None,
             loadscope_reorder: true,
+            python_version: None,
+            pytest_version: None,
             testrunuid: None,
             randomly_seed: None,
         }
@@ -1117,6 +1133,14 @@ mod tests {
             err.contains("tool.shoal") && err.contains("\"12Q\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn project_config_says_who_owns_pytest_n() {
+        assert_eq!(project("pytest-n = true").unwrap().pytest_n, Some(true));
+        assert_eq!(project("").unwrap().pytest_n, None);
+        let err = project("pytest-n = \"yes\"").unwrap_err().to_string();
+        assert!(err.contains("pytest-n: expected true or false"), "{err}");
     }
 
     #[test]

@@ -98,7 +98,7 @@ fn pytest_cov_fail_under_fails_the_run() {
 
 /// The test records (those with a node id and `key`), as node id -> `record[key]`.
 #[track_caller]
-fn by_nodeid(records: &[Value], key: &str) -> BTreeMap<String, Value> {
+pub(crate) fn by_nodeid(records: &[Value], key: &str) -> BTreeMap<String, Value> {
     let mut map = BTreeMap::new();
     for record in records.iter().filter(|r| r.get(key).is_some()) {
         let previous = map.insert(field(record, "nodeid").to_owned(), record[key].clone());
@@ -117,7 +117,7 @@ fn seed_lines(out: &Output) -> Vec<&str> {
 
 /// The one seed the header shows.
 #[track_caller]
-fn header_seed(out: &Output) -> u64 {
+pub(crate) fn header_seed(out: &Output) -> u64 {
     let lines = seed_lines(out);
     assert_eq!(
         lines.len(),

@@ -7,6 +7,7 @@ them as under pytest-xdist's controller."""
 from __future__ import annotations
 
 import os
+import platform
 import select
 import signal
 import sys
@@ -159,6 +160,8 @@ class CollectorPlugin:
                     "loadscope_reorder": config.option.loadscopereorder,
                     "testrunuid": config.option.testrunuid,
                     "randomly_seed": randomly.seed(config),
+                    "python_version": platform.python_version(),
+                    "pytest_version": pytest.__version__,
                 },
                 "warnings": warning_reports(config, stats.get("warnings", [])),
                 # What plugins expect in a worker's workerinput, which xdist's controller lets
@@ -280,6 +283,7 @@ class CollectorPlugin:
         path = self.channel.path
         send_output_to_controller(config, path, identity)
         xdist_compat.take_identity(config, identity, self._configured_output)
+        randomly.seed_from_identity(config, identity)
         worker = WorkerPlugin(Channel(path), identity)
         config.pluginmanager.unregister(self)
         config.pluginmanager.register(worker)

@@ -23,15 +23,16 @@ from .keeper import start_worker_under_keeper
 from .options import Options
 from .worker import WorkerPlugin, line_buffered
 
-# pytest-xdist's plugins, where installed: shoal is the controller, and defines their options.
-_NO_XDIST = ["-p", "no:xdist", "-p", "no:xdist.looponfail"]
+# pytest-xdist's plugins, where installed: shoal is the controller, and defines their options;
+# and the wheel's own (``pytest -n`` hands over to shoal), which would define -n a second time.
+_NOT_HERE = ["-p", "no:xdist", "-p", "no:xdist.looponfail", "-p", "no:shoal"]
 
 
 def main(argv: list[str]) -> int:
     """``argv`` is ``[socket, role, identity-json, *pytest-args]`` (for the ``debug`` role,
     identity-json is the node ids to run, or ``null``)."""
     path, role, identity = argv[0], argv[1], json.loads(argv[2])
-    args = [*_NO_XDIST, *argv[3:]]
+    args = [*_NOT_HERE, *argv[3:]]
     if role == "debug":
         plugins = [Options(lambda config: False), Foreground(identity), xdist_compat]
         return int(_pytest_main(args, plugins))

@@ -52,14 +52,20 @@ use crate::{
     options::{Dist, RunOptions, StartMethod},
     python::Interpreter,
     queue::{QueueSource, QueueSpec, QueueSpecError, Seat},
+    record::{RunFacts, RunRecord},
+    replay::{bisect::Bisect, Plan, Replay, ReplayArgs, ReplayError},
     reporter::{
-        events::EventLog, timeline::Timeline, Outputs, ReporterEvent, Reporters, RunEnd, RunStart,
-        Terminal,
+        events::EventLog, record::Recorder, timeline::Timeline, Outputs, ReporterEvent, Reporters,
+        RunEnd, RunStart, Terminal,
     },
     results::{Results, StopReason},
     shard::{manifest, ShardChoice, ShardSplit},
     signals,
-    work::{self, Command, Scheduler},
+    work::{
+        self,
+        fixed::{FixedSource, Rounds},
+        Command, Scheduler,
+    },
     ExitCode, RunError,
 };
 
@@ -74,6 +80,8 @@ pub struct Launch {
     pub shard: Option<ShardChoice>,
     /// `--queue`: the queue this node shares with the build's other nodes.
     pub queue: Option<QueueSpec>,
+    /// `shoal replay` or `shoal bisect`: the recorded sequence to run again.
+    pub replay: Option<ReplayArgs>,
 }
 
 impl Launch {
@@ -218,8 +226,19 @@ impl Dispatcher {
             .workers
             .value
             .resolve(resolved.maxprocesses.value, settings.auto_num_workers);
-        let count = match &shard {
-            Some(split) if split.owned.is_empty() => 0,
+        let replay = self
+            .launch
+            .replay
+            .as_ref()
+            .map(|args| {
+                let cache_dir = settings.cache_dir.as_deref().map(Path::new);
+                Plan::resolve(args, cache_dir, &collection.items)
+            })
+            .transpose()?;
+        let count = match (&shard, &replay) {
+            (Some(split), _) if split.owned.is_empty() => 0,
+            // A replay is one process's sequence; a bisect's rounds share the workers asked for.
+            (_, Some(_)) => requested.max(1),
             _ => work::useful_workers(dist, units.len(), requested),
         };
         // A shuffle wins over the history's order: the user asked for it, to find what
@@ -258,6 +277,16 @@ impl Dispatcher {
         results.add_session_warnings(collection.warnings);
         results.add_collect_errors(collection.collect_errors, collection.collect_junit);
         let mut total = collection.items.len() * runs_per_test;
+        if let Some(plan) = &replay {
+            results.expect_only(match self.launch.replay.as_ref().and_then(|a| a.bisect) {
+                Some(_) => &[], // its rounds run tests again and again, on purpose
+                None => &plan.sequence,
+            });
+            for index in 0..collection.items.len() {
+                estimate.done(index);
+            }
+            total = plan.sequence.len();
+        }
         if let Some(split) = &shard {
             results.expect_only(&split.owned);
             for index in (0..collection.items.len()).filter(|&i| !split.owns(i)) {
@@ -281,15 +310,44 @@ impl Dispatcher {
             .as_deref()
             .map(EventLog::open)
             .transpose()?;
+        // The nodes of one queue build are one run: they share its uid.
+        let testrunuid = settings
+            .testrunuid
+            .clone()
+            .or_else(|| self.launch.queue.as_ref().map(|q| q.testrunuid()))
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        // A replay re-runs part of a recorded run: it keeps neither a record, nor durations,
+        // nor `lastfailed` of its own.
+        let kept = replay.is_none();
+        let store = store.filter(|_| kept);
+        let record = settings.cache_dir.as_ref().filter(|_| kept).map(|dir| {
+            let facts = RunFacts {
+                testrunuid: &testrunuid,
+                python_version: settings.python_version.clone(),
+                pytest_version: settings.pytest_version.clone(),
+                workerinput: &collection.workerinput,
+                shuffle,
+                dist: dist.to_string(),
+                workers: count,
+                distributed: requested > 0,
+                argv: options.mainargv.clone(),
+            };
+            Recorder::new(Path::new(dir), RunRecord::new(facts))
+        });
         let outputs = Outputs {
             events,
             timeline: options.timeline.clone().map(Timeline::new),
             junit: settings.junit.clone(),
-            cache_dir: settings.cache_dir.as_ref().map(PathBuf::from),
+            cache_dir: settings
+                .cache_dir
+                .as_ref()
+                .filter(|_| kept)
+                .map(PathBuf::from),
             durations: store,
             shard: shard
                 .as_ref()
                 .map(|split| split.manifest_base(&collection.items)),
+            record,
         };
         self.reporters = Some(Reporters::new(terminal, outputs));
         for problem in store_problems.into_iter().flatten() {
@@ -306,12 +364,6 @@ impl Dispatcher {
                 ));
             }
         }
-        // The nodes of one queue build are one run: they share its uid.
-        let testrunuid = settings
-            .testrunuid
-            .clone()
-            .or_else(|| self.launch.queue.as_ref().map(|q| q.testrunuid()))
-            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         let interpreter = self.launch.interpreter.clone();
         self.report(ReporterEvent::RunStarted {
             start: RunStart {
@@ -332,8 +384,28 @@ impl Dispatcher {
             || settings.timeout.is_some()
             || collection.items.iter().any(|i| i.timeout.is_some());
         let run_dir = self.launch.socket.parent().map(Path::to_path_buf);
+        let mut workerinput = collection.workerinput.clone();
+        let (workercount, distributed) = match &replay {
+            Some(plan) => {
+                // A replay's order is the record's; only pytest-randomly's seed reseeds tests.
+                if let Some(seed) = plan
+                    .record
+                    .seed
+                    .as_ref()
+                    .filter(|s| s.source == "pytest-randomly")
+                {
+                    workerinput.insert("randomly_seed".into(), seed.value.clone());
+                }
+                (plan.record.workers, plan.record.distributed)
+            }
+            None => (count, requested > 0),
+        };
         let identities = (0..count).map(|n| {
-            let workerid = format!("gw{n}");
+            let workerid = match &replay {
+                // One process: the recorded one's id.
+                Some(plan) if count == 1 => plan.worker.clone(),
+                _ => format!("gw{n}"),
+            };
             WorkerIdentity {
                 stack_file: run_dir
                     .as_ref()
@@ -342,28 +414,45 @@ impl Dispatcher {
                     .as_ref()
                     .map(|d| d.join(format!("state-{workerid}")).display().to_string()),
                 workerid,
-                workercount: count,
+                workercount,
                 testrunuid: testrunuid.clone(),
                 mainargv: options.mainargv.clone(),
-                distributed: requested > 0,
+                distributed,
                 basetemp: collection.basetemp.clone(),
                 // `-vv` shows each test's node id as it starts; the timeline draws it from
                 // then.
                 report_starts: timeouts || settings.verbose > 1 || options.timeline.is_some(),
                 replay: collection.replay,
                 steals: dist == Dist::WorkSteal,
-                workerinput: collection.workerinput.clone(),
+                workerinput: workerinput.clone(),
                 max_tests: options.max_worker_tests.filter(|&n| n > 0),
                 max_rss: options.max_worker_rss.filter(|&n| n > 0),
                 width: Some(settings.width),
                 detect_leaks: options.detect_leaks(),
             }
         });
-        self.pool = Pool::new(identities.collect(), starter, max_restarts);
+        let identities: Vec<WorkerIdentity> = identities.collect();
+        let ids = identities.iter().map(|i| i.workerid.clone()).collect();
+        self.pool = Pool::new(identities, starter, max_restarts);
         let constraints = work::Constraints::from_items(&collection.items);
         let history = (expected.known > 0).then_some(expected.seconds);
-        let work: Box<dyn work::WorkSource> = match self.launch.queue.clone() {
-            Some(spec) => {
+        let work: Box<dyn work::WorkSource> = match (self.launch.queue.clone(), &replay) {
+            (_, Some(plan)) => {
+                let rounds: Box<dyn Rounds> =
+                    match self.launch.replay.as_ref().and_then(|a| a.bisect) {
+                        Some(max_rounds) => {
+                            Box::new(Bisect::new(plan, &collection.items, max_rounds).ok_or_else(
+                                || ReplayError::NothingBefore {
+                                    test: plan.target.clone().unwrap_or_default(),
+                                    run: plan.record.run_id.clone(),
+                                },
+                            )?)
+                        }
+                        None => Box::new(Replay::new(plan)),
+                    };
+                Box::new(FixedSource::new(rounds, ids))
+            }
+            (Some(spec), None) => {
                 // The queue hands out units one batch at a time: the local scheduler spreads
                 // each batch as `load` does (worksteal's up-front split has nothing to split).
                 let local_dist = match dist {
@@ -400,7 +489,7 @@ impl Dispatcher {
                 }
                 Box::new(source)
             }
-            None => {
+            (None, None) => {
                 let mut scheduler = Scheduler::new(dist, units, count, constraints);
                 if let Some(seconds) = history {
                     scheduler = scheduler.with_history(seconds);
@@ -904,6 +993,7 @@ impl Dispatcher {
             !self.collector_signalled && self.collector_exit.and_then(|s| s.signal()).is_some();
         let code = match (&run.stop, status) {
             (Some(StopReason::Interrupted), _) => ExitCode::Interrupted,
+            (None, _) if run.work.exit_code().is_some() => run.work.exit_code().expect("checked"),
             _ if collector_killed || collector_broke => ExitCode::InternalError,
             (Some(StopReason::Exit(_)), _) => status,
             (_, ExitCode::Ok) if collector_failed => ExitCode::TestsFailed,

@@ -1,6 +1,6 @@
 //! Everything a run leaves behind for people and tools: the terminal output and live view, the
-//! `--report-json` event log, the `--timeline` trace, the JUnit XML file, pytest's cache and the
-//! durations store.
+//! `--report-json` event log, the `--timeline` trace, the JUnit XML file, pytest's cache, the
+//! durations store and the run's record (for `shoal replay` and `shoal bisect`).
 //!
 //! The dispatcher says what happens as one stream of [`ReporterEvent`]s and ends with
 //! [`Reporters::finish`]; [`Reporters`] hands each event to the reporters it concerns. No
@@ -12,6 +12,7 @@ pub mod cache;
 pub mod events;
 pub mod junit;
 pub mod live;
+pub mod record;
 pub mod terminal;
 pub mod timeline;
 
@@ -35,6 +36,7 @@ use crate::{
     ExitCode,
 };
 use events::{EventLog, EventsError};
+use record::Recorder;
 use timeline::Timeline;
 
 /// What the terminal's first lines say as the workers are being started.
@@ -147,6 +149,8 @@ pub struct Outputs {
     pub durations: Option<DurationStore>,
     /// `--shard`: the manifest the JUnit file carries.
     pub shard: Option<ShardRun>,
+    /// The run's record, in pytest's cache directory.
+    pub record: Option<Recorder>,
 }
 
 impl Reporters {
@@ -157,6 +161,9 @@ impl Reporters {
     pub fn report(&mut self, event: ReporterEvent<'_>) {
         if let Some(timeline) = self.outputs.timeline.as_mut() {
             timeline.record(&event, Instant::now());
+        }
+        if let Some(recorder) = self.outputs.record.as_mut() {
+            recorder.record(&event);
         }
         let terminal = &mut self.terminal;
         match event {
@@ -227,6 +234,9 @@ impl Reporters {
             .take()
             .map(|t| t.write(Instant::now()))
         {
+            self.warn(&e);
+        }
+        if let Some(Err(e)) = self.outputs.record.take().map(Recorder::write) {
             self.warn(&e);
         }
         self.terminal

@@ -11,13 +11,14 @@
 //! once it knows the test's successor, so a source keeps at least two tests pending on every
 //! worker that still has work, or tells it `Shutdown`.
 
+pub mod fixed;
 mod history;
 mod scheduler;
 mod shuffle;
 
 use std::time::Instant;
 
-use crate::results::TestRecord;
+use crate::{results::TestRecord, ExitCode};
 
 pub use history::order;
 pub use scheduler::{units, useful_workers, Constraints, Scheduler};
@@ -110,6 +111,12 @@ pub trait WorkSource {
     /// A line for the end of the run about where the work came from, if there is more to
     /// say than the summary does.
     fn summary(&self) -> Option<String> {
+        None
+    }
+
+    /// The run's exit code, where the source's verdict decides it rather than the tests'
+    /// outcomes (a bisect, whose rounds fail on purpose).
+    fn exit_code(&self) -> Option<ExitCode> {
         None
     }
 

@@ -567,9 +567,19 @@ impl Output {
 
     #[track_caller]
     pub fn assert_stdout_contains(&self, needle: &str) -> &Self {
+        self.assert_contains("stdout", &self.stdout, needle)
+    }
+
+    #[track_caller]
+    pub fn assert_stderr_contains(&self, needle: &str) -> &Self {
+        self.assert_contains("stderr", &self.stderr, needle)
+    }
+
+    #[track_caller]
+    fn assert_contains(&self, stream: &str, text: &str, needle: &str) -> &Self {
         assert!(
-            self.stdout.contains(needle),
-            "stdout lacks {needle:?}\n{}",
+            text.contains(needle),
+            "{stream} lacks {needle:?}\n{}",
             self.context()
         );
         self

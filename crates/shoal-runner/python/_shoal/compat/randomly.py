@@ -4,7 +4,9 @@ Under xdist, pytest-randomly's controller puts its seed in each worker's ``worke
 (``randomly_seed``), and a worker shuffles its collection and reseeds ``random`` with it, so
 every worker orders the tests as the controller did. shoal's collector does the same. A
 spawned ``-n 0`` worker has no ``workerinput`` (it must look like plain pytest), so there the
-seed is set as ``--randomly-seed`` would set it.
+seed is set as ``--randomly-seed`` would set it. A forked worker configured in the collector,
+with the collector's seed; it takes its identity's instead, which differs only in a replay of a
+recorded run (``shoal replay``, ``shoal bisect``), whose seed the record gives.
 
 shoal's ``--shuffle`` orders the units with pytest-randomly's seed, so that one seed orders
 both the tests (pytest-randomly, in the collection every worker shares) and the units (shoal,
@@ -48,3 +50,11 @@ def seed(config) -> int | None:
     if not config.pluginmanager.hasplugin("randomly"):
         return None
     return config.getoption("randomly_seed")
+
+
+def seed_from_identity(config, identity: dict) -> None:
+    """A forked worker: pytest-randomly reseeds before each test from the option its
+    configure set in the collector; the identity's seed (a replayed run's) replaces it."""
+    seed = identity.get("workerinput", {}).get("randomly_seed")
+    if seed is not None and config.pluginmanager.hasplugin("randomly"):
+        config.option.randomly_seed = seed

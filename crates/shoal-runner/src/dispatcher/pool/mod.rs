@@ -419,6 +419,7 @@ mod tests {
             options: RunOptions::default(),
             shard: None,
             queue: None,
+            replay: None,
         };
         let starter = Starter {
             method: StartMethod::Fork,
