@@ -644,9 +644,7 @@ impl Terminal {
         if grouped.is_empty() {
             return;
         }
-        let header = self.sep('=', "warnings summary");
-        let header = self.paint(&header, Some(AnsiColor::Yellow), false);
-        self.line(&header);
+        self.painted_header("warnings summary", AnsiColor::Yellow, false);
         for (message, locations) in grouped {
             if locations.is_empty() {
                 self.line(message.trim_end());
@@ -660,6 +658,13 @@ impl Terminal {
         self.line("-- Docs: https://docs.pytest.org/en/stable/how-to/capture-warnings.html");
     }
 
+    /// A `=` separator around `title`, in `color` (and bold), as pytest heads its summaries.
+    fn painted_header(&mut self, title: &str, color: AnsiColor, bold: bool) {
+        let header = self.sep('=', title);
+        let header = self.paint(&header, Some(color), bold);
+        self.line(&header);
+    }
+
     /// `--detect-leaks`: what each test left behind, a block per test in finishing order, laid
     /// out as the warnings summary is. Shown whatever `-r` says: the user asked for it.
     fn leaks_summary(&mut self, results: &Results) {
@@ -671,9 +676,7 @@ impl Terminal {
         if leaky.is_empty() {
             return;
         }
-        let header = self.sep('=', "leaks summary");
-        let header = self.paint(&header, Some(AnsiColor::Yellow), false);
-        self.line(&header);
+        self.painted_header("leaks summary", AnsiColor::Yellow, false);
         for record in leaky {
             self.line(record.shown());
             for leak in &record.leaks {
@@ -747,9 +750,7 @@ impl Terminal {
         if lines.is_empty() {
             return;
         }
-        let header = self.sep('=', "short test summary info");
-        let header = self.paint(&header, Some(AnsiColor::Cyan), true);
-        self.line(&header);
+        self.painted_header("short test summary info", AnsiColor::Cyan, true);
         for line in lines {
             self.line(&line);
         }
