@@ -44,12 +44,13 @@ fn testcase<'a>(junit: &'a str, name: &str) -> &'a str {
 
 #[test]
 fn each_leak_names_its_test_and_kind_and_clean_tests_report_none() {
-    for workers in ["2", "0"] {
+    // Forked workers, spawned ones (each collects for itself), and -n 0's plain pytest.
+    for how in [["-n", "2"], ["--start", "spawn"], ["-n", "0"]] {
         let project = Project::new(FIXTURE);
         let out = project
             .shoal([
-                "-n",
-                workers,
+                how[0],
+                how[1],
                 "-p",
                 "no:cacheprovider",
                 "--detect-leaks",
@@ -84,7 +85,7 @@ fn each_leak_names_its_test_and_kind_and_clean_tests_report_none() {
         ]
         .into_iter()
         .collect();
-        assert_eq!(kinds, expected, "-n {workers}\n{}", out.context());
+        assert_eq!(kinds, expected, "{how:?}\n{}", out.context());
         let detail = |test: &str| found[test][0].1.as_str();
         assert_eq!(detail("test_leaky.py::test_env"), "SHOAL_LEAKED_VAR added");
         assert_eq!(
