@@ -1185,7 +1185,8 @@ fn announced_outcome(nodeid: &str) -> &'static str {
     panic!("test {nodeid} does not announce its outcome");
 }
 
-/// The `event` → documented field names, read from the table in docs/events.md.
+/// The `event` → documented field names, read from the table in docs/events.md; a field whose
+/// note begins "only" (`shuffle_seed` (only with `--shuffle`: ...)) may be absent, and is left out.
 fn documented_fields() -> BTreeMap<String, Vec<String>> {
     let docs = fs::read_to_string(crate::common::repo_root().join("docs/events.md")).unwrap();
     let mut events = BTreeMap::new();
@@ -1197,22 +1198,33 @@ fn documented_fields() -> BTreeMap<String, Vec<String>> {
         let Some(event) = cells[1].strip_prefix('`').and_then(|c| c.strip_suffix('`')) else {
             continue;
         };
-        // The field names are the backticked words outside parentheses.
-        let mut outside = String::new();
-        let mut depth = 0;
+        // The field names are the backticked words outside parentheses, each with the note in
+        // the parentheses after it.
+        let mut fields: Vec<(String, String)> = Vec::new();
+        let (mut depth, mut in_name) = (0, false);
         for c in cells[2].chars() {
             match c {
                 '(' => depth += 1,
                 ')' => depth -= 1,
-                _ if depth == 0 => outside.push(c),
+                '`' if depth == 0 => {
+                    in_name = !in_name;
+                    if in_name {
+                        fields.push(Default::default());
+                    }
+                }
+                _ if depth == 0 && in_name => fields.last_mut().unwrap().0.push(c),
+                _ if depth > 0 => {
+                    if let Some((_, note)) = fields.last_mut() {
+                        note.push(c);
+                    }
+                }
                 _ => {}
             }
         }
-        let fields: Vec<String> = outside
-            .split('`')
-            .skip(1)
-            .step_by(2)
-            .map(str::to_owned)
+        let fields: Vec<String> = fields
+            .into_iter()
+            .filter(|(_, note)| !note.starts_with("only"))
+            .map(|(name, _)| name)
             .collect();
         events.insert(event.to_owned(), fields);
     }
