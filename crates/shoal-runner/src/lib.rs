@@ -16,6 +16,7 @@ pub mod reporter;
 pub mod results;
 pub mod shard;
 pub mod signals;
+pub mod usage;
 pub mod work;
 
 use std::{
