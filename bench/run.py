@@ -651,6 +651,8 @@ def main(argv=None):
     env = dict(os.environ)
     env["PATH"] = str(args.python.parent) + os.pathsep + env.get("PATH", "")
     env.pop("PYTEST_XDIST_AUTO_NUM_WORKERS", None)
+    # The warm-up writes the bytecode and assertion-rewrite caches only where Python may.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
 
     pyver = subprocess.run([str(args.python), "-c",
                             "import sys, pytest, xdist; print(sys.version.split()[0], pytest.__version__, xdist.__version__)"],
