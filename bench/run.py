@@ -356,7 +356,8 @@ def junit_durations(path):
     return (round(sum(times), 3), round(max(times, default=0.0), 3))
 
 
-def timed(args, entry, runner, i, cmd, cwd, env, timeout, log_path):
+def timed(entry, runner, i, cmd, cwd, env, timeout, log_path):
+    """One timed run of `runner`, recorded in the suite's entry and logged."""
     r = run_command(cmd, cwd, env, timeout, log_path)
     r["runner"] = runner
     r["iteration"] = i
@@ -399,10 +400,10 @@ def bench_suite(args, suite, env, logs_dir, cache_root):
         log(f"   warmup (shoal, history): {r['wall_s']:.2f}s rc={r['rc']}")
 
     for i in range(args.repeat):
-        timed(args, entry, "collect", i, collect, cwd, env, timeout, logs_dir / f"{name}-collect-{i}.log")
+        timed(entry, "collect", i, collect, cwd, env, timeout, logs_dir / f"{name}-collect-{i}.log")
         for runner, cmd in cmds.items():
             junit = logs_dir / f"{name}-{runner}-{i}.xml"
-            r = timed(args, entry, runner, i, cmd(junit), cwd, env, timeout, logs_dir / f"{name}-{runner}-{i}.log")
+            r = timed(entry, runner, i, cmd(junit), cwd, env, timeout, logs_dir / f"{name}-{runner}-{i}.log")
             if runner == "serial":
                 r["junit_durations"] = junit_durations(junit)
 
