@@ -195,7 +195,6 @@ class CollectorPlugin:
         old_handler = signal.signal(signal.SIGCHLD, lambda *_: None)
         children: dict[int, str] = {}
         collector = os.getpid()
-        frozen = forking.spare_the_collectors_gc()
         stopping = False
         # Without workers (-n 0) the run is plain pytest to plugins: no xdist node hooks.
         nodes = distributed(config)
@@ -244,7 +243,6 @@ class CollectorPlugin:
                 sys.stderr.flush()
                 pid = os.fork()
                 if pid == 0:
-                    forking.thaw_in_worker(frozen)
                     os.close(wake_r)
                     os.close(wake_w)
                     signal.set_wakeup_fd(-1)

@@ -204,29 +204,3 @@ def _describe(obj) -> str:
             if value is obj:
                 return f"{name}.{attr} ({kind})"
     return kind
-
-
-def spare_the_collectors_gc() -> bool:
-    """Freezes the objects alive once collection is done (modules, the collection), unless the
-    suite froze some itself; True where it froze them, for ``thaw_in_worker``.
-
-    While workers run, the collector only replays reports, and every full collection of its
-    garbage collector would walk the collection again, for nothing: it lives until the end.
-    Frozen objects are out of ``gc.get_referrers``' and ``gc.get_objects``' sight, which the
-    collector's reporting plugins do not use, and which the tests must have (hypothesis'
-    ``register_random`` asks who refers to a Random): so every forked worker thaws them."""
-    import gc
-
-    if gc.get_freeze_count():
-        return False  # the suite's own freeze (packaging's conftest) stays as the suite made it
-    gc.freeze()
-    return True
-
-
-def thaw_in_worker(frozen: bool) -> None:
-    """In a forked worker: the objects ``spare_the_collectors_gc`` froze are back in the oldest
-    generation, as under pytest (a list splice: no object's memory is touched)."""
-    import gc
-
-    if frozen:
-        gc.unfreeze()
