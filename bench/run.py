@@ -1,21 +1,28 @@
 #!/usr/bin/env python3
-"""Benchmark shoal against pytest-xdist on real and synthetic pytest suites.
+"""Benchmark shoal against serial pytest, pytest-xdist and the lower bound of any runner.
 
 For every selected suite this runs, from the suite's own directory,
 
-    VENV/bin/python -m pytest -n N -p no:cacheprovider -q          (xdist)
-    SHOAL --python VENV/bin/python -n N -p no:cacheprovider -q     (shoal)
-    VENV/bin/python -m pytest -p no:cacheprovider -q               (serial, with --serial)
+    VENV/bin/python -m pytest --collect-only -q -p no:cacheprovider          (collect)
+    VENV/bin/python -m pytest -p no:cacheprovider -q --junitxml=...          (serial)
+    VENV/bin/python -m pytest -n N -p no:cacheprovider -q --junitxml=...     (xdist)
+    SHOAL --python VENV/bin/python -n N -p no:cacheprovider -q --junitxml=... (shoal)
+    SHOAL ... -o cache_dir=RESULTS/cache/SUITE -q --junitxml=...              (shoal+h)
 
-(and, with --baseline OTHER_SHOAL, the same command with another shoal build, for a
-before/after comparison in one run), alternating the runners (xdist, shoal, xdist, shoal,
-...) --repeat times, and
-measures the wall time of each command. It records every exit code and the
-final pytest summary line ("79 passed, 1 skipped in 2.84s"), then prints a
-table with the median wall time per runner, the ratio xdist/shoal (> 1 means
-shoal is faster) and whether the outcome counts (passed, failed, skipped,
-errors, xfailed, xpassed) of shoal agree with xdist's. Rows where they do not,
-or where shoal crashed or timed out, are flagged with '!!'.
+(shoal+h: shoal with a durations history of its own, warmed by one untimed run; left out
+with --no-history; and, with --baseline OTHER_SHOAL, the shoal command with another build),
+alternating them --repeat times, and measures the wall time of each command. From the serial
+run's JUnit durations it computes the lower bound any runner could reach at N workers,
+
+    LB    = collect + max(sum(durations) / N, longest)
+    ideal = collect + max((serial - collect) / N, longest)
+
+(ideal: a runner that keeps pytest's own per-test work), then prints per suite the median
+wall times, LB, ideal, the ratios shoal/xdist, shoal/LB and shoal/ideal (below 1 against
+xdist: shoal is faster), and the geometric mean of shoal/xdist. It records every exit code
+and the final pytest summary line, and checks that shoal's outcome counts (passed, failed,
+skipped, errors, xfailed, xpassed) agree with xdist's. Rows where they do not, or where
+shoal crashed or timed out, are flagged with '!!'.
 
 Results go to bench/results/<timestamp>.json, the full output of every
 command to bench/results/<timestamp>/logs/.
@@ -32,6 +39,7 @@ import argparse
 import datetime
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -44,6 +52,7 @@ import sys
 import tempfile
 import threading
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from suites import read_suites
@@ -117,7 +126,8 @@ def parse_args(argv):
                    help="run the synthetic suites from this dir (generated there if missing)")
     p.add_argument("--synthetic-script", type=Path, default=SHARED_SUITES / "synthetic.py",
                    help="generator for the synthetic suites (default ../shared/suites/synthetic.py)")
-    p.add_argument("--serial", action="store_true", help="also time plain serial pytest")
+    p.add_argument("--no-history", action="store_true",
+                   help="leave out shoal+h, the shoal runs with a durations history of their own")
     p.add_argument("--timeout", type=float, default=600.0,
                    help="per-command timeout in seconds (default 600; packaging gets at least 1800)")
     p.add_argument("--no-warmup", action="store_true",
@@ -163,6 +173,8 @@ def parse_args(argv):
     args.only = set(filter(None, (args.only or "").split(","))) or None
     args.skip = set(filter(None, (args.skip or "").split(",")))
     args.pytest_args = shlex.split(args.pytest_args)
+    # Absolute: the JUnit files and shoal+h's cache_dir are given to runners in other cwds.
+    args.results_dir = args.results_dir.resolve()
     return args
 
 
@@ -285,24 +297,47 @@ def run_command(cmd, cwd, env, timeout, log_path):
     return res
 
 
-def runner_commands(args, extra):
+# The runners a shoal row is measured for, and compared with xdist.
+SHOAL_RUNNERS = ("shoal", "shoal+h", "baseline")
+
+
+def runner_commands(args, extra, name, cache_root):
+    """{runner: function(junit_path) -> command} for this suite. Every runner writes a JUnit
+    file (the serial run's durations give the bounds). shoal+h keeps pytest's cache, in a
+    directory of the suite's own under the results dir, so shoal schedules from the
+    durations store its earlier runs wrote; the others run without the cache provider, so
+    they start from no history every time."""
     py = str(args.python)
-    common = ["-p", "no:cacheprovider", "-q"] + extra + args.pytest_args
-    cmds = {}
-    if args.serial:
-        cmds["serial"] = [py, "-m", "pytest"] + common
-    cmds["xdist"] = [py, "-m", "pytest", "-n", str(args.workers)] + common
-    cmds["shoal"] = [str(args.shoal), "--python", py, "-n", str(args.workers)] + common
+    no_cache = ["-p", "no:cacheprovider"]
+    history = ["-o", f"cache_dir={cache_root / name}"]
+    common = ["-q"] + extra + args.pytest_args
+    shoal = [str(args.shoal), "--python", py, "-n", str(args.workers)]
+    cmds = {
+        # The bounds need every test's whole duration (setup + call + teardown), whatever
+        # the suite's own ini says.
+        "serial": [py, "-m", "pytest"] + no_cache + ["-o", "junit_duration_report=total"] + common,
+        "xdist": [py, "-m", "pytest", "-n", str(args.workers)] + no_cache + common,
+        "shoal": shoal + no_cache + common,
+    }
+    if not args.no_history:
+        cmds["shoal+h"] = shoal + history + common
     if args.baseline:
-        cmds["baseline"] = [str(args.baseline), "--python", py, "-n", str(args.workers)] + common
-    return cmds
+        cmds["baseline"] = [str(args.baseline), "--python", py, "-n", str(args.workers)] + no_cache + common
+    return {rn: (lambda junit, cmd=cmd: cmd + [f"--junitxml={junit}"]) for rn, cmd in cmds.items()}
+
+
+def collect_command(args, extra):
+    return [str(args.python), "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"] \
+        + extra + args.pytest_args
 
 
 def status_of(r):
     """'ok' for a normal pytest run: exit code 0 (all passed) or 1 (some test failed), a
-    summary line, and no tests left unrun."""
+    summary line, and no tests left unrun; for the collect-only run, exit code 0."""
     if r["timed_out"]:
         return "TIMEOUT"
+    if r["runner"] == "collect":
+        return "ok" if r["rc"] == 0 else f"rc={r['rc']}"
     if r["rc"] not in (0, 1):
         return f"rc={r['rc']}"
     if r["summary"] is None:
@@ -312,16 +347,40 @@ def status_of(r):
     return "ok"
 
 
-def bench_suite(args, suite, env, logs_dir):
+def junit_durations(path):
+    """(sum, longest) of the <testcase> times in a JUnit file, or None if it cannot be read."""
+    try:
+        times = [float(tc.get("time") or 0) for tc in ET.parse(path).iter("testcase")]
+    except (OSError, ET.ParseError, ValueError):
+        return None
+    return (round(sum(times), 3), round(max(times, default=0.0), 3))
+
+
+def timed(entry, runner, i, cmd, cwd, env, timeout, log_path):
+    """One timed run of `runner`, recorded in the suite's entry and logged."""
+    r = run_command(cmd, cwd, env, timeout, log_path)
+    r["runner"] = runner
+    r["iteration"] = i
+    entry["runs"].append(r)
+    cpu = f"{r['cpu_s']:7.2f}" if r["cpu_s"] is not None else "      -"
+    log(f"   {runner:8} #{i}: {r['wall_s']:8.2f}s wall {cpu}s cpu  load {r['load1_before']:4.1f}"
+        f"  rc={r['rc']}  {status_of(r):10} {r['summary'] or ''}")
+    return r
+
+
+def bench_suite(args, suite, env, logs_dir, cache_root):
     name, cwd, expected, notes = suite
     extras = SUITE_EXTRAS.get(name, {})
     if extras.get("subdir"):
         cwd = cwd / extras["subdir"]
     extra = list(extras.get("args", []))
     timeout = max(args.timeout, extras.get("min_timeout", 0))
-    cmds = runner_commands(args, extra)
+    cmds = runner_commands(args, extra, name, cache_root)
+    collect = collect_command(args, extra)
     entry = {"suite": name, "cwd": str(cwd), "expected_tests": expected, "notes": notes,
-             "timeout_s": timeout, "commands": cmds, "runs": []}
+             "timeout_s": timeout, "workers": args.workers,
+             "commands": {"collect": collect, **{rn: f(f"{name}-{rn}-I.xml") for rn, f in cmds.items()}},
+             "runs": []}
     if not cwd.is_dir():
         log(f"== {name}: missing directory {cwd}, skipped")
         entry["error"] = f"missing directory {cwd}"
@@ -329,51 +388,83 @@ def bench_suite(args, suite, env, logs_dir):
 
     log(f"== {name} ({cwd})")
     if not args.no_warmup:
-        r = run_command([str(args.python), "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
-                        + extra + args.pytest_args, cwd, env, timeout, logs_dir / f"{name}-warmup.log")
+        r = run_command(collect, cwd, env, timeout, logs_dir / f"{name}-warmup.log")
         last = (Path(r["log"]).read_text(errors="replace").strip().splitlines() or [""])[-1]
         entry["warmup"] = {"wall_s": r["wall_s"], "rc": r["rc"], "last_line": last}
         log(f"   warmup (collect-only): {r['wall_s']:.2f}s rc={r['rc']} {last}")
+    if "shoal+h" in cmds:
+        # The history run's own history: one untimed shoal run fills its durations store.
+        r = run_command(cmds["shoal+h"](logs_dir / f"{name}-shoal+h-warmup.xml"), cwd, env, timeout,
+                        logs_dir / f"{name}-shoal+h-warmup.log")
+        entry["history_warmup"] = {"wall_s": r["wall_s"], "rc": r["rc"]}
+        log(f"   warmup (shoal, history): {r['wall_s']:.2f}s rc={r['rc']}")
 
     for i in range(args.repeat):
+        timed(entry, "collect", i, collect, cwd, env, timeout, logs_dir / f"{name}-collect-{i}.log")
         for runner, cmd in cmds.items():
-            r = run_command(cmd, cwd, env, timeout, logs_dir / f"{name}-{runner}-{i}.log")
-            r["runner"] = runner
-            r["iteration"] = i
-            entry["runs"].append(r)
-            cpu = f"{r['cpu_s']:7.2f}" if r["cpu_s"] is not None else "      -"
-            log(f"   {runner:6} #{i}: {r['wall_s']:8.2f}s wall {cpu}s cpu  load {r['load1_before']:4.1f}"
-                f"  rc={r['rc']}  {status_of(r):10} {r['summary'] or ''}")
+            junit = logs_dir / f"{name}-{runner}-{i}.xml"
+            r = timed(entry, runner, i, cmd(junit), cwd, env, timeout, logs_dir / f"{name}-{runner}-{i}.log")
+            if runner == "serial":
+                r["junit_durations"] = junit_durations(junit)
 
     summarise(entry, list(cmds))
     return entry
 
 
+def median_of(values):
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 3) if values else None
+
+
+def ratio(a, b):
+    return round(a / b, 3) if a and b else None
+
+
 def summarise(entry, runners):
-    by = {rn: [r for r in entry["runs"] if r["runner"] == rn] for rn in runners}
+    by = {rn: [r for r in entry["runs"] if r["runner"] == rn] for rn in ["collect"] + runners}
     entry["median_s"] = {}
     entry["median_cpu_s"] = {}
     entry["status"] = {}
     for rn, runs in by.items():
-        good = [r["wall_s"] for r in runs if status_of(r) == "ok"]
-        entry["median_s"][rn] = round(statistics.median(good), 3) if good else None
-        cpu = [r["cpu_s"] for r in runs if status_of(r) == "ok" and r["cpu_s"] is not None]
-        entry["median_cpu_s"][rn] = round(statistics.median(cpu), 3) if cpu else None
+        ok = [r for r in runs if status_of(r) == "ok"]
+        entry["median_s"][rn] = median_of([r["wall_s"] for r in ok])
+        entry["median_cpu_s"][rn] = median_of([r["cpu_s"] for r in ok])
         bad = sorted({status_of(r) for r in runs} - {"ok"})
         entry["status"][rn] = "ok" if not bad else "/".join(bad)
-    x, s = entry["median_s"].get("xdist"), entry["median_s"].get("shoal")
-    entry["ratio_xdist_over_shoal"] = round(x / s, 3) if x and s else None
-    xc, sc = entry["median_cpu_s"].get("xdist"), entry["median_cpu_s"].get("shoal")
-    entry["cpu_ratio_xdist_over_shoal"] = round(xc / sc, 3) if xc and sc else None
-    b = entry["median_s"].get("baseline")
-    entry["ratio_baseline_over_shoal"] = round(b / s, 3) if b and s else None
+
+    # The bounds, from the medians of collect and serial and of the serial runs' durations.
+    workers = entry.get("workers", 2)
+    collect, serial = entry["median_s"]["collect"], entry["median_s"]["serial"]
+    durations = [r.get("junit_durations") for r in by["serial"] if status_of(r) == "ok"]
+    durations = [d for d in durations if d]
+    bounds = {}
+    if collect is not None and durations:
+        total = median_of([d[0] for d in durations])
+        longest = median_of([d[1] for d in durations])
+        bounds = {"sum_durations_s": total, "longest_s": longest,
+                  "lb_s": round(collect + max(total / workers, longest), 3)}
+        if serial is not None:
+            bounds["ideal_s"] = round(collect + max((serial - collect) / workers, longest), 3)
+    entry["bounds"] = bounds
+
+    x = entry["median_s"].get("xdist")
+    entry["ratios"] = {
+        rn: {"xdist": ratio(entry["median_s"][rn], x),
+             "serial": ratio(entry["median_s"][rn], serial),
+             "lb": ratio(entry["median_s"][rn], bounds.get("lb_s")),
+             "ideal": ratio(entry["median_s"][rn], bounds.get("ideal_s")),
+             "cpu_xdist": ratio(entry["median_cpu_s"][rn], entry["median_cpu_s"].get("xdist"))}
+        for rn in runners if rn in SHOAL_RUNNERS
+    }
 
     xkeys = {outcome_key(r["counts"]) for r in by["xdist"] if status_of(r) == "ok"}
-    skeys = {outcome_key(r["counts"]) for r in by["shoal"] if status_of(r) == "ok"}
+    shoals = [rn for rn in runners if rn in SHOAL_RUNNERS]
+    skeys = {outcome_key(r["counts"]) for rn in shoals for r in by[rn] if status_of(r) == "ok"}
     notes = []
-    if entry["status"]["shoal"] != "ok":
+    bad_shoal = [f"{rn} {entry['status'][rn]}" for rn in shoals if entry["status"][rn] != "ok"]
+    if bad_shoal:
         agree = None
-        notes.append(f"shoal {entry['status']['shoal']}")
+        notes += bad_shoal
     elif not xkeys:
         agree = None
         notes.append(f"xdist {entry['status']['xdist']}")
@@ -386,20 +477,22 @@ def summarise(entry, runners):
         notes.append("xdist counts vary between runs")
     if entry["status"]["xdist"] != "ok" and xkeys:
         notes.append(f"xdist {entry['status']['xdist']}")
-    if "serial" in by and entry["status"]["serial"] != "ok":
-        notes.append(f"serial {entry['status']['serial']}")
+    for rn in ("collect", "serial"):
+        if entry["status"][rn] != "ok":
+            notes.append(f"{rn} {entry['status'][rn]}: no bounds")
     # Non-outcome counts (deselected, warnings): note differences only.
     # xdist's summary never counts deselected tests, so it is left out of that comparison.
     for extra in ("deselected", "warnings"):
         vals = {rn: sorted({(r["counts"] or {}).get(extra, 0) for r in runs if r["counts"] is not None})
-                for rn, runs in by.items() if not (extra == "deselected" and rn == "xdist")}
+                for rn, runs in by.items()
+                if rn != "collect" and not (extra == "deselected" and rn == "xdist")}
         if len({tuple(v) for v in vals.values() if v}) > 1:
             notes.append(f"{extra} differ: " + ", ".join(f"{rn} {'/'.join(map(str, v))}"
                                                          for rn, v in vals.items() if v))
     entry["counts_agree"] = agree
     good_x = [r for r in by["xdist"] if status_of(r) == "ok"]
     entry["outcomes"] = fmt_counts(outcome_key(good_x[-1]["counts"])) if good_x else "?"
-    entry["flagged"] = agree is False or entry["status"]["shoal"] != "ok"
+    entry["flagged"] = agree is False or bool(bad_shoal)
     entry["table_notes"] = notes
 
 
@@ -419,34 +512,44 @@ def is_failure(entry, r):
     whose counts match no xdist run."""
     if status_of(r) != "ok":
         return True
-    if r["runner"] != "shoal" or entry.get("counts_agree") is not False:
+    if r["runner"] not in SHOAL_RUNNERS or entry.get("counts_agree") is not False:
         return False
     xkeys = {outcome_key(x["counts"]) for x in entry["runs"] if x["runner"] == "xdist" and status_of(x) == "ok"}
     return outcome_key(r["counts"]) not in xkeys
 
 
+def geomean(values):
+    values = [v for v in values if v]
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
 def print_table(entries, runners):
-    baseline = "baseline" in runners
-    head = (["", "suite"] + [f"{rn} s" for rn in runners]
-            + ["xdist/shoal", "cpu x/s"] + (["baseline/shoal"] if baseline else [])
+    """One row per suite: median seconds per runner, the bounds, and per shoal runner its
+    ratios to xdist, LB and ideal; then the geometric means of shoal/xdist."""
+    shoals = [rn for rn in runners if rn in SHOAL_RUNNERS]
+    times = ["collect"] + list(runners)
+    head = (["", "suite"] + [f"{rn} s" for rn in times] + ["LB s", "ideal s"]
+            + [f"{rn}/{b}" for rn in shoals for b in ("x", "LB", "ideal")]
             + ["counts", "outcomes (xdist)"])
-    right = set(range(2, 2 + len(runners) + 2 + baseline))  # numeric columns
+    numeric = len(times) + 2 + 3 * len(shoals)
+    right = set(range(2, 2 + numeric))
     rows = []
     for e in entries:
         if "median_s" not in e:
-            rows.append(["!!", e["suite"]] + ["-"] * (len(runners) + 2 + baseline) + ["-", e.get("error", "")])
+            rows.append(["!!", e["suite"]] + ["-"] * numeric + ["-", e.get("error", "")])
             continue
         cells = []
-        for rn in runners:
+        for rn in times:
             v = e["median_s"].get(rn)
             cells.append(fmt_s(v) if v is not None else e["status"].get(rn, "-"))
-        ratio = e["ratio_xdist_over_shoal"]
+        b = e["bounds"]
+        cells += [fmt_s(b.get("lb_s")), fmt_s(b.get("ideal_s"))]
+        for rn in shoals:
+            rr = e["ratios"][rn]
+            cells += [fmt_ratio(rr["xdist"], e["counts_agree"]), fmt_ratio(rr["lb"], True),
+                      fmt_ratio(rr["ideal"], True)]
         agree = {True: "agree", False: "DIFFER", None: "n/a"}[e["counts_agree"]]
-        cpu_ratio = e.get("cpu_ratio_xdist_over_shoal")
-        base_ratio = [fmt_ratio(e.get("ratio_baseline_over_shoal"), True)] if baseline else []
-        rows.append(["!!" if e["flagged"] else "", e["suite"]] + cells
-                    + [fmt_ratio(ratio, e["counts_agree"]), fmt_ratio(cpu_ratio, e["counts_agree"])]
-                    + base_ratio + [agree, e["outcomes"]])
+        rows.append(["!!" if e["flagged"] else "", e["suite"]] + cells + [agree, e["outcomes"]])
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
 
     def fmt(r):
@@ -456,6 +559,12 @@ def print_table(entries, runners):
     print("-" * len(fmt(head)))
     for r in rows:
         print(fmt(r))
+    print()
+    for rn in shoals:
+        agreed = [e for e in entries if e.get("counts_agree")]
+        g = geomean([e["ratios"][rn]["xdist"] for e in agreed])
+        if g:
+            print(f"geometric mean {rn}/xdist over {len(agreed)} suites: {g:.3f}")
     notes = [(e["suite"], n) for e in entries for n in e.get("table_notes", [])]
     if notes:
         print()
@@ -485,7 +594,7 @@ def git_info():
 def show(path):
     """Re-print the table of a results file (summaries re-parsed from the stored tails)."""
     data = json.loads(path.read_text())
-    runners = list(data["suites"][0]["commands"]) if data["suites"] else ["xdist", "shoal"]
+    runners = [rn for rn in data["suites"][0]["commands"] if rn != "collect"] if data["suites"] else []
     for e in data["suites"]:
         if "runs" in e and e["runs"]:
             for r in e["runs"]:
@@ -543,6 +652,8 @@ def main(argv=None):
     env = dict(os.environ)
     env["PATH"] = str(args.python.parent) + os.pathsep + env.get("PATH", "")
     env.pop("PYTEST_XDIST_AUTO_NUM_WORKERS", None)
+    # The warm-up writes the bytecode and assertion-rewrite caches only where Python may.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
 
     pyver = subprocess.run([str(args.python), "-c",
                             "import sys, pytest, xdist; print(sys.version.split()[0], pytest.__version__, xdist.__version__)"],
@@ -568,7 +679,8 @@ def main(argv=None):
     }
     log(f"shoal {shoal_orig} (sha256 {shoal_sha[:12]}, {meta['shoal_git']['commit']}{' dirty' if meta['shoal_git']['dirty'] else ''}), "
         f"python {args.python} {meta['versions']}, -n {args.workers}, repeat {args.repeat}, {os.cpu_count()} cpus")
-    runners = list(runner_commands(args, []))
+    cache_root = args.results_dir / stamp / "cache"
+    runners = list(runner_commands(args, [], "", cache_root))
 
     entries = []
 
@@ -577,15 +689,15 @@ def main(argv=None):
 
     try:
         for suite in suites:
-            entries.append(bench_suite(args, suite, env, logs_dir))
+            entries.append(bench_suite(args, suite, env, logs_dir, cache_root))
             save()
     except KeyboardInterrupt:
         log("interrupted: partial results below")
     save()
     print()
     loads = [r["load1_before"] for e in entries for r in e.get("runs", [])]
-    print(f"shoal vs pytest-xdist, -n {args.workers}, median of {args.repeat}, wall seconds "
-          f"({os.cpu_count()} cpus; xdist/shoal > 1 means shoal is faster)")
+    print(f"shoal vs serial pytest, pytest-xdist and the lower bound, -n {args.workers}, median of "
+          f"{args.repeat}, wall seconds ({os.cpu_count()} cpus; shoal/x below 1 means shoal is faster)")
     if loads:
         print(f"1-min load average before runs: mean {statistics.mean(loads):.1f}, max {max(loads):.1f} "
               f"(well above 0 means other work shared the machine: timings are noisy)")

@@ -18,6 +18,7 @@ pub mod reporter;
 pub mod results;
 pub mod shard;
 pub mod signals;
+pub mod usage;
 pub mod work;
 
 use std::{

@@ -4,6 +4,8 @@
 //! that must not be shared by forked processes (`tests/fixtures/fork_state`: a module-level
 //! filelock or connected sqlite3 database; PostgreSQL is in `postgres.rs`). Outcomes and the
 //! per-worker configuration match pytest-xdist's; `-v` says why the workers were spawned.
+//! And the collector keeps its objects in its garbage collector's sight (`tests/fixtures/
+//! collector_gc`), for the plugins whose terminal summaries it runs.
 
 use crate::common::{created_line, field, Output, Project};
 
@@ -157,4 +159,22 @@ fn module_level_sqlite3_connection_makes_shoal_spawn_and_names_it() {
 #[test]
 fn nothing_fork_hostile_still_forks() {
     assert_eq!(run_fork_state("none"), "created: 2/2 workers (fork)");
+}
+
+/// The collector runs plugins' terminal summaries once the workers are done, and what they ask
+/// of the garbage collector must see the objects made while collecting, as under pytest:
+/// hypothesis' summary imports hypothesis there, whose `register_random` (trio registers a
+/// generator made while jinja2's suite collects) warns when `gc.get_referrers` finds nothing,
+/// and jinja2 makes the warning an error. A collector that froze its objects with
+/// `gc.freeze()` to spare its own garbage collector printed `none` here (and jinja2 exited 3).
+#[test]
+fn collectors_terminal_summary_sees_referrers_of_collected_objects() {
+    let project = Project::new("collector_gc");
+    for workers in ["2", "0"] {
+        let out = project
+            .shoal(["-n", workers, "-p", "no:cacheprovider"])
+            .run();
+        out.assert_code(0);
+        out.assert_stdout_contains("referrers of an object made while collecting: found");
+    }
 }

@@ -1437,6 +1437,18 @@ fn check_event_stream(
     assert_eq!(end["exit_code"], output.code(), "{}", context());
     assert_eq!(end["not_run"], 0);
     assert!(end["duration"].as_f64().is_some_and(|d| d > 0.0));
+    // The controller's own figures: CPU seconds and a resident peak of a real process.
+    let controller = &end["controller"];
+    for field in ["user", "system"] {
+        assert!(
+            controller[field].as_f64().is_some_and(|s| s >= 0.0),
+            "{controller}"
+        );
+    }
+    assert!(
+        controller["peak_rss"].as_u64().is_some_and(|b| b > 1 << 20),
+        "{controller}"
+    );
     let end_counts: BTreeMap<String, u64> = end["counts"]
         .as_object()
         .unwrap()

@@ -13,7 +13,10 @@ use serde::Serialize;
 use shoal_protocol::{Leak, Outcome, Recycle, When};
 
 use super::RunStart;
-use crate::results::{Results, TestRecord};
+use crate::{
+    results::{Results, TestRecord},
+    usage::ControllerUsage,
+};
 
 /// One line of the log; `docs/events.md` says what each field means.
 #[derive(Serialize)]
@@ -56,6 +59,8 @@ enum Event<'a> {
         duration: f64,
         counts: Counts,
         not_run: usize,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        controller: Option<ControllerUsage>,
     },
 }
 
@@ -194,6 +199,7 @@ impl EventLog {
             duration: elapsed.as_secs_f64(),
             counts: Counts(counts),
             not_run: results.not_run(),
+            controller: ControllerUsage::current(),
         })
     }
 }
