@@ -13,7 +13,10 @@ use serde::Serialize;
 use shoal_protocol::{Leak, Outcome, Recycle, When};
 
 use super::RunStart;
-use crate::results::{Results, TestRecord};
+use crate::{
+    replay::triage::TriageVerdict,
+    results::{Results, TestRecord},
+};
 
 /// One line of the log; `docs/events.md` says what each field means.
 #[derive(Serialize)]
@@ -50,6 +53,12 @@ enum Event<'a> {
         /// `--detect-leaks`' findings; left out where there are none.
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         leaks: &'a [Leak],
+    },
+    Triage {
+        nodeid: &'a str,
+        verdict: &'static str,
+        reason: &'static str,
+        bisect: Option<&'a str>,
     },
     RunEnd {
         exit_code: i32,
@@ -173,6 +182,16 @@ impl EventLog {
             duration: record.reports.iter().map(|r| r.duration).sum(),
             phases,
             leaks: &record.leaks,
+        })
+    }
+
+    /// `--triage`'s verdict on one failed test.
+    pub fn triage(&mut self, verdict: &TriageVerdict) -> Result<(), EventsError> {
+        self.emit(&Event::Triage {
+            nodeid: &verdict.nodeid,
+            verdict: verdict.verdict.name(),
+            reason: verdict.verdict.reason(),
+            bisect: verdict.bisect.as_deref(),
         })
     }
 
