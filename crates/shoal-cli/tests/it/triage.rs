@@ -7,7 +7,10 @@ use std::{collections::BTreeMap, fs};
 
 use serde_json::Value;
 
-use crate::common::{field, python, Output, Project};
+use crate::{
+    common::{field, python, Output, Project},
+    config::origin,
+};
 
 const FIXTURE: &str = "pollution";
 
@@ -240,12 +243,9 @@ fn triage_from_tool_shoal_and_where_it_cannot_run() {
     project.write("pyproject.toml", "[tool.shoal]\ntriage = true\n");
     let config = project.shoal(["--show-config"]).run();
     config.assert_code(0);
+    let origin = origin(&config.stdout, "triage", "true");
     assert!(
-        config
-            .stdout
-            .lines()
-            .any(|l| l.split_whitespace().take(2).eq(["triage", "true"])
-                && l.contains("[tool.shoal]")),
+        origin.is_some_and(|o| o.starts_with("[tool.shoal]")),
         "{}",
         config.context()
     );
@@ -280,4 +280,24 @@ fn triage_from_tool_shoal_and_where_it_cannot_run() {
         .run();
     queue.assert_code(4);
     queue.assert_stderr_contains("failed to use --queue with --triage");
+}
+
+#[test]
+fn at_most_twenty_failed_tests_are_triaged_and_the_rest_is_counted() {
+    let project = Project::empty();
+    project.write(
+        "test_many.py",
+        "import pytest\n\n\n@pytest.mark.parametrize('n', range(21))\ndef test_fails(n):\n    assert n < 0\n",
+    );
+    let out = project.shoal(["-n", "2", "--triage"]).run();
+    out.assert_code(1);
+    let verdicts = triage_lines(&out);
+    assert_eq!(verdicts.len(), 20, "{}", out.context());
+    assert!(verdicts.values().all(|v| v == "FAILED - fails alone"));
+    assert!(
+        out.stdout
+            .contains("\ntriage: 1 more failed test not triaged (at most 20 are)\n"),
+        "{}",
+        out.context()
+    );
 }

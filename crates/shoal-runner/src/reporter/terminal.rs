@@ -786,10 +786,10 @@ impl Terminal {
             self.line(&line);
         }
         if triage.untriaged > 0 {
-            let line = format!(
-                "triage: {} more failed tests not triaged (at most {MAX_TRIAGED} are)",
-                triage.untriaged
-            );
+            let n = triage.untriaged;
+            let tests = if n == 1 { "test" } else { "tests" };
+            let line =
+                format!("triage: {n} more failed {tests} not triaged (at most {MAX_TRIAGED} are)");
             self.line(&line);
         }
     }
