@@ -3,13 +3,14 @@
 //! summary, the JUnit file and the events. One worker, each file's tests in order (`-n 1
 //! --dist loadfile`), so every round runs alone and every verdict is the same on every run.
 
-use std::{collections::BTreeMap, fs};
+use std::{collections::BTreeMap, fs, time::Duration};
 
 use serde_json::Value;
 
 use crate::{
     common::{field, python, Output, Project},
     config::origin,
+    faults::{wait_for_records, Watchdog},
 };
 
 const FIXTURE: &str = "pollution";
@@ -300,4 +301,31 @@ fn at_most_twenty_failed_tests_are_triaged_and_the_rest_is_counted() {
         "{}",
         out.context()
     );
+}
+
+#[test]
+fn ctrl_c_during_triage_interrupts_the_run() {
+    let project = Project::empty();
+    // Fails in the run; its triage round, the second run of it, waits to be interrupted.
+    project.write(
+        "test_hang.py",
+        "import json, os, time\n\n\ndef test_hangs_when_run_again():\n    path = os.environ['SHOAL_RECORD']\n    again = os.path.exists(path)\n    with open(path, 'a') as f:\n        f.write(json.dumps({'pid': os.getpid()}) + '\\n')\n    if again:\n        time.sleep(600)\n    assert False\n",
+    );
+    let running = project
+        .shoal(["-n", "1", "--triage", "--report-json", "events.jsonl"])
+        .start();
+    let watchdog = Watchdog::new(running.pid(), Duration::from_secs(120));
+    wait_for_records(&project, Duration::from_secs(60), "the triage round", |r| {
+        r.len() == 2
+    });
+    running.signal(libc::SIGINT);
+    let out = running.wait();
+    assert!(!watchdog.disarm(), "the run did not end\n{}", out.context());
+    out.assert_code(2);
+    out.assert_stdout_contains("KeyboardInterrupt");
+    assert!(!out.stdout.contains("= triage ="), "{}", out.context());
+    let events = fs::read_to_string(project.path.join("events.jsonl")).unwrap();
+    let last: Value = serde_json::from_str(events.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "run_end");
+    assert_eq!(last["counts"]["failed"], 1, "the run's one failure: {last}");
 }

@@ -495,7 +495,11 @@ impl Terminal {
             self.rerun_summary(results);
         }
         self.short_summary(results);
-        if let Some(triage) = results.triage() {
+        // Interrupted before any verdict, triage has nothing to show.
+        if let Some(triage) = results
+            .triage()
+            .filter(|t| !t.verdicts.is_empty() || t.untriaged > 0)
+        {
             self.triage_summary(triage);
         }
         let stop_after_stats = stop.filter(|s| s.after_stats());
