@@ -297,7 +297,7 @@ fn at_most_twenty_failed_tests_are_triaged_and_the_rest_is_counted() {
     assert!(verdicts.values().all(|v| v == "FAILED - fails alone"));
     assert!(
         out.stdout
-            .contains("\ntriage: 1 more failed test not triaged (at most 20 are)\n"),
+            .contains("\ntriage: 1 failed test not triaged (at most 20 are)\n"),
         "{}",
         out.context()
     );

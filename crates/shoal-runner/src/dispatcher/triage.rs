@@ -8,7 +8,8 @@ use std::collections::HashSet;
 
 use super::{run::Run, Dispatcher};
 use crate::{
-    replay::triage::{Triage, TriageReport, MAX_TRIAGED},
+    replay::triage::{failed_tests, Triage, TriageReport, MAX_TRIAGED},
+    reporter::Reporters,
     results::StopReason,
     work::{fixed::FixedSource, WorkSource},
     RunError,
@@ -35,25 +36,24 @@ impl Dispatcher {
         if failed.is_empty() {
             return Ok(());
         }
-        let skipped = if run.settings.usepdb {
-            Some("--pdb debugs the failed tests instead")
-        } else {
-            match self.reporters.as_ref().and_then(|r| r.record()) {
-                None => Some("the run kept no record of what its workers ran (pytest's cache provider is off)"),
-                // Its one worker is pytest's own session: its plugins would count the rounds.
-                Some(record) if !record.distributed => Some("-n 0 runs the tests in pytest's own session, whose plugins would count the rounds"),
-                Some(_) => None,
+        let record = match self.reporters.as_ref().and_then(Reporters::record) {
+            _ if run.settings.usepdb => Err("--pdb debugs the failed tests instead"),
+            None => Err(
+                "the run kept no record of what its workers ran (pytest's cache provider is off)",
+            ),
+            // Its one worker is pytest's own session: its plugins would count the rounds.
+            Some(record) if !record.distributed => Err(
+                "-n 0 runs the tests in pytest's own session, whose plugins would count the rounds",
+            ),
+            Some(record) => Ok(record),
+        };
+        let record = match record {
+            Ok(record) => record,
+            Err(why) => {
+                self.notice(&format!("shoal: note: --triage skipped: {why}"));
+                return Ok(());
             }
         };
-        if let Some(why) = skipped {
-            self.notice(&format!("shoal: note: --triage skipped: {why}"));
-            return Ok(());
-        }
-        let record = self
-            .reporters
-            .as_ref()
-            .and_then(|r| r.record())
-            .expect("checked above");
         let triaged = &failed[..failed.len().min(MAX_TRIAGED)];
         let (sender, verdicts) = crossbeam_channel::unbounded();
         let rounds = Triage::new(record, &run.items, triaged, sender)?;
@@ -66,8 +66,8 @@ impl Dispatcher {
             source.worker_lost(w);
         }
         self.notice(&format!(
-            "shoal: triage: running {} failed tests again, each after its worker's sequence, then alone",
-            triaged.len()
+            "shoal: triage: running {} again, after the sequence its worker ran, then alone if it fails again",
+            failed_tests(triaged.len())
         ));
         let mut rounds = run.for_triage(Box::new(source));
         let reporters = self.reporters.take();

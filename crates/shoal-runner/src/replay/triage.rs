@@ -19,6 +19,12 @@ use crate::{record::RunRecord, work::fixed::Rounds};
 /// The most failed tests one run triages: each costs up to two rounds.
 pub const MAX_TRIAGED: usize = 20;
 
+/// `1 failed test`, `2 failed tests`: how the terminal counts them.
+pub fn failed_tests(n: usize) -> String {
+    let tests = if n == 1 { "test" } else { "tests" };
+    format!("{n} failed {tests}")
+}
+
 /// Why a failed test failed, as far as two rounds tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     options::FailureOutput,
-    replay::triage::{TriageReport, Verdict, MAX_TRIAGED},
+    replay::triage::{failed_tests, TriageReport, Verdict, MAX_TRIAGED},
     results::{Results, StopReason, TestRecord},
 };
 
@@ -790,10 +790,10 @@ impl Terminal {
             self.line(&line);
         }
         if triage.untriaged > 0 {
-            let n = triage.untriaged;
-            let tests = if n == 1 { "test" } else { "tests" };
-            let line =
-                format!("triage: {n} more failed {tests} not triaged (at most {MAX_TRIAGED} are)");
+            let line = format!(
+                "triage: {} not triaged (at most {MAX_TRIAGED} are)",
+                failed_tests(triage.untriaged)
+            );
             self.line(&line);
         }
     }
