@@ -66,7 +66,7 @@ impl Dispatcher {
             source.worker_lost(w);
         }
         self.notice(&format!(
-            "shoal: triage: running {} again, after the sequence its worker ran, then alone if it fails again",
+            "shoal: triage: running {} again, to tell flaky, polluted and failing alone apart",
             failed_tests(triaged.len())
         ));
         let mut rounds = run.for_triage(Box::new(source));
