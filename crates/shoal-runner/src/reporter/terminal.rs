@@ -766,9 +766,7 @@ impl Terminal {
 
     /// `--triage`'s verdicts, a line per failed test, with the bisect to run for a polluted one.
     fn triage_summary(&mut self, triage: &TriageReport) {
-        let header = self.sep('=', "triage");
-        let header = self.paint(&header, Some(AnsiColor::Cyan), true);
-        self.line(&header);
+        self.painted_header("triage", AnsiColor::Cyan, true);
         for verdict in &triage.verdicts {
             let color = match verdict.verdict {
                 Verdict::Flaky | Verdict::Unknown => AnsiColor::Yellow,
