@@ -279,4 +279,16 @@ mod tests {
         );
         assert_eq!(triage.due(), 0);
     }
+
+    #[test]
+    fn a_round_that_never_ran_its_test_decides_nothing_but_unknown() {
+        let items = items(&["a", "b", "c"]);
+        let (sender, verdicts) = crossbeam_channel::unbounded();
+        let mut triage = Triage::new(&record(), &items, &[2], sender).unwrap();
+        assert_eq!(triage.next(), Some((0, vec![0, 1, 2])));
+        triage.done(0, None);
+        let found: Vec<_> = verdicts.try_iter().map(|v| v.verdict).collect();
+        assert_eq!(found, [Verdict::Unknown]);
+        assert_eq!(triage.next(), None, "no round alone after it");
+    }
 }
