@@ -131,6 +131,13 @@ pub struct Cli {
     #[arg(long, value_name = "K/N|auto")]
     pub shard: Option<ShardSpec>,
 
+    /// After the run, classify each failed test (at most 20) by running it again: FLAKY (its
+    /// worker's sequence passes when run again), POLLUTED (it passes alone: with the `shoal
+    /// bisect` command to run) or FAILED (it fails alone). Also `triage = true` in
+    /// [tool.shoal].
+    #[arg(long)]
+    pub triage: bool,
+
     /// Print the options a run would go with and where each came from (command line,
     /// [tool.shoal], pytest addopts, default), and exit without running tests.
     #[arg(long)]
@@ -523,6 +530,7 @@ pub fn parse(argv: Vec<String>) -> Result<RunOptions, clap::Error> {
             .map(|seed| seed.map_or(Shuffle::AnySeed, Shuffle::Seed)),
         shard: cli.shard,
         queue: cli.queue.into_args(),
+        triage: cli.triage.then_some(true),
         pytest_n: None,
         pytest_args,
         mainargv: argv,

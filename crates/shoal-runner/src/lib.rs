@@ -205,6 +205,9 @@ fn run_with(options: RunOptions, replay: Option<replay::ReplayArgs>) -> Result<E
     if queue.is_some() && shard.is_some() {
         return Err(queue::QueueSpecError::Shard.into());
     }
+    if queue.is_some() && options.triage() {
+        return Err(queue::QueueSpecError::Triage.into());
+    }
     let interpreter = python::Interpreter::discover(options.python.as_deref())?;
     let dir = run_dir().map_err(RunError::RunDir)?;
     let plugin = write_plugin(dir.path()).map_err(RunError::RunDir)?;

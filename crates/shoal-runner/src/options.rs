@@ -210,6 +210,9 @@ pub struct RunOptions {
     pub shard: Option<crate::shard::ShardSpec>,
     /// `--queue` and its settings: take tests from a queue shared by every CI node.
     pub queue: crate::queue::QueueArgs,
+    /// `--triage` (or `triage = true`): after the run, classify each failed test as flaky,
+    /// polluted or failing alone by running it again (`docs/debugging.md`).
+    pub triage: Option<bool>,
     /// `pytest-n` of `[tool.shoal]`: whether `pytest -n` hands the run to shoal (the wheel's
     /// pytest plugin reads it; the controller only checks it and shows it). `None`: only where
     /// pytest-xdist is not installed.
@@ -393,6 +396,7 @@ impl RunOptions {
                 &mut self.queue.requeue_tolerance,
                 number(value).and_then(ratio),
             ),
+            "triage" => fill(&mut self.triage, boolean(value)),
             "pytest-n" => fill(&mut self.pytest_n, boolean(value)),
             _ => unreachable!("every key of PROJECT_KEYS is handled"),
         }
@@ -405,6 +409,11 @@ impl RunOptions {
             Some(project) if project.keys.contains(&key) => Origin::Project,
             _ => Origin::CommandLine,
         }
+    }
+
+    /// Whether the run's failed tests are triaged once it is over.
+    pub fn triage(&self) -> bool {
+        self.triage.unwrap_or(false)
     }
 
     /// How often a failing test runs again.
@@ -635,6 +644,14 @@ impl RunOptions {
                 ),
             ),
             (
+                "triage",
+                own(
+                    "triage",
+                    self.triage.map(|choice| choice.to_string()),
+                    "false".to_owned(),
+                ),
+            ),
+            (
                 "pytest-n",
                 own(
                     "pytest-n",
@@ -746,7 +763,7 @@ pub fn ratio(value: f64) -> Result<f64, String> {
 /// The keys `[tool.shoal]` may set: the long option names of what is the same on every run
 /// of a project (not `--queue` or `--build`, which belong to one CI run), in the order
 /// `--show-config` lists them.
-const PROJECT_KEYS: [&str; 17] = [
+const PROJECT_KEYS: [&str; 18] = [
     "numprocesses",
     "dist",
     "maxprocesses",
@@ -763,6 +780,7 @@ const PROJECT_KEYS: [&str; 17] = [
     "shuffle",
     "lease-timeout",
     "requeue-tolerance",
+    "triage",
     "pytest-n",
 ];
 

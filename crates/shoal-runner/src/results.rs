@@ -4,6 +4,8 @@ use shoal_protocol::{
     CollectError, JunitDelta, Leak, Outcome, PhaseReport, SessionExit, Warning, When,
 };
 
+use crate::replay::triage::{TriageReport, Verdict};
+
 /// Why a run ended before every test ran.
 #[derive(Debug, Clone)]
 pub enum StopReason {
@@ -115,6 +117,8 @@ pub struct Results {
     collect_errors: Vec<TestRecord>,
     /// What junitxml recorded for them.
     collect_junit: Option<JunitDelta>,
+    /// `--triage`: why each failed test failed.
+    triage: Option<TriageReport>,
 }
 
 impl Results {
@@ -128,6 +132,7 @@ impl Results {
             session_errors: Vec::new(),
             collect_errors: Vec::new(),
             collect_junit: None,
+            triage: None,
         }
     }
 
@@ -195,6 +200,21 @@ impl Results {
             .iter()
             .flat_map(|r| r.warnings.iter())
             .chain(self.session_warnings.iter())
+    }
+
+    pub fn set_triage(&mut self, report: TriageReport) {
+        self.triage = Some(report);
+    }
+
+    pub fn triage(&self) -> Option<&TriageReport> {
+        self.triage.as_ref()
+    }
+
+    /// The triage verdict on the test at `index`, if it has one.
+    pub fn verdict_of(&self, index: usize) -> Option<Verdict> {
+        let report = self.triage.as_ref()?;
+        let found = report.verdicts.iter().find(|v| v.index == index)?;
+        Some(found.verdict)
     }
 
     pub fn record(&mut self, record: TestRecord) {

@@ -21,7 +21,7 @@ fn configured() -> Project {
 }
 
 /// The origin `--show-config` prints for `key`, after its value.
-fn origin<'a>(stdout: &'a str, key: &str, value: &str) -> Option<&'a str> {
+pub fn origin<'a>(stdout: &'a str, key: &str, value: &str) -> Option<&'a str> {
     stdout.lines().find_map(|line| {
         let mut words = line.split_whitespace();
         (words.next() == Some(key) && words.next() == Some(value))

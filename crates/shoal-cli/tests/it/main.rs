@@ -38,6 +38,7 @@ mod suspend;
 mod teardown;
 mod terminal;
 mod timeline;
+mod triage;
 mod xdist_contract;
 mod xdist_flags;
 mod xdist_hooks;

@@ -1,7 +1,8 @@
 //! Snapshots of what shoal prints, so that a change to it shows in review: the terminal's
 //! output of typical runs (passing, failures, `-v`, `-s`, a crash, a timeout, FLAKY, `-x`),
 //! each both through a pipe and as a pseudo-terminal 100 columns wide shows it once the
-//! live view is gone (`*_tty`); WORKER ERRORS, the stop line and the `--report-json` events.
+//! live view is gone (`*_tty`); WORKER ERRORS, the stop line, `--triage`'s section and the
+//! `--report-json` events.
 //! One worker (`-n 1`) keeps the order fixed; durations, the project's path, the interpreter,
 //! a timed-out test's stacks and the run's ids are redacted. The snapshots live in
 //! `snapshots/`; after an intended change, `INSTA_UPDATE=always` (or `cargo insta review`)
@@ -28,6 +29,7 @@ fn redactions(project: &Project) -> Vec<(String, &'static str)> {
             "Python [VERSION] [PYTHON]",
         ),
         (r"python: /\S+ \(".into(), "python: [PYTHON] ("),
+        (r"--run \d+-[0-9a-f]+".into(), "--run [RUN]"),
         // A timed-out test's stacks: pytest's and pluggy's frames, as their versions have them.
         (
             r"(?s)(when the timeout fired:\n).*?\n(== short test summary info ==)".into(),
@@ -57,8 +59,13 @@ fn assert_output(name: &str, project: &Project, text: &str) {
 /// `--report-json -`), with the snapshot `name`. pytest's layout is the one it uses off CI
 /// (on CI it does not cut the short summary's lines to the terminal's width).
 fn assert_run(name: &str, fixture: &str, args: &[&str], env: &[(&str, &str)], code: i32) {
+    assert_run_of(name, fixture, &shoal_args(args), env, code);
+}
+
+/// [`assert_run`] with the whole command line `args`.
+fn assert_run_of(name: &str, fixture: &str, args: &[&str], env: &[(&str, &str)], code: i32) {
     let project = Project::new(fixture);
-    let mut run = off_ci(project.shoal(shoal_args(args)));
+    let mut run = off_ci(project.shoal(args));
     for (key, value) in env {
         run = run.env(key, value);
     }
@@ -75,9 +82,14 @@ fn assert_run(name: &str, fixture: &str, args: &[&str], env: &[(&str, &str)], co
 /// [`assert_run`] twice: through a pipe, compared with the snapshot `name`, and in a
 /// pseudo-terminal, where what the screen shows at the end is compared with `name_tty`.
 fn assert_screens(name: &str, fixture: &str, args: &[&str], code: i32) {
-    assert_run(name, fixture, args, &[], code);
+    assert_screens_of(name, fixture, &shoal_args(args), code);
+}
+
+/// [`assert_screens`] with the whole command line `args`.
+fn assert_screens_of(name: &str, fixture: &str, args: &[&str], code: i32) {
+    assert_run_of(name, fixture, args, &[], code);
     let project = Project::new(fixture);
-    let out = off_ci(project.shoal_in_terminal(&shoal_args(args))).run();
+    let out = off_ci(project.shoal_in_terminal(args)).run();
     out.assert_code(code);
     let shown = screen(&project.last_stdout_bytes());
     assert_output(
@@ -159,4 +171,20 @@ fn the_stop_line_after_maxfail() {
 fn report_json_events() {
     let args = ["--report-json", "-", "-k", "passed_plain or failed_assert"];
     assert_run("report_json", "reports_events", &args, &[], 1);
+}
+
+#[test]
+fn the_triage_section() {
+    // With pytest's cache, where the run's record is: triage reads its sequences.
+    let args = [
+        "-n",
+        "1",
+        "--dist",
+        "loadfile",
+        "--triage",
+        "--tb=no",
+        "test_env.py",
+        "test_flaky.py::test_alone_fails",
+    ];
+    assert_screens_of("triage", "pollution", &args, 1);
 }

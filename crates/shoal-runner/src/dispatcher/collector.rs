@@ -243,6 +243,9 @@ impl Dispatcher {
     /// collector, which calls xdist's `pytest_testnodedown` with it (plugins such as syrupy
     /// merge their workers' results there). A collector already gone has no one to tell.
     pub(super) fn node_down(&mut self, w: usize, end: Result<serde_json::Value, String>) {
+        if self.triaging {
+            return; // the run's workers went down already: triage's rounds are no nodes of it
+        }
         if let Some((_, peer)) = self.collector.as_mut() {
             let worker = self.pool.worker(w).id().to_owned();
             let (workeroutput, error) = match end {

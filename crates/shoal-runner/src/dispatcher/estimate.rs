@@ -6,6 +6,7 @@ use crate::durations::Expected;
 
 /// The expected seconds of unfinished tests, shared by the workers. Tests without history
 /// count as the average of those with; with no history at all there is no estimate.
+#[derive(Clone)]
 pub struct Estimate {
     /// Per test: its expected seconds while unfinished, `None` once done.
     unfinished: Vec<Option<f64>>,

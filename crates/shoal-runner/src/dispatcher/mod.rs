@@ -23,6 +23,7 @@ mod foreground;
 mod pool;
 mod run;
 mod run_once;
+mod triage;
 mod validate;
 
 use std::{
@@ -121,6 +122,9 @@ pub struct Dispatcher {
     plugin_summary: String,
     /// Warnings the collector raised after the collection, counted in the final line.
     collector_warnings: Vec<Warning>,
+    /// `--triage`'s rounds run: they are not the run's, so the collector's plugins do not
+    /// hear of them.
+    triaging: bool,
 }
 
 impl Dispatcher {
@@ -144,6 +148,7 @@ impl Dispatcher {
             reporters: None,
             plugin_summary: String::new(),
             collector_warnings: Vec::new(),
+            triaging: false,
         }
     }
 
@@ -156,15 +161,22 @@ impl Dispatcher {
             return Ok(code);
         }
         let mut run = self.plan(collection)?;
+        self.drive(&mut run)?;
+        self.triage(&mut run)?;
+        self.finish(run)
+    }
+
+    /// Routes events until every worker is gone and the work source waits for nothing more.
+    fn drive(&mut self, run: &mut Run) -> Result<(), RunError> {
         while !self.pool.all_finished() || run.work.waiting() {
-            match self.next_event(&run) {
-                Ok(event) => self.handle(event, &mut run)?,
-                Err(RecvTimeoutError::Timeout) => self.on_deadline(&mut run),
+            match self.next_event(run) {
+                Ok(event) => self.handle(event, run)?,
+                Err(RecvTimeoutError::Timeout) => self.on_deadline(run),
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            self.after_event(&mut run)?;
+            self.after_event(run)?;
         }
-        self.finish(run)
+        Ok(())
     }
 
     /// Waits for the next event, but no longer than the nearest deadline.
@@ -1025,7 +1037,11 @@ impl Dispatcher {
     fn outlet(&mut self) -> DispatcherOutlet<'_> {
         DispatcherOutlet {
             reporters: &mut self.reporters,
-            collector: self.collector.as_mut().map(|(_, peer)| peer),
+            collector: self
+                .collector
+                .as_mut()
+                .filter(|_| !self.triaging)
+                .map(|(_, peer)| peer),
         }
     }
 

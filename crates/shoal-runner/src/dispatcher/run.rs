@@ -83,6 +83,33 @@ impl Run {
             .and_then(|t| Duration::try_from_secs_f64(t).ok())
     }
 
+    /// The state in which `--triage`'s rounds (`work`) run once this run's tests are done:
+    /// results of their own, which the run's report never sees, no retries and no
+    /// `--maxfail` (a round is about one test's outcome); the run's deadline still holds.
+    pub(super) fn for_triage(&self, work: Box<dyn WorkSource>) -> Run {
+        let mut settings = self.settings.clone();
+        settings.maxfail = 0;
+        let mut results = Results::new(self.items.len(), 1);
+        results.expect_only(&[]);
+        Run {
+            items: self.items.clone(),
+            settings,
+            work,
+            results,
+            estimate: self.estimate.clone(),
+            retries: 0,
+            timeout: self.timeout,
+            failures: 0,
+            stop: None,
+            failed_attempts: HashMap::new(),
+            run_deadline: self.run_deadline,
+            paused_since: None,
+            interrupts: 0,
+            run_once: RunOnceFixtures::default(),
+            exit: None,
+        }
+    }
+
     /// Worker `w` (`worker`) finished a test.
     pub(super) fn test_done(
         &mut self,

@@ -116,6 +116,8 @@ pub enum QueueSpecError {
     Dist(&'static str),
     #[error("use --queue with --shard: a queue already spreads the build over every node")]
     Shard,
+    #[error("use --queue with --triage: a queue build's failures are spread over its nodes' records; run `shoal bisect NODEID` on the node where a test failed")]
+    Triage,
 }
 
 fn list_variables() -> String {

@@ -11,13 +11,14 @@
 
 pub mod bisect;
 pub mod ddmin;
+pub mod triage;
 
 use std::{collections::HashMap, path::PathBuf};
 
 use shoal_protocol::CollectedItem;
 
 use crate::{
-    record::{self, ProcessRecord, RecordError, RunRecord},
+    record::{self, ProcessRecord, RecordError, RunRecord, TestRun},
     work::fixed::Rounds,
     ExitCode,
 };
@@ -105,30 +106,10 @@ impl Plan {
         let (process, target) = select(&record, args.worker.as_deref(), args.test.as_deref())?;
         let process = &record.processes[process];
         let end = target.map_or(process.tests.len(), |at| at + 1);
-        let nodeids: Vec<&str> = process.tests[..end]
-            .iter()
-            .map(|t| t.nodeid.as_str())
-            .collect();
-        let by_id: HashMap<&str, usize> = items
-            .iter()
-            .enumerate()
-            .map(|(index, item)| (item.nodeid.as_str(), index))
-            .collect();
-        let missing: Vec<&str> = nodeids
-            .iter()
-            .copied()
-            .filter(|id| !by_id.contains_key(id))
-            .collect();
-        if !missing.is_empty() {
-            return Err(ReplayError::NotCollected {
-                run: record.run_id.clone(),
-                count: missing.len(),
-                missing: listed(&missing),
-            });
-        }
+        let sequence = sequence(&record, &process.tests[..end], items)?;
         Ok(Self {
             worker: process.worker.clone(),
-            sequence: nodeids.iter().map(|id| by_id[id]).collect(),
+            sequence,
             target: target.map(|at| process.tests[at].nodeid.clone()),
             process: process.process,
             ran: process.tests.len(),
@@ -147,6 +128,32 @@ impl Plan {
             self.record.run_id
         )
     }
+}
+
+/// The collection indices of `tests`, a stretch of one of `record`'s processes.
+fn sequence(
+    record: &RunRecord,
+    tests: &[TestRun],
+    items: &[CollectedItem],
+) -> Result<Vec<usize>, ReplayError> {
+    let by_id: HashMap<&str, usize> = items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| (item.nodeid.as_str(), index))
+        .collect();
+    let missing: Vec<&str> = tests
+        .iter()
+        .map(|t| t.nodeid.as_str())
+        .filter(|id| !by_id.contains_key(id))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ReplayError::NotCollected {
+            run: record.run_id.clone(),
+            count: missing.len(),
+            missing: listed(&missing),
+        });
+    }
+    Ok(tests.iter().map(|t| by_id[t.nodeid.as_str()]).collect())
 }
 
 /// The first few of `nodeids`, for an error that would otherwise list a whole suite.
@@ -277,7 +284,6 @@ impl Rounds for Replay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::TestRun;
 
     fn process(worker: &str, n: usize, tests: &[(&str, &str)]) -> ProcessRecord {
         ProcessRecord {

@@ -14,6 +14,7 @@ use shoal_protocol::{Leak, Outcome, Recycle, When};
 
 use super::RunStart;
 use crate::{
+    replay::triage::TriageVerdict,
     results::{Results, TestRecord},
     usage::ControllerUsage,
 };
@@ -53,6 +54,12 @@ enum Event<'a> {
         /// `--detect-leaks`' findings; left out where there are none.
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         leaks: &'a [Leak],
+    },
+    Triage {
+        nodeid: &'a str,
+        verdict: &'static str,
+        reason: &'static str,
+        bisect: Option<&'a str>,
     },
     RunEnd {
         exit_code: i32,
@@ -178,6 +185,16 @@ impl EventLog {
             duration: record.reports.iter().map(|r| r.duration).sum(),
             phases,
             leaks: &record.leaks,
+        })
+    }
+
+    /// `--triage`'s verdict on one failed test.
+    pub fn triage(&mut self, verdict: &TriageVerdict) -> Result<(), EventsError> {
+        self.emit(&Event::Triage {
+            nodeid: &verdict.nodeid,
+            verdict: verdict.verdict.name(),
+            reason: verdict.verdict.reason(),
+            bisect: verdict.bisect.as_deref(),
         })
     }
 

@@ -72,10 +72,14 @@ fn document(
                 }
                 double_failures += delta.double_failures;
                 let retries = retry_elements(record)?;
+                let verdict = results.verdict_of(record.index);
                 for case in &delta.testcases {
-                    cases
-                        .get_mut()
-                        .extend_from_slice(with_children(case, &retries).as_bytes());
+                    let case = with_children(case, &retries);
+                    let case = match verdict {
+                        Some(verdict) => with_property(&case, TRIAGE_PROPERTY, verdict.name()),
+                        None => case,
+                    };
+                    cases.get_mut().extend_from_slice(case.as_bytes());
                 }
             }
             None => {
@@ -94,6 +98,18 @@ fn document(
                         ("time", "0.000"),
                     ])
                     .write_inner_content(|case| {
+                        if let Some(verdict) = results.verdict_of(record.index) {
+                            case.create_element("properties")
+                                .write_inner_content(|list| {
+                                    list.create_element("property")
+                                        .with_attributes([
+                                            ("name", TRIAGE_PROPERTY),
+                                            ("value", verdict.name()),
+                                        ])
+                                        .write_empty()
+                                        .map(drop)
+                                })?;
+                        }
                         text_element(case, "failure", message, message).map(drop)
                     })?;
                 *stats.entry("failure").or_default() += 1;
@@ -203,15 +219,43 @@ fn with_children(case: &str, children: &str) -> String {
     if children.is_empty() || case.contains("<flakyFailure") || case.contains("<rerunFailure") {
         return case.to_owned();
     }
-    if let Some(open) = case
+    let case = expanded(case);
+    match case.rfind("</testcase>") {
+        Some(at) => format!("{}{children}{}", &case[..at], &case[at..]),
+        None => case,
+    }
+}
+
+/// A `<testcase .../>` element with an end tag to put children before.
+fn expanded(case: &str) -> String {
+    match case
         .strip_suffix("/>")
         .filter(|c| !c.contains("</testcase>"))
     {
-        return format!("{}>{children}</testcase>", open.trim_end());
-    }
-    match case.rfind("</testcase>") {
-        Some(at) => format!("{}{children}{}", &case[..at], &case[at..]),
+        Some(open) => format!("{}></testcase>", open.trim_end()),
         None => case.to_owned(),
+    }
+}
+
+/// The testcase property that carries `--triage`'s verdict.
+const TRIAGE_PROPERTY: &str = "shoal.triage";
+
+/// Adds `<property name value/>` to a `<testcase>` element: into its `<properties>`, which
+/// pytest writes first, or as a new one in that place. `name` and `value` need no escaping.
+fn with_property(case: &str, name: &str, value: &str) -> String {
+    let property = format!(r#"<property name="{name}" value="{value}"/>"#);
+    if let Some(at) = case.find("<properties>") {
+        let at = at + "<properties>".len();
+        return format!("{}{property}{}", &case[..at], &case[at..]);
+    }
+    let case = expanded(case);
+    match case.find('>') {
+        Some(at) => format!(
+            "{}<properties>{property}</properties>{}",
+            &case[..=at],
+            &case[at + 1..]
+        ),
+        None => case,
     }
 }
 
@@ -244,6 +288,31 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_property_goes_first_in_the_testcase() {
+        let property = r#"<property name="p" value="v"/>"#;
+        assert_eq!(
+            with_property(r#"<testcase name="a" />"#, "p", "v"),
+            format!(r#"<testcase name="a"><properties>{property}</properties></testcase>"#)
+        );
+        assert_eq!(
+            with_property(r#"<testcase name="a"><failure/></testcase>"#, "p", "v"),
+            format!(
+                r#"<testcase name="a"><properties>{property}</properties><failure/></testcase>"#
+            )
+        );
+        assert_eq!(
+            with_property(
+                r#"<testcase name="a"><properties><property name="q" value="w"/></properties></testcase>"#,
+                "p",
+                "v"
+            ),
+            format!(
+                r#"<testcase name="a"><properties>{property}<property name="q" value="w"/></properties></testcase>"#
+            )
+        );
+    }
 
     #[test]
     fn node_ids_mangle_like_pytest() {

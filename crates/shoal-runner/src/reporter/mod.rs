@@ -203,6 +203,12 @@ impl Reporters {
         }
     }
 
+    /// The run's record as it stands (none without pytest's cache), which `--triage` reads
+    /// the failed tests' sequences from before the record is written.
+    pub fn record(&self) -> Option<&crate::record::RunRecord> {
+        self.outputs.record.as_ref().map(Recorder::run)
+    }
+
     /// The run is over, however it ended. The files come first, because a cache that cannot be
     /// written is a warning that pytest counts in the stats line; then the terminal's summary;
     /// then the event log's last line.
@@ -241,6 +247,9 @@ impl Reporters {
         }
         self.terminal
             .summary(results, end.stop, end.plugin_summary, end.elapsed);
+        for verdict in results.triage().iter().flat_map(|t| &t.verdicts) {
+            self.log(|log| log.triage(verdict));
+        }
         self.log(|log| log.run_end(results, end.code.code().into(), end.elapsed));
         Ok(())
     }

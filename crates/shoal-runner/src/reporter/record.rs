@@ -93,6 +93,11 @@ impl Recorder {
         }
     }
 
+    /// The record so far: every process, with what it ran.
+    pub fn run(&self) -> &RunRecord {
+        &self.record
+    }
+
     /// Writes the record among the kept runs.
     pub fn write(self) -> Result<PathBuf, RecordError> {
         record::save(&self.dir, &self.record)

@@ -19,6 +19,7 @@ use super::{
 };
 use crate::{
     options::FailureOutput,
+    replay::triage::{failed_tests, TriageReport, Verdict, MAX_TRIAGED},
     results::{Results, StopReason, TestRecord},
 };
 
@@ -494,6 +495,13 @@ impl Terminal {
             self.rerun_summary(results);
         }
         self.short_summary(results);
+        // Interrupted before any verdict, triage has nothing to show.
+        if let Some(triage) = results
+            .triage()
+            .filter(|t| !t.verdicts.is_empty() || t.untriaged > 0)
+        {
+            self.triage_summary(triage);
+        }
         let stop_after_stats = stop.filter(|s| s.after_stats());
         if let Some(stop) = stop.filter(|s| !s.after_stats()) {
             self.stop_line(results, stop);
@@ -752,6 +760,38 @@ impl Terminal {
         }
         self.painted_header("short test summary info", AnsiColor::Cyan, true);
         for line in lines {
+            self.line(&line);
+        }
+    }
+
+    /// `--triage`'s verdicts, a line per failed test, with the bisect to run for a polluted one.
+    fn triage_summary(&mut self, triage: &TriageReport) {
+        self.painted_header("triage", AnsiColor::Cyan, true);
+        for verdict in &triage.verdicts {
+            let color = match verdict.verdict {
+                Verdict::Flaky | Verdict::Unknown => AnsiColor::Yellow,
+                Verdict::Polluted => AnsiColor::Magenta,
+                Verdict::Failed => AnsiColor::Red,
+            };
+            let word = self.paint(verdict.verdict.word(), Some(color), false);
+            let bisect = verdict
+                .bisect
+                .as_deref()
+                .map_or_else(String::new, |command| {
+                    format!("; find what pollutes it: {command}")
+                });
+            let line = format!(
+                "{word} {} - {}{bisect}",
+                verdict.nodeid,
+                verdict.verdict.reason()
+            );
+            self.line(&line);
+        }
+        if triage.untriaged > 0 {
+            let line = format!(
+                "triage: {} not triaged (at most {MAX_TRIAGED} are)",
+                failed_tests(triage.untriaged)
+            );
             self.line(&line);
         }
     }
