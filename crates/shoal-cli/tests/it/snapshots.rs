@@ -4,7 +4,7 @@
 //! live view is gone (`*_tty`); WORKER ERRORS, the stop line, `--triage`'s section and the
 //! `--report-json` events.
 //! One worker (`-n 1`) keeps the order fixed; durations, the project's path, the interpreter,
-//! a timed-out test's stacks and the run's ids are redacted. The snapshots live in
+//! a timed-out test's stacks, the run's ids and the controller's own CPU and memory are redacted. The snapshots live in
 //! `snapshots/`; after an intended change, `INSTA_UPDATE=always` (or `cargo insta review`)
 //! rewrites them.
 
@@ -19,6 +19,10 @@ fn redactions(project: &Project) -> Vec<(String, &'static str)> {
         ),
         (r"\d+\.\d+s( \(\d+:\d+:\d+\))?".into(), "[TIME]s"),
         (r#""duration":[0-9.e-]+"#.into(), r#""duration":[D]"#),
+        (
+            r#""controller":\{[^}]*\}"#.into(),
+            r#""controller":[USAGE]"#,
+        ),
         (
             r#""testrunuid":"[0-9a-f]+""#.into(),
             r#""testrunuid":"[UID]""#,
