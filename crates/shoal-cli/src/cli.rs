@@ -211,6 +211,11 @@ pub struct ReportCli {
     /// Fold the build's test durations into the durations store (.pytest_cache/shoal/).
     #[arg(long)]
     pub durations: bool,
+
+    /// Write each node's run record as DIR/<node>.json, for `shoal replay --record` and
+    /// `shoal bisect --record`.
+    #[arg(long, value_name = "DIR")]
+    pub save_records: Option<PathBuf>,
 }
 
 /// Merge the JUnit files of `shoal --shard K/N` runs into one run: `shoal merge FILE...`.
@@ -418,6 +423,7 @@ pub fn parse_report(argv: &[String]) -> Result<ReportOptions, clap::Error> {
         junitxml: cli.junitxml,
         timeout: Duration::from_secs_f64(cli.timeout),
         durations: cli.durations,
+        save_records: cli.save_records,
     })
 }
 

@@ -17,6 +17,7 @@ use std::{
 
 use crate::{
     common::{field, survivors, Output, Project, Running},
+    replay::{processes, ran_by_process, sub},
     reports::assert_same_junit_files,
 };
 
@@ -635,16 +636,104 @@ fn every_key_of_a_build_expires_and_builds_do_not_mix() {
     two.assert_code(0);
     let stats = BTreeMap::from([("passed".to_owned(), 10), ("deselected".to_owned(), 32)]);
     assert_eq!(two.stats(), stats, "{}", two.context());
-    let keys = redis.cli(&["--scan", "--pattern", "shoal:{one}:*"]);
-    assert!(keys.lines().count() >= 5, "{keys}");
-    for key in keys.lines() {
-        let ttl: i64 = redis.cli(&["PTTL", key]).trim().parse().unwrap();
-        assert!(0 < ttl && ttl <= 600_000, "{key} has PTTL {ttl}");
-    }
+    let keys = assert_keys_expire_within(&redis, "one", 600_000);
+    assert!(keys.len() >= 5, "{keys:?}");
     for key in redis.cli(&["--scan", "--pattern", "shoal:*"]).lines() {
         let ttl: i64 = redis.cli(&["PTTL", key]).trim().parse().unwrap();
         assert!(ttl > 0, "{key} never expires ({ttl})");
     }
+}
+
+/// Every key of `build` expires within `ms` milliseconds; returns the keys.
+#[track_caller]
+fn assert_keys_expire_within(redis: &Redis, build: &str, ms: i64) -> Vec<String> {
+    let keys = redis.cli(&["--scan", "--pattern", &format!("shoal:{{{build}}}:*")]);
+    for key in keys.lines() {
+        let ttl: i64 = redis.cli(&["PTTL", key]).trim().parse().unwrap();
+        assert!(0 < ttl && ttl <= ms, "{key} has PTTL {ttl}");
+    }
+    keys.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn the_report_saves_each_node_s_record_and_a_failure_on_one_node_replays_here() {
+    let redis = Redis::start();
+    let url = redis.url();
+    // Two checkouts of the pollution fixture, each file one unit on one worker of one node:
+    // the polluter runs before its victim there, and the victim fails on that node only.
+    let projects: Vec<Project> = (0..2).map(|_| Project::new("pollution")).collect();
+    let args = [
+        "-n",
+        "2",
+        "--dist",
+        "loadfile",
+        "--queue",
+        &url,
+        "--build",
+        "rec",
+        "--queue-ttl",
+        "600",
+    ];
+    let nodes: Vec<Running> = projects
+        .iter()
+        .map(|p| p.shoal(args).timeout(Duration::from_secs(120)).start())
+        .collect();
+    for out in nodes.into_iter().map(Running::wait) {
+        assert!(out.code() <= 1, "{}", out.context());
+    }
+    let dir = projects[0].root().join("records");
+    let dir_arg = dir.to_str().unwrap();
+    let out = report(&projects[0], &url, "rec", &["--save-records", dir_arg]);
+    out.assert_code(1);
+    let keys = assert_keys_expire_within(&redis, "rec", 600_000);
+    assert!(keys.contains(&"shoal:{rec}:records".to_owned()), "{keys:?}");
+
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{}", out.context());
+    let victim = "test_env.py::test_env_victim";
+    let mut with_victim = Vec::new();
+    for file in &files {
+        out.assert_stdout_contains(&format!("record: {}", file.display()));
+        let record: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(file).unwrap()).unwrap();
+        for (worker, sequence) in processes(&record) {
+            if let Some(at) = sequence.iter().position(|id| id == victim) {
+                with_victim.push((file.clone(), worker, sequence[..=at].to_vec()));
+            }
+        }
+    }
+    let [(file, worker, upto)] = &with_victim[..] else {
+        panic!(
+            "the victim ran once in all: {with_victim:?}\n{}",
+            out.context()
+        );
+    };
+    // The summary names the record that replays the build's first failure.
+    let hint = regex::Regex::new(r"shoal replay --record (\S+) --test (\S+)").unwrap();
+    let hint = hint.captures(&out.stdout).expect("a replay command");
+    let hinted: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&hint[1]).unwrap()).unwrap();
+    let ran = processes(&hinted).into_iter().flat_map(|(_, ids)| ids);
+    assert!(ran.into_iter().any(|id| id == hint[2]), "{}", out.context());
+    projects[0].take_records();
+    let replay = sub(
+        &projects[0],
+        "replay",
+        &["--record", file.to_str().unwrap(), "--test", victim],
+    );
+    replay.assert_code(1);
+    replay.assert_stderr_contains(&format!("{victim} failed again: REPRODUCED"));
+    // Here, in one process with that node's worker id, the node's sequence up to the victim.
+    assert_eq!(
+        ran_by_process(&projects[0].take_records()),
+        [(worker.clone(), upto.clone())],
+        "{}",
+        replay.context()
+    );
 }
 
 /// `test_flaky.py`: fails the first time it runs in any checkout (it leaves `marker`), then

@@ -24,7 +24,7 @@ const FIXTURE: &str = "pollution";
 const TWO_BY_FILE: [&str; 4] = ["-n", "2", "--dist", "loadfile"];
 
 /// `shoal <subcommand> --python <python> <args>`.
-fn sub(project: &Project, subcommand: &str, args: &[&str]) -> Output {
+pub(crate) fn sub(project: &Project, subcommand: &str, args: &[&str]) -> Output {
     let python = python();
     let mut argv = vec![subcommand, "--python", python.to_str().unwrap()];
     argv.extend(args);
@@ -60,7 +60,7 @@ fn only_record(project: &Project) -> Value {
 }
 
 /// Each recorded process's node ids: (worker, nodeids).
-fn processes(record: &Value) -> Vec<(String, Vec<String>)> {
+pub(crate) fn processes(record: &Value) -> Vec<(String, Vec<String>)> {
     record["processes"]
         .as_array()
         .unwrap()
@@ -77,7 +77,7 @@ fn processes(record: &Value) -> Vec<(String, Vec<String>)> {
 }
 
 /// What each process ran, from the conftest's records, by pid in order of first sight.
-fn ran_by_process(records: &[Value]) -> Vec<(String, Vec<String>)> {
+pub(crate) fn ran_by_process(records: &[Value]) -> Vec<(String, Vec<String>)> {
     let mut order: Vec<u64> = Vec::new();
     let mut by_pid: BTreeMap<u64, (String, Vec<String>)> = BTreeMap::new();
     for r in records.iter().filter(|r| r.get("nodeid").is_some()) {

@@ -990,6 +990,10 @@ impl Dispatcher {
         if let Some(line) = run.work.summary() {
             self.notice(&line);
         }
+        let kept = self.reporters.as_ref().and_then(Reporters::record);
+        if let Some(warning) = kept.and_then(|record| run.work.keep_record(record)) {
+            self.notice(&warning);
+        }
         let status = run.status();
         self.finish_collector(Some(status.code().into()))?;
         run.results

@@ -39,6 +39,8 @@ pub struct ReportOptions {
     pub timeout: Duration,
     /// Update the durations store in the working directory.
     pub durations: bool,
+    /// `--save-records DIR`: write each node's run record there, for `shoal replay`.
+    pub save_records: Option<PathBuf>,
 }
 
 /// Why the report gave no result.
@@ -64,6 +66,12 @@ pub enum ReportError {
     Junit(#[from] crate::reporter::junit::JunitError),
     #[error("write the durations")]
     Durations(#[from] durations::StoreError),
+    #[error("save node {node}'s record as {}", path.display())]
+    SaveRecord {
+        node: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl ReportError {
@@ -131,6 +139,10 @@ pub fn report(options: &ReportOptions) -> Result<ExitCode, ReportError> {
         snapshot.takeovers,
         snapshot.duplicates.len(),
     );
+    let saved = match &options.save_records {
+        Some(dir) => save_records(&mut server, dir, deadline)?,
+        None => HashMap::new(),
+    };
     let elapsed = match server.times()? {
         (Some(created), Some(acknowledged)) => {
             Duration::from_millis(acknowledged.saturating_sub(created))
@@ -183,7 +195,67 @@ pub fn report(options: &ReportOptions) -> Result<ExitCode, ReportError> {
         code,
     };
     reporters.finish(&mut results, end)?;
+    let failed = results.records().iter().find(|r| r.failed());
+    if let Some((test, path)) = failed.and_then(|test| {
+        let (_, node) = test.worker.split_once('@')?;
+        Some((test, saved.get(node)?))
+    }) {
+        println!(
+            "shoal report: replay {} as node {} ran it: shoal replay --record {} --test {}",
+            test.nodeid,
+            test.worker,
+            path.display(),
+            test.nodeid
+        );
+    }
     Ok(code)
+}
+
+/// Writes every node's record into `dir` as `<node>.json`, once each node alive has kept
+/// its record (a node keeps it as its run ends) or `deadline` passes; prints what it wrote
+/// and which nodes left none (killed before their end). Returns each node's file.
+fn save_records(
+    server: &mut Server,
+    dir: &Path,
+    deadline: Instant,
+) -> Result<HashMap<String, PathBuf>, ReportError> {
+    let (records, pending) = loop {
+        let (records, pending) = server.records()?;
+        if pending.is_empty() || Instant::now() >= deadline {
+            break (records, pending);
+        }
+        thread::sleep(POLL);
+    };
+    let mut saved = HashMap::new();
+    let mut nodes: Vec<(String, String)> = records.into_iter().collect();
+    nodes.sort();
+    for (node, record) in nodes {
+        // A node is `HOST-PID`; whatever else Redis holds names no file outside `dir`.
+        let name: String = node
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' => c,
+                _ => '_',
+            })
+            .collect();
+        let path = dir.join(format!("{name}.json"));
+        let error = |source| ReportError::SaveRecord {
+            node: node.clone(),
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(error)?;
+        std::fs::write(&path, record).map_err(error)?;
+        println!(
+            "shoal report: saved node {node}'s record: {}",
+            path.display()
+        );
+        saved.insert(node, path);
+    }
+    for node in pending {
+        println!("shoal report: node {node} kept no record before the timeout");
+    }
+    Ok(saved)
 }
 
 /// The build's results in acknowledgement order, with the attempts that were retried; and

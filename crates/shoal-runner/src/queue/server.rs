@@ -334,6 +334,59 @@ impl Server {
         Ok(fingerprint.zip(info))
     }
 
+    /// Keeps `node`'s run record (JSON) for `shoal report --save-records`, with the build's
+    /// time to live, and ends the node's being alive: the report waits for the record of
+    /// every node that is.
+    pub fn keep_record(&mut self, node: &str, record: &str) -> Result<(), ServerError> {
+        let (records, alive) = (
+            format!("{}records", self.prefix),
+            format!("{}alive:{node}", self.prefix),
+        );
+        let ttl = self.ttl_ms;
+        self.call("keep the node's record", |c| {
+            redis::pipe()
+                .atomic()
+                .hset(&records, node, record)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&records)
+                .arg(ttl)
+                .ignore()
+                .del(&alive)
+                .ignore()
+                .query(c)
+        })
+    }
+
+    /// The nodes' records kept so far (node -> JSON), and the nodes still alive that have
+    /// not kept one (they are finishing, or a lease from now they count as dead).
+    pub fn records(&mut self) -> Result<(HashMap<String, String>, Vec<String>), ServerError> {
+        let (records, nodes) = (
+            format!("{}records", self.prefix),
+            format!("{}nodes", self.prefix),
+        );
+        let (kept, nodes): (HashMap<String, String>, Vec<String>) =
+            self.call("read the nodes' records", |c| {
+                redis::pipe()
+                    .atomic()
+                    .hgetall(&records)
+                    .hkeys(&nodes)
+                    .query(c)
+            })?;
+        let mut pending = Vec::new();
+        for node in nodes.into_iter().filter(|n| !kept.contains_key(n)) {
+            let alive = format!("{}alive:{node}", self.prefix);
+            let exists: bool = self.call("read the nodes' records", |c| {
+                redis::cmd("EXISTS").arg(&alive).query(c)
+            })?;
+            if exists {
+                pending.push(node);
+            }
+        }
+        pending.sort();
+        Ok((kept, pending))
+    }
+
     /// The error for an answer that does not have the shape the scripts give.
     pub fn corrupt(&self, problem: String) -> ServerError {
         ServerError::Corrupt {

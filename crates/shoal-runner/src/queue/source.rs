@@ -21,6 +21,7 @@ use super::{
 };
 use crate::{
     options::Dist,
+    record::RunRecord,
     results::TestRecord,
     shard::manifest,
     work::{Command, Scheduler, WorkSource},
@@ -90,6 +91,8 @@ pub struct QueueSource {
     build_done: bool,
     stopped: bool,
     error: Option<ServerError>,
+    /// A call to Redis failed for good: the end of the run does not wait on it again.
+    lost: bool,
     /// For the node's last line: tests it acknowledged, units it took over from others.
     acknowledged: usize,
     taken_over: usize,
@@ -167,6 +170,7 @@ impl QueueSource {
             build_done: false,
             stopped: false,
             error: None,
+            lost: false,
             acknowledged: 0,
             taken_over: 0,
             spec,
@@ -291,6 +295,7 @@ impl QueueSource {
     /// dispatcher stops the run with the error ([`WorkSource::take_error`]).
     fn fail(&mut self, error: ServerError) -> Vec<Command> {
         self.error = Some(error);
+        self.lost = true;
         self.stopped = true;
         self.next_poll = None;
         Vec::new()
@@ -299,6 +304,7 @@ impl QueueSource {
     /// Leaves the build: what this node still holds goes back to the queue at once.
     fn leave(&mut self, commands: Vec<Command>) -> Vec<Command> {
         if let Err(error) = self.server.release(&self.node) {
+            self.lost = true;
             self.error.get_or_insert(error);
         }
         self.leased.clear();
@@ -483,6 +489,18 @@ impl WorkSource for QueueSource {
             self.acknowledged,
             self.taken_over,
             trips as f64 / self.acknowledged.max(1) as f64,
+        ))
+    }
+
+    fn keep_record(&mut self, record: &RunRecord) -> Option<String> {
+        if self.lost {
+            return None;
+        }
+        let json = serde_json::to_string(record).expect("a record serializes");
+        let error = self.server.keep_record(&self.node, &json).err()?;
+        Some(format!(
+            "shoal: warning: failed to {}",
+            crate::error_chain(&error)
         ))
     }
 

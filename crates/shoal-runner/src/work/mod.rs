@@ -18,7 +18,7 @@ mod shuffle;
 
 use std::time::Instant;
 
-use crate::{results::TestRecord, ExitCode};
+use crate::{record::RunRecord, results::TestRecord, ExitCode};
 
 pub use history::order;
 pub use scheduler::{units, useful_workers, Constraints, Scheduler};
@@ -117,6 +117,13 @@ pub trait WorkSource {
     /// The run's exit code, where the source's verdict decides it rather than the tests'
     /// outcomes (a bisect, whose rounds fail on purpose).
     fn exit_code(&self) -> Option<ExitCode> {
+        None
+    }
+
+    /// The run's record is complete: a source shared with other machines keeps it with them
+    /// (a queue node's, in the build's Redis, for `shoal report --save-records`). Returns a
+    /// warning when it cannot: the record is a debugging aid, never the run's verdict.
+    fn keep_record(&mut self, _record: &RunRecord) -> Option<String> {
         None
     }
 
