@@ -736,6 +736,64 @@ fn the_report_saves_each_node_s_record_and_a_failure_on_one_node_replays_here() 
     );
 }
 
+#[test]
+fn a_record_redis_refuses_is_a_warning_and_the_build_s_verdict_stands() {
+    let redis = Redis::start();
+    // A user that may write every key of the build but `records`.
+    redis.cli(&[
+        "ACL",
+        "SETUSER",
+        "ci",
+        "on",
+        ">pw",
+        "~shoal:{acl}:[^r]*",
+        "~shoal:{acl}:ru*",
+        "~shoal:{acl}:re[^c]*",
+        "&*",
+        "+@all",
+    ]);
+    let user = format!("redis://ci:pw@127.0.0.1:{}", redis.port);
+    let project = Project::new("queue");
+    let args = [
+        "-n",
+        "2",
+        "--queue",
+        &user,
+        "--build",
+        "acl",
+        "--lease-timeout",
+        "2",
+    ];
+    let out = project.shoal(args).timeout(Duration::from_secs(120)).run();
+    out.assert_code(1);
+    assert_eq!(out.stats()["passed"], TESTS - 2, "{}", out.context());
+    out.assert_stderr_contains(
+        "shoal: warning: failed to keep the node's record on the queue at redis://ci:***@",
+    );
+    // The node's own record is written all the same.
+    assert_eq!(
+        fs::read_dir(project.path.join(".pytest_cache/shoal/runs"))
+            .unwrap()
+            .count(),
+        1
+    );
+    // The report waits for the node no longer than its lease, and saves nothing.
+    let dir = project.root().join("records");
+    let report = report(
+        &project,
+        &redis.url(),
+        "acl",
+        &["--save-records", dir.to_str().unwrap()],
+    );
+    report.assert_code(1);
+    assert!(!dir.exists(), "{}", report.context());
+    assert!(
+        !report.stdout.contains("shoal replay"),
+        "{}",
+        report.context()
+    );
+}
+
 /// `test_flaky.py`: fails the first time it runs in any checkout (it leaves `marker`), then
 /// passes.
 fn write_flaky_test(project: &Project, marker: &std::path::Path) {
