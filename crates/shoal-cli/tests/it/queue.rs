@@ -694,12 +694,22 @@ fn the_report_saves_each_node_s_record_and_a_failure_on_one_node_replays_here() 
         .collect();
     files.sort();
     assert_eq!(files.len(), 2, "{}", out.context());
+    // Each saved record is the one its node wrote to its own cache.
+    let json = |path: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let mut local: Vec<serde_json::Value> = projects
+        .iter()
+        .flat_map(|p| fs::read_dir(p.path.join(".pytest_cache/shoal/runs")).unwrap())
+        .map(|e| json(&e.unwrap().path()))
+        .collect();
     let victim = "test_env.py::test_env_victim";
     let mut with_victim = Vec::new();
     for file in &files {
         out.assert_stdout_contains(&format!("record: {}", file.display()));
-        let record: serde_json::Value =
-            serde_json::from_str(&fs::read_to_string(file).unwrap()).unwrap();
+        let record = json(file);
+        let at = local.iter().position(|l| *l == record);
+        local.remove(at.unwrap_or_else(|| panic!("{} is no node's own record", file.display())));
         for (worker, sequence) in processes(&record) {
             if let Some(at) = sequence.iter().position(|id| id == victim) {
                 with_victim.push((file.clone(), worker, sequence[..=at].to_vec()));
@@ -715,9 +725,9 @@ fn the_report_saves_each_node_s_record_and_a_failure_on_one_node_replays_here() 
     // The summary names the record that replays the build's first failure.
     let hint = regex::Regex::new(r"shoal replay --record (\S+) --test (\S+)").unwrap();
     let hint = hint.captures(&out.stdout).expect("a replay command");
-    let hinted: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(&hint[1]).unwrap()).unwrap();
-    let ran = processes(&hinted).into_iter().flat_map(|(_, ids)| ids);
+    let ran = processes(&json(std::path::Path::new(&hint[1])))
+        .into_iter()
+        .flat_map(|(_, ids)| ids);
     assert!(ran.into_iter().any(|id| id == hint[2]), "{}", out.context());
     projects[0].take_records();
     let replay = sub(
