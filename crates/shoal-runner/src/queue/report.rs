@@ -21,6 +21,7 @@ use super::{
 use crate::{
     durations::{self, DurationStore},
     options::FailureOutput,
+    replay::bisect::shell_word,
     reporter::{Outputs, Reporters, RunEnd, Terminal},
     results::{Results, TestRecord},
     shard::merge::on_this_terminal,
@@ -201,19 +202,20 @@ pub fn report(options: &ReportOptions) -> Result<ExitCode, ReportError> {
         Some((test, saved.get(node)?))
     }) {
         println!(
-            "shoal report: replay {} as node {} ran it: shoal replay --record {} --test {}",
+            "shoal report: replay {} as worker {} ran it: shoal replay --record {} --test {}",
             test.nodeid,
             test.worker,
-            path.display(),
-            test.nodeid
+            shell_word(&path.display().to_string()),
+            shell_word(&test.nodeid)
         );
     }
     Ok(code)
 }
 
 /// Writes every node's record into `dir` as `<node>.json`, once each node alive has kept
-/// its record (a node keeps it as its run ends) or `deadline` passes; prints what it wrote
-/// and which nodes left none (killed before their end). Returns each node's file.
+/// its record (a node keeps it as its run ends) or `deadline` passes; prints what it wrote,
+/// and the nodes still alive at the deadline without one (a killed node is not alive, and
+/// leaves none). Returns each node's file.
 fn save_records(
     server: &mut Server,
     dir: &Path,

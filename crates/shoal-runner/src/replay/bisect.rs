@@ -242,7 +242,7 @@ fn seed_args(seed: Option<&Seed>) -> Vec<String> {
 }
 
 /// `word` as one word of a POSIX shell command.
-pub(super) fn shell_word(word: &str) -> String {
+pub(crate) fn shell_word(word: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=,+@%".contains(c);
     if !word.is_empty() && word.chars().all(plain) {
         word.to_owned()
