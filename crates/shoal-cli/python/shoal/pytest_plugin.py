@@ -17,6 +17,7 @@ the command line, the ini file and the plugins are known and before any conftest
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -74,8 +75,6 @@ def _hands_over(config) -> bool:
 
 
 def _xdist_owns_n(pluginmanager) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("xdist") is not None and not pluginmanager.is_blocked("xdist")
 
 
@@ -121,7 +120,7 @@ def _exec_shoal(config) -> None:
 def _shoal_executable() -> str:
     """The shoal installed beside this plugin (the same wheel put both there), else the first
     on ``PATH``."""
-    beside = Path(sysconfig.get_path("scripts"), "shoal" + (".exe" if os.name == "nt" else ""))
+    beside = Path(sysconfig.get_path("scripts"), "shoal")
     if beside.is_file():
         return str(beside)
     found = shutil.which("shoal")

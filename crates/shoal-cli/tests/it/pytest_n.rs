@@ -121,7 +121,7 @@ fn pytest_n_keeps_pytest_s_exit_codes() {
         .pytest(&project, &["-p", "no:xdist", "-n", "2", "--no-such-option"])
         .run();
     out.assert_code(4);
-    assert!(out.stderr.contains("--no-such-option"), "{}", out.context());
+    out.assert_stderr_contains("--no-such-option");
 }
 
 #[test]
@@ -148,11 +148,7 @@ fn no_shoal_turns_the_plugin_off() {
         .pytest(&project, &["-p", "no:xdist", "-p", "no:shoal", "-n", "2"])
         .run();
     out.assert_code(4);
-    assert!(
-        out.stderr.contains("unrecognized arguments: -n"),
-        "{}",
-        out.context()
-    );
+    out.assert_stderr_contains("unrecognized arguments: -n");
 }
 
 #[test]
@@ -185,19 +181,12 @@ fn a_pytest_n_that_is_not_true_or_false_is_a_usage_error() {
         .pytest(&project, &["-p", "no:xdist", "-n", "2"])
         .run();
     out.assert_code(4);
-    assert!(
-        out.stderr.contains("pytest-n in [tool.shoal]") && out.stderr.contains("'yes'"),
-        "{}",
-        out.context()
-    );
+    out.assert_stderr_contains("pytest-n in [tool.shoal]")
+        .assert_stderr_contains("'yes'");
     // shoal reads the same key, and refuses it the same way.
     let out = project.shoal(["-n", "2"]).run();
     out.assert_code(4);
-    assert!(
-        out.stderr.contains("pytest-n: expected true or false"),
-        "{}",
-        out.context()
-    );
+    out.assert_stderr_contains("pytest-n: expected true or false");
 }
 
 #[test]
@@ -214,7 +203,7 @@ fn the_plugin_never_acts_inside_shoal_s_processes() {
     assert_eq!(runners(&out), ["shoal"], "{}", out.context());
 }
 
-/// Where the handed-over run finds shoal: beside the plugin's interpreter first.
+/// With no shoal beside the interpreter nor on `PATH`, the run stops with a usage error.
 #[test]
 fn without_a_shoal_to_hand_over_to_pytest_n_says_so() {
     let project = project();
@@ -226,9 +215,5 @@ fn without_a_shoal_to_hand_over_to_pytest_n_says_so() {
         .env("PATH", &empty)
         .run();
     out.assert_code(4);
-    assert!(
-        out.stderr.contains("failed to find the shoal executable"),
-        "{}",
-        out.context()
-    );
+    out.assert_stderr_contains("failed to find the shoal executable");
 }
