@@ -30,7 +30,7 @@ fn identity() -> WorkerIdentity {
         report_starts: false,
         stack_file: None,
         state_file: None,
-        replay: false,
+        replay: None,
         steals: false,
         workerinput: Default::default(),
         max_tests: None,
@@ -64,7 +64,7 @@ fn from_python() -> Vec<FromPython> {
             workerinput: Default::default(),
             collect_errors: Vec::new(),
             junit: None,
-            replay: false,
+            replay: None,
         },
         FromPython::TerminalSummary {
             text: String::new(),

@@ -21,7 +21,7 @@ mod doc_check;
 pub use messages::*;
 
 /// The version both sides announce in `hello`; a mismatch ends the run with a clear error.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// The largest frame either side accepts. A collection of a million node ids fits well inside.
 pub const MAX_FRAME_LEN: usize = 64 << 20;
@@ -223,6 +223,56 @@ mod tests {
             cases += 1;
         }
         assert!(cases > 1000, "only {cases} cases ran");
+    }
+
+    fn reports_of(body: &str) -> Result<Vec<PhaseReport>, FrameError> {
+        match decode::<FromPython>(body.as_bytes())? {
+            FromPython::TestDone { reports, .. } => Ok(reports),
+            other => panic!("decoded {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_pass_travels_as_its_duration() {
+        let failed = r#"{"when":"call","outcome":"failed","duration":0.5,"category":"failed","letter":"F","word":"FAILED","text":"boom"}"#;
+        let reports = reports_of(&format!(
+            r#"{{"type":"test_done","index":1,"reports":[0.25,{failed},1]}}"#
+        ))
+        .unwrap();
+        assert_eq!(reports[0], PhaseReport::plain_pass(When::Setup, 0.25));
+        assert_eq!(reports[1].outcome, Outcome::Failed);
+        assert_eq!(reports[1].text.as_deref(), Some("boom"));
+        assert_eq!(reports[2], PhaseReport::plain_pass(When::Teardown, 1.0));
+        let call = &reports_of(r#"{"type":"test_done","index":1,"reports":[0,0.5,0]}"#).unwrap()[1];
+        assert_eq!(
+            (
+                call.when,
+                call.category.as_str(),
+                call.letter.as_str(),
+                call.word.as_str()
+            ),
+            (When::Call, "passed", ".", "PASSED")
+        );
+    }
+
+    #[test]
+    fn a_duration_outside_setup_call_and_teardown_is_malformed() {
+        // Two reports (a failed setup, then teardown): no phase follows from a place.
+        let setup = r#"{"when":"setup","outcome":"failed","duration":0,"category":"error","letter":"E","word":"ERROR"}"#;
+        for reports in [
+            format!("[{setup},0.1]"),
+            "[0.1,0.1,0.1,0.1]".to_owned(),
+            // A report in another phase's place.
+            format!("[0.1,{setup},0.1]"),
+            r#"[0.1,"passed",0.1]"#.to_owned(),
+        ] {
+            let body = format!(r#"{{"type":"test_done","index":1,"reports":{reports}}}"#);
+            let err = reports_of(&body).unwrap_err();
+            assert!(
+                matches!(err, FrameError::Malformed { .. }),
+                "{reports}: {err:?}"
+            );
+        }
     }
 
     #[test]

@@ -52,10 +52,11 @@ pub enum FromPython {
         /// What junitxml recorded while collecting (those errors' testcases).
         #[serde(default)]
         junit: Option<JunitDelta>,
-        /// A plugin or conftest in the collector reads reports (`pytest_runtest_logreport`,
-        /// `pytest_sessionfinish`...): workers send theirs for the collector to replay.
+        /// Whether a plugin or conftest in the collector reads reports
+        /// (`pytest_runtest_logreport`, `pytest_sessionfinish`...), and which: workers send
+        /// those for the collector to replay.
         #[serde(default)]
-        replay: bool,
+        replay: Option<ReplayScope>,
     },
     /// The finished collector's plugins' terminal summary sections (a coverage table, say).
     TerminalSummary {
@@ -89,7 +90,11 @@ pub enum FromPython {
     /// A worker finished one test: every phase report it produced.
     TestDone {
         index: usize,
+        #[serde(default)]
         headline: Option<String>,
+        /// Where the reports are pytest's usual setup, call and teardown, a phase that
+        /// passed plainly travels as its duration alone (see [`PhaseReport::plain_pass`]).
+        #[serde(deserialize_with = "phases::deserialize")]
         reports: Vec<PhaseReport>,
         #[serde(default)]
         warnings: Vec<Warning>,
@@ -399,9 +404,10 @@ pub struct WorkerIdentity {
     /// is in, so that after a crash the controller knows what was running, at no message cost.
     #[serde(default)]
     pub state_file: Option<String>,
-    /// Add the report hook calls to each `test_done` (the collector asked, in `collected`).
+    /// Which report hook calls to add to each `test_done` (the collector asked, in
+    /// `collected`).
     #[serde(default)]
-    pub replay: bool,
+    pub replay: Option<ReplayScope>,
     /// Read the controller's messages on a thread, to answer `steal` while a test runs
     /// (worksteal: the running test may wait for what the thief's last test holds).
     #[serde(default)]
@@ -573,6 +579,134 @@ pub struct PhaseReport {
     /// Captured output and log sections: (title, text).
     #[serde(default)]
     pub sections: Vec<(String, String)>,
+}
+
+impl PhaseReport {
+    /// A phase that passed with nothing to show, as pytest's own `pytest_report_teststatus`
+    /// answers for it: quiet for setup and teardown, `passed` `.` `PASSED` for the call. Most
+    /// phases of most runs are these, so `test_done` carries them as their duration alone.
+    pub fn plain_pass(when: When, duration: f64) -> Self {
+        let (category, letter, word) = match when {
+            When::Call => ("passed", ".", "PASSED"),
+            _ => ("", "", ""),
+        };
+        Self {
+            when,
+            outcome: Outcome::Passed,
+            duration,
+            category: category.into(),
+            letter: letter.into(),
+            word: word.into(),
+            wasxfail: None,
+            text: None,
+            message: None,
+            headline: None,
+            skip: None,
+            sections: Vec::new(),
+        }
+    }
+}
+
+/// Which of a worker's report hook calls go to the collector to be made again there, where
+/// plugins read a run's results (`collected.replay`, the identity's `replay`; none when no
+/// plugin reads them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayScope {
+    /// A plugin reads reports: every test's hook calls.
+    All,
+    /// The only readers read just the reports they marked themselves (Hypothesis' summary
+    /// reads those carrying its statistics or failing examples): those reports alone.
+    Marked,
+}
+
+/// `test_done.reports`: each element a phase report, or a plain pass's duration (a number)
+/// where the reports are exactly setup, call and teardown, which then says its phase.
+mod phases {
+    use serde::de::{self, value::MapAccessDeserializer, Deserializer, SeqAccess, Visitor};
+    use serde::Deserialize;
+
+    use super::{PhaseReport, When};
+
+    const USUAL: [When; 3] = [When::Setup, When::Call, When::Teardown];
+
+    /// One element, read without serde's buffering of untagged enums (the per-test path);
+    /// it lives only until it is placed in the list.
+    #[allow(clippy::large_enum_variant)]
+    enum Phase {
+        Report(PhaseReport),
+        PlainPass(f64),
+    }
+
+    impl<'de> Deserialize<'de> for Phase {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct PhaseVisitor;
+            impl<'de> Visitor<'de> for PhaseVisitor {
+                type Value = Phase;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a phase report or a plain pass's duration")
+                }
+                fn visit_f64<E: de::Error>(self, v: f64) -> Result<Phase, E> {
+                    Ok(Phase::PlainPass(v))
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<Phase, E> {
+                    Ok(Phase::PlainPass(v as f64))
+                }
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<Phase, E> {
+                    Ok(Phase::PlainPass(v as f64))
+                }
+                fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Phase, A::Error> {
+                    PhaseReport::deserialize(MapAccessDeserializer::new(map)).map(Phase::Report)
+                }
+            }
+            deserializer.deserialize_any(PhaseVisitor)
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<PhaseReport>, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = Vec<PhaseReport>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of phase reports")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut reports = Vec::with_capacity(USUAL.len());
+                let mut plain = false;
+                while let Some(phase) = seq.next_element::<Phase>()? {
+                    let usual = USUAL.get(reports.len()).copied();
+                    reports.push(match phase {
+                        Phase::Report(report) => report,
+                        Phase::PlainPass(duration) => {
+                            plain = true;
+                            // A fourth is refused below; its `when` does not matter.
+                            PhaseReport::plain_pass(usual.unwrap_or(When::Call), duration)
+                        }
+                    });
+                }
+                if plain && reports.len() != USUAL.len() {
+                    return Err(de::Error::custom(
+                        "a plain pass's duration among other than three reports",
+                    ));
+                }
+                if let Some((report, usual)) = reports
+                    .iter()
+                    .zip(USUAL)
+                    .find(|(report, usual)| plain && report.when != *usual)
+                {
+                    return Err(de::Error::custom(format!(
+                        "a {} report where the {} report belongs",
+                        report.when.as_str(),
+                        usual.as_str()
+                    )));
+                }
+                Ok(reports)
+            }
+        }
+        deserializer.deserialize_seq(ListVisitor)
+    }
 }
 
 /// serde's default for flags that are on unless a peer says otherwise.

@@ -34,6 +34,7 @@ pub const PLUGIN_FILES: &[(&str, &str)] = &[
     plugin_file!("_shoal/compat/__init__.py"),
     plugin_file!("_shoal/compat/benchmark.py"),
     plugin_file!("_shoal/compat/cov.py"),
+    plugin_file!("_shoal/compat/hypothesis.py"),
     plugin_file!("_shoal/compat/junitxml.py"),
     plugin_file!("_shoal/compat/randomly.py"),
     plugin_file!("_shoal/compat/rerunfailures.py"),

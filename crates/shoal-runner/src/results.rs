@@ -267,20 +267,7 @@ impl Results {
 /// The call report of a test that passed in `duration` seconds, as pytest's terminal counts
 /// it (a shard's manifest leaves these out).
 pub fn passed_report(duration: f64) -> PhaseReport {
-    PhaseReport {
-        when: When::Call,
-        outcome: Outcome::Passed,
-        duration,
-        category: "passed".into(),
-        letter: ".".into(),
-        word: "PASSED".into(),
-        wasxfail: None,
-        text: None,
-        message: None,
-        headline: None,
-        skip: None,
-        sections: Vec::new(),
-    }
+    PhaseReport::plain_pass(When::Call, duration)
 }
 
 /// The report standing in for a test whose worker died under it in phase `when`: a failure

@@ -533,6 +533,86 @@ fn hypothesis_property_tests_and_example_database_across_workers() {
     }
 }
 
+/// The reports the collector rebuilt from workers' (`node id when` lines, sorted), which
+/// `plugin_hypothesis_replay`'s conftest lists.
+fn replayed_reports(project: &Project) -> Vec<String> {
+    let mut lines: Vec<String> = fs::read_to_string(project.root().join("replayed.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The `test_mixed.py::...:` headings of Hypothesis's statistics section.
+fn statistics_headings(out: &Output) -> BTreeSet<String> {
+    out.stdout
+        .lines()
+        .filter(|l| l.starts_with("test_mixed.py::") && l.ends_with(':'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn hypothesis_alone_has_only_the_reports_it_marked_replayed() {
+    // Hypothesis's summary reads reports in the controlling process, but only those it marked
+    // with statistics: the plain tests' reports never leave their workers, and its statistics
+    // section is serial pytest's. The other installed plugins that read reports are off.
+    let project = Project::new("plugin_hypothesis_replay");
+    let args = [
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:randomly",
+        "-p",
+        "no:rerunfailures",
+        "-p",
+        "no:syrupy",
+        "-p",
+        "no:benchmark",
+        "--hypothesis-show-statistics",
+    ];
+    let replayed = project.root().join("replayed.txt");
+    let serial = plugin_pytest(&project, &args)
+        .env("REPLAYED", &replayed)
+        .run();
+    serial.assert_code(0);
+    let expected = statistics_headings(&serial);
+    assert_eq!(expected.len(), 2, "{}", serial.context());
+    let _ = fs::remove_file(&replayed);
+
+    let shoal = plugin_shoal(&project, &joined(&["-n", "2"], &args))
+        .env("REPLAYED", &replayed)
+        .run();
+    shoal.assert_code(0);
+    assert_eq!(statistics_headings(&shoal), expected, "{}", shoal.context());
+    assert_eq!(
+        replayed_reports(&project),
+        [
+            "test_mixed.py::test_other_property teardown",
+            "test_mixed.py::test_property teardown"
+        ],
+        "{}",
+        shoal.context()
+    );
+
+    // The negative control: one more reader of every report, and every report is replayed.
+    let _ = fs::remove_file(&replayed);
+    let shoal = plugin_shoal(&project, &joined(&["-n", "2"], &args))
+        .env("REPLAYED", &replayed)
+        .env("READ_EVERY_REPORT", "1")
+        .run();
+    shoal.assert_code(0);
+    assert_eq!(statistics_headings(&shoal), expected, "{}", shoal.context());
+    assert_eq!(
+        replayed_reports(&project).len(),
+        6 * 3,
+        "{}",
+        shoal.context()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // pytest-django
 

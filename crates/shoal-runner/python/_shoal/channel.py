@@ -12,7 +12,7 @@ import struct
 import threading
 import typing
 
-PROTOCOL_VERSION = 8
+PROTOCOL_VERSION = 9
 MAX_FRAME_LEN = 64 << 20
 HEADER = struct.Struct(">I")
 

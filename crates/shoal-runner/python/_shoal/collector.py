@@ -16,7 +16,7 @@ import pytest
 
 from . import forking, terminal, xdist_compat
 from .channel import Channel, hello
-from .compat import cov, junitxml, randomly, rerunfailures, syrupy
+from .compat import cov, hypothesis, junitxml, randomly, rerunfailures, syrupy
 from .keeper import start_worker_under_keeper
 from .plugins import builtin
 from .report import has_terminal, phase_report, reportopt, terminal_writer, warning_reports
@@ -123,11 +123,12 @@ class CollectorPlugin:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         stats = reporter.stats if reporter is not None else {}
         sys.stdout.flush()
-        self._replay_wanted = _reads_reports(config)
+        replay = replay_scope(config)
+        self._replay_wanted = replay is not None
         self.channel.send(
             {
                 "type": "collected",
-                "replay": self._replay_wanted,
+                "replay": replay,
                 "items": items,
                 "fork_unsafe": unsafe,
                 "identity_read": forking.IdentityWatch.first,
@@ -377,14 +378,20 @@ _REPORT_HOOKS = (
 )
 
 
-def _reads_reports(config) -> bool:
-    """Whether a plugin or conftest, not pytest's own nor shoal's, implements a hook that
-    reads reports: only then do workers send their reports for the collector to replay."""
-    return any(
-        not builtin(impl.plugin)
+def replay_scope(config) -> str | None:
+    """Which reports workers send for the collector to replay (the protocol's
+    ``ReplayScope``): ``"all"`` when a plugin or conftest, not pytest's own nor shoal's,
+    implements a hook that reads reports; ``"marked"`` when every such reader reads only
+    reports it marked itself (Hypothesis's summary); None when there is no reader."""
+    readers = [
+        impl
         for name in _REPORT_HOOKS
         for impl in getattr(config.hook, name).get_hookimpls()
-    )
+        if not builtin(impl.plugin)
+    ]
+    if not readers:
+        return None
+    return "marked" if all(hypothesis.reads_marked_only(impl) for impl in readers) else "all"
 
 
 def _drop_reporters(config) -> None:

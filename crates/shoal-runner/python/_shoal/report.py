@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from .compat import sugar
+from .plugins import builtin
 
 # What a report carries at most, in bytes of UTF-8: each captured output or log section, and
 # each rendered report, crash message or JUnit text. Longer ones keep their beginning and
@@ -113,6 +114,32 @@ def _crashline(rep) -> str:
 def _wants_passes(config) -> bool:
     """Whether ``-rP`` (or ``-rA``) asks for the captured output of passing tests."""
     return "P" in reportopt(config)
+
+
+_USUAL = ("setup", "call", "teardown")
+
+
+def test_reports(config, reports) -> list:
+    """A test's phase reports for ``test_done``. Where they are pytest's usual setup, call and
+    teardown and pytest alone says what a status is, a phase that passed with nothing to show
+    is its duration alone: the controller knows the rest (the protocol's
+    ``PhaseReport::plain_pass``), and most phases of most runs are such."""
+    compact = (
+        len(reports) == 3
+        and all(r.when == when for r, when in zip(reports, _USUAL))
+        and _builtin_statuses(config)
+    )
+    return [r.duration if compact and _plain_pass(r) else phase_report(config, r, reports) for r in reports]
+
+
+def _plain_pass(rep) -> bool:
+    return rep.outcome == "passed" and not rep.sections and not hasattr(rep, "wasxfail")
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_statuses(config) -> bool:
+    """Whether every ``pytest_report_teststatus`` that shoal asks is pytest's own."""
+    return all(builtin(impl.plugin) for impl in sugar.teststatus_hook(config).get_hookimpls())
 
 
 def phase_report(config, rep, reports) -> dict:

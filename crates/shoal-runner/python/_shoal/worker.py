@@ -22,8 +22,8 @@ import pytest
 
 from . import leaks, run_once, terminal, xdist_compat
 from .channel import Channel, frame, hello, read_failed
-from .compat import benchmark, junitxml, randomly, syrupy
-from .report import MAX_SECTION, cut, interrupt_exit, phase_report, session_exit, warning_entry
+from .compat import benchmark, hypothesis, junitxml, randomly, syrupy
+from .report import MAX_SECTION, cut, interrupt_exit, phase_report, session_exit, test_reports, warning_entry
 from .wire import to_wire, warning_data
 
 
@@ -40,6 +40,8 @@ class WorkerPlugin:
         self._current = None  # the collection index of the test running in this worker
         self._forward_summary = False
         self._replay = None  # with the identity's "replay": this test's report hook calls
+        # Every hook call is replayed, or only the reports Hypothesis marked (see ReplayScope).
+        self._replay_all = identity.get("replay") == "all"
         self._phase = None  # the state file, see PhaseFile
         self._stack_file = None  # where SIGUSR1 dumps every thread's stack
 
@@ -116,17 +118,18 @@ class WorkerPlugin:
             self.channel.send({"type": "test_partial", "index": self._current, "reports": reports})
 
     def pytest_runtest_logstart(self, nodeid, location):
-        if self._replay is not None:
+        if self._replay_all and self._replay is not None:
             self._replay.append({"hook": "logstart", "nodeid": nodeid, "location": location})
 
     def pytest_runtest_logfinish(self, nodeid, location):
-        if self._replay is not None:
+        if self._replay_all and self._replay is not None:
             self._replay.append({"hook": "logfinish", "nodeid": nodeid, "location": location})
 
     @pytest.hookimpl(tryfirst=True)  # before junitxml and others read the captured output
     def pytest_runtest_logreport(self, report):
-        report.sections = [(name, cut(text, MAX_SECTION)) for name, text in report.sections]
-        if self._replay is not None:
+        if report.sections:
+            report.sections = [(name, cut(text, MAX_SECTION)) for name, text in report.sections]
+        if self._replay is not None and (self._replay_all or hypothesis.marked(report)):
             # As xdist's workers serialise reports for its controller.
             data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
             data.update(
@@ -141,7 +144,7 @@ class WorkerPlugin:
             self._phase.enter(self._phase.index, CALL if report.when == "setup" and report.passed else TEARDOWN)
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
-        if self._replay is not None:
+        if self._replay_all and self._replay is not None:
             self._replay.append(
                 {
                     "hook": "warning",
@@ -238,19 +241,19 @@ class WorkerPlugin:
         found = stash.get(leaks.FOUND, None)
         if found is not None:
             del stash[leaks.FOUND]  # a retry of the test in this worker finds its own
-        self.channel.send(
-            {
-                "type": "test_done",
-                "index": index,
-                "headline": reports[0].head_line if reports else None,
-                "reports": [phase_report(session.config, r, reports) for r in reports],
-                "warnings": self.take_warnings(),
-                "junit": junit.take(),
-                **({"replay": self._replay} if self._replay is not None else {}),
-                **({"leaks": found} if found else {}),
-                **extra,
-            }
-        )
+        msg = {"type": "test_done", "index": index, "reports": test_reports(session.config, reports)}
+        if any(isinstance(r, dict) for r in msg["reports"]):
+            msg["headline"] = reports[0].head_line  # a plain pass's is never shown
+        # What most tests have none of is left out.
+        for key, value in (
+            ("warnings", self.take_warnings()),
+            ("junit", junit.take()),
+            ("replay", self._replay),
+            ("leaks", found),
+        ):
+            if value:
+                msg[key] = value
+        self.channel.send({**msg, **extra})
         if self._phase is not None:
             self._phase.enter(index, IDLE)
 

@@ -30,7 +30,7 @@ pub(super) struct Collection {
     pub(super) workerinput: serde_json::Map<String, serde_json::Value>,
     pub(super) collect_errors: Vec<shoal_protocol::CollectError>,
     pub(super) collect_junit: Option<shoal_protocol::JunitDelta>,
-    pub(super) replay: bool,
+    pub(super) replay: Option<shoal_protocol::ReplayScope>,
 }
 
 impl Dispatcher {

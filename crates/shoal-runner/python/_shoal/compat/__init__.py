@@ -4,6 +4,7 @@ each docstring names the version it was written against and why the shim is need
 new release of the plugin can be checked against it.
 
   cov             pytest-cov: coverage measured in workers, combined in the collector
+  hypothesis      Hypothesis: its summary reads only the reports it marked; only those replayed
   randomly        pytest-randomly: every worker shuffles with the collector's seed
   rerunfailures   pytest-rerunfailures: reruns logged as in xdist's workers; its flaky mark
   junitxml        pytest's junitxml: each test's <testcase> built in its worker

@@ -47,7 +47,8 @@ pub struct WorkerLost {
     pub stack: Option<String>,
     /// The last test's reports before its teardown (`test_partial`).
     pub partial: Option<(usize, Vec<PhaseReport>)>,
-    /// Whether the collector's plugins hear of each test's reports (the identity's `replay`).
+    /// Whether the collector's plugins hear of each test's reports (the identity's `replay`
+    /// is `all`), and so of a test its end failed.
     pub replay: bool,
     /// It ended its session to be replaced, before the tests it still held.
     pub recycled: bool,

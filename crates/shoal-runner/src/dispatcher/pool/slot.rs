@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shoal_protocol::{PhaseReport, Recycle, When, WorkerIdentity};
+use shoal_protocol::{PhaseReport, Recycle, ReplayScope, When, WorkerIdentity};
 
 use crate::{connection::Peer, signals};
 
@@ -389,7 +389,7 @@ impl Worker {
             output: String::from_utf8_lossy(self.recent_output.make_contiguous()).into_owned(),
             stack,
             partial: self.partial.take(),
-            replay: self.identity.replay,
+            replay: self.identity.replay == Some(ReplayScope::All),
             recycled: self.recycle.is_some(),
         })
     }
