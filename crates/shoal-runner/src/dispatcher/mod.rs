@@ -169,6 +169,12 @@ impl Dispatcher {
     /// Routes events until every worker is gone and the work source waits for nothing more.
     fn drive(&mut self, run: &mut Run) -> Result<(), RunError> {
         while !self.pool.all_finished() || run.work.waiting() {
+            if self.events.is_empty() {
+                // What the events handled so far reported shows before the wait for more.
+                if let Some(reporters) = self.reporters.as_mut() {
+                    reporters.flush();
+                }
+            }
             match self.next_event(run) {
                 Ok(event) => self.handle(event, run)?,
                 Err(RecvTimeoutError::Timeout) => self.on_deadline(run),

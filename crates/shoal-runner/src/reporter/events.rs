@@ -113,7 +113,7 @@ impl EventLog {
     /// Opens `target`: a file path, or `-` for stdout.
     pub fn open(target: &str) -> Result<Self, EventsError> {
         let out: Box<dyn Write> = if target == "-" {
-            Box::new(io::stdout())
+            Box::new(BufWriter::new(io::stdout()))
         } else {
             let file = File::create(PathBuf::from(target)).map_err(|source| EventsError {
                 target: target.to_owned(),
@@ -129,12 +129,20 @@ impl EventLog {
 
     fn emit(&mut self, event: &Event<'_>) -> Result<(), EventsError> {
         let line = serde_json::to_string(event).expect("events serialize");
-        writeln!(self.out, "{line}")
-            .and_then(|()| self.out.flush())
-            .map_err(|source| EventsError {
-                target: self.target.clone(),
-                source,
-            })
+        writeln!(self.out, "{line}").map_err(|source| self.failed(source))
+    }
+
+    /// Writes the buffered lines: the dispatcher does whenever it has no event left to
+    /// handle, so a reader following the file sees each burst of tests as it is handled.
+    pub fn flush(&mut self) -> Result<(), EventsError> {
+        self.out.flush().map_err(|source| self.failed(source))
+    }
+
+    fn failed(&self, source: io::Error) -> EventsError {
+        EventsError {
+            target: self.target.clone(),
+            source,
+        }
     }
 
     pub fn run_start(&mut self, start: &RunStart<'_>, testrunuid: &str) -> Result<(), EventsError> {

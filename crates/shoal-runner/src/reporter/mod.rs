@@ -203,6 +203,12 @@ impl Reporters {
         }
     }
 
+    /// Writes what the terminal and the event log hold (see [`Terminal::flush`]).
+    pub fn flush(&mut self) {
+        self.terminal.flush();
+        self.log(EventLog::flush);
+    }
+
     /// The run's record as it stands (none without pytest's cache), which `--triage` reads
     /// the failed tests' sequences from before the record is written.
     pub fn record(&self) -> Option<&crate::record::RunRecord> {
@@ -251,6 +257,7 @@ impl Reporters {
             self.log(|log| log.triage(verdict));
         }
         self.log(|log| log.run_end(results, end.code.code().into(), end.elapsed));
+        self.log(EventLog::flush);
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 
 use std::{
     collections::HashMap,
-    io::{self, Write},
+    io::{self, BufWriter, Write},
     time::Duration,
 };
 
@@ -85,10 +85,12 @@ pub struct Terminal {
 impl Terminal {
     pub fn new(settings: PytestSettings, failure_output: FailureOutput, to_stderr: bool) -> Self {
         // `-p no:terminal`: pytest prints nothing, nor does shoal's terminal.
+        // Buffered: the progress of a busy run goes out in one write per burst of tests (see
+        // `flush`), not one per test.
         let out: Box<dyn Write> = match (settings.terminal, to_stderr) {
             (false, _) => Box::new(io::sink()),
-            (true, true) => Box::new(io::stderr()),
-            (true, false) => Box::new(io::stdout()),
+            (true, true) => Box::new(BufWriter::new(io::stderr())),
+            (true, false) => Box::new(BufWriter::new(io::stdout())),
         };
         Self {
             settings,
@@ -278,8 +280,16 @@ impl Terminal {
         }
     }
 
-    /// One of shoal's own lines, on stderr, with the live view (if any) out of its way.
-    pub fn notice(&self, text: &str) {
+    /// Writes what the terminal holds: the dispatcher calls this whenever it has no event
+    /// left to handle, so a test's progress shows as soon as the burst it came in is handled.
+    pub fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
+
+    /// One of shoal's own lines, on stderr, with the live view (if any) out of its way, and
+    /// after what stdout holds.
+    pub fn notice(&mut self, text: &str) {
+        self.flush();
         match &self.live {
             Some(live) => live.suspend(|| eprintln!("{text}")),
             None => eprintln!("{text}"),
@@ -436,7 +446,6 @@ impl Terminal {
                 self.finish_progress_line(&self.percent());
             }
         }
-        let _ = self.out.flush();
     }
 
     /// The FAILURES/ERRORS sections, the short summary and the final stats line.
