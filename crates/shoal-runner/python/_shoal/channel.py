@@ -17,9 +17,13 @@ MAX_FRAME_LEN = 64 << 20
 HEADER = struct.Struct(">I")
 
 
+# One encoder for every frame: json.dumps would build one per call for these separators.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def frame(msg: dict) -> bytes:
     """``msg`` as one frame."""
-    data = json.dumps(msg, separators=(",", ":")).encode()
+    data = _ENCODER.encode(msg).encode()
     return HEADER.pack(len(data)) + data
 
 

@@ -14,14 +14,13 @@ import functools
 import os
 
 import pytest
+from _pytest.junitxml import xml_key
 
 from ..report import MAX_TEXT, cut
 
 
 def logxml(config):
     """pytest's junitxml plugin object, when ``--junitxml`` is on."""
-    from _pytest.junitxml import xml_key
-
     return config.stash.get(xml_key, None)
 
 
@@ -80,8 +79,6 @@ def unregister(config) -> None:
     """The controller writes the run's file and names it; the collector's is nothing."""
     xml = logxml(config)
     if xml is not None:
-        from _pytest.junitxml import xml_key
-
         del config.stash[xml_key]
         config.pluginmanager.unregister(xml)
 
