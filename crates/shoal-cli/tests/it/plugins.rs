@@ -572,6 +572,7 @@ fn hypothesis_alone_has_only_the_reports_it_marked_replayed() {
         "-p",
         "no:benchmark",
         "--hypothesis-show-statistics",
+        "test_mixed.py",
     ];
     let replayed = project.root().join("replayed.txt");
     let serial = plugin_pytest(&project, &args)
@@ -611,6 +612,29 @@ fn hypothesis_alone_has_only_the_reports_it_marked_replayed() {
         "{}",
         shoal.context()
     );
+}
+
+#[test]
+fn hypothesis_is_never_imported_in_workers_of_a_suite_that_does_not_use_it() {
+    // Hypothesis's plugin imports Hypothesis for its terminal summary; the collector's summary
+    // prints every worker's statistics, and a worker's own would print to nothing.
+    let project = Project::new("plugin_hypothesis_replay");
+    let imports = project.root().join("imports.txt");
+    let shoal = plugin_shoal(
+        &project,
+        &["-n", "2", "-p", "no:cacheprovider", "test_plain_only.py"],
+    )
+    .env("REPLAYED", project.root().join("replayed.txt"))
+    .env("IMPORTS", &imports)
+    .run();
+    shoal.assert_code(0);
+    let mut lines: Vec<String> = fs::read_to_string(&imports)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    assert_eq!(lines, ["gw0 False", "gw1 False"], "{}", shoal.context());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -61,7 +61,8 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 #   Config._tmp_path_factory, TempPathFactory._given_basetemp / _basetemp
 #                                                    each worker's own --basetemp (worker)
 #   OptionGroup._addoption                           xdist's short options (-n, -d, -f) (options)
-#   pluggy HookCaller._remove_plugin                 taking reporters off a forked worker's hooks
-#                                                    (collector, terminal)
+#   pluggy HookCaller._remove_plugin                 taking reporters off a forked worker's hooks,
+#                                                    Hypothesis's summary off a worker's
+#                                                    (collector, terminal, compat.hypothesis)
 #   os.environ._data (CPython's)                     the environment copied in C, per test
 #                                                    (leaks; without it, decoded)

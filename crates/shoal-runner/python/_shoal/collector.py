@@ -202,6 +202,9 @@ class CollectorPlugin:
         children: dict[int, str] = {}
         collector = os.getpid()
         stopping = False
+        # Work of the run's end that can be done ahead, once, the first time nothing came for a
+        # moment: the workers are running tests, and the collector would only wait.
+        ahead = hypothesis.summary_imports(config)
         # Without workers (-n 0) the run is plain pytest to plugins: no xdist node hooks.
         nodes = distributed(config)
         if nodes:
@@ -215,8 +218,12 @@ class CollectorPlugin:
             elif self.channel.frame_ready():
                 message_waiting = True
             else:
-                readable = select.select([self.channel.sock, wake_r], [], [])[0]
+                timeout = _IDLE if ahead else None
+                readable = select.select([self.channel.sock, wake_r], [], [], timeout)[0]
                 message_waiting = self.channel.sock in readable
+                if ahead and not readable:
+                    ahead()
+                    ahead = None
             try:
                 os.read(wake_r, 4096)
             except BlockingIOError:
@@ -366,6 +373,9 @@ class CollectorPlugin:
             msg["code"] = os.waitstatus_to_exitcode(status)
         self.channel.send(msg)
 
+
+# How long the collector waits for a message before it does the work it can do ahead (seconds).
+_IDLE = 0.05
 
 # The hooks through which plugins read a run's results in the controlling process.
 _REPORT_HOOKS = (

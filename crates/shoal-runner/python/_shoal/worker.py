@@ -75,6 +75,8 @@ class WorkerPlugin:
         identity = self.identity
         junitxml.start_in_worker(config)
         terminal.silence(config, identity.get("width"))
+        if identity.get("distributed"):
+            hypothesis.no_summary_in_worker(config)
         if identity.get("detect_leaks"):
             config.pluginmanager.register(leaks.LeakDetector(config.rootpath), "shoal-leaks")
         _no_debugger(config)

@@ -7,11 +7,22 @@ to replay (``collector.replay_scope``), which costs tiny tests more than they co
 But Hypothesis's summary reads only the reports its ``pytest_runtest_makereport`` marked: the
 teardown report of a test with statistics (``--hypothesis-show-statistics``) or with failing
 examples (the patch it writes). Where it is the only reader, workers send those alone.
+
+In a worker of a distributed run the same summary would print, to nothing, the statistics of
+that worker's tests (the collector prints every worker's, from the reports replayed to it),
+write the failing examples' patch a second time, and import all of Hypothesis to do so, which
+delays the end of every worker by about a third of a second on two cores. It is taken off
+those workers' hook; under ``-n 0`` the one worker is plain pytest and keeps it.
+
+The collector's summary, which must run at the end, imports all of Hypothesis too (its plugin
+imports nothing of it before, even where no test uses it): the collector makes that import
+while the workers run the tests, when it would only wait, so that the run's end does not.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 
 from ..plugins import plugin_module
 
@@ -33,6 +44,34 @@ def _marks() -> tuple:
         getattr(plugin, "STATS_KEY", "_hypothesis_stats"),
         getattr(plugin, "FAILING_EXAMPLES_KEY", "_hypothesis_failing_examples"),
     )
+
+
+def summary_imports(config):
+    """Where Hypothesis's summary will run in the collector: a function that makes the import
+    it makes (``hypothesis.internal.observability``, and with it all of Hypothesis), for the
+    collector to call while it waits for the workers; else None. An import that raises is
+    left for the summary's own, which raises again where pytest reports it; warnings the
+    import makes are ignored, as the collector's loop has no test to charge them to."""
+    if not any(reads_marked_only(impl) for impl in config.hook.pytest_terminal_summary.get_hookimpls()):
+        return None
+
+    def import_ahead() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                import hypothesis.internal.observability  # noqa: F401
+            except Exception:
+                pass
+
+    return import_ahead
+
+
+def no_summary_in_worker(config) -> None:
+    """Takes Hypothesis's summary off this distributed worker's ``pytest_terminal_summary``."""
+    hook = config.hook.pytest_terminal_summary
+    for impl in hook.get_hookimpls():
+        if reads_marked_only(impl):
+            hook._remove_plugin(impl.plugin)  # pluggy's own, see _shoal/__init__.py
 
 
 def marked(report) -> bool:
