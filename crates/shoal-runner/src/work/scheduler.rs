@@ -19,6 +19,14 @@ use crate::{options::Dist, results::TestRecord};
 /// not wait on the controller, small enough that the tail of the run stays balanced.
 const MAX_CHUNK: usize = 64;
 
+/// Under `--dist load`, a worker that holds fewer tests than this (without history), or less
+/// expected time than [`REFILL_SECONDS`] (with it), is sent its next chunk before it is down to
+/// its last two. A chunk sent only then reaches it after it started the second-to-last, and a
+/// worker running tiny tests then waits a round trip through the controller for it, once a
+/// chunk (3% of a worker's time on 20,000 trivial tests).
+const REFILL_TESTS: usize = 8;
+const REFILL_SECONDS: f64 = 0.005;
+
 /// What limits when a test may run beside others: `@pytest.mark.serial` (nothing else runs
 /// at the same time) and `@pytest.mark.resource(name, limit=N)` (at most N tests holding that
 /// resource run at once). Indexed by test.
@@ -529,9 +537,14 @@ impl Scheduler {
             if !queue.ready || queue.shut || queue.lost {
                 continue;
             }
-            if queue.pending.len() < 2 {
+            let must = queue.pending.len() < 2;
+            if must || self.runs_low(worker, live) {
                 let mut batch: Vec<usize> = self.workers[worker].share.drain(..).collect();
-                let hold = self.fair_hold();
+                // A worker running low takes one more unit (a chunk).
+                let hold = match must {
+                    true => self.fair_hold(),
+                    false => self.workers[worker].pending.len() + 1,
+                };
                 while self.workers[worker].pending.len() + batch.len() < hold {
                     // What the worker holds counts: behind a long test, a single successor.
                     let queue = &self.workers[worker].pending;
@@ -579,6 +592,22 @@ impl Scheduler {
             });
         }
         commands
+    }
+
+    /// Under `load`, whether `worker`, which still holds its next test, runs low enough to be
+    /// sent more now (see [`REFILL_TESTS`]); only while every slot takes work (one starting,
+    /// replaced or recycled gets its share first) and the pool holds more than a few tests per
+    /// worker, so that the end of the run still spreads over them all.
+    fn runs_low(&self, worker: usize, live_workers: usize) -> bool {
+        let steady = self.workers.iter().all(|q| q.ready && !q.shut && !q.lost);
+        if self.dist != Dist::Load || !steady || self.units.len() < live_workers * REFILL_TESTS {
+            return false;
+        }
+        let pending = &self.workers[worker].pending;
+        match self.seconds {
+            Some(_) => self.seconds_of(pending) < REFILL_SECONDS,
+            None => pending.len() < REFILL_TESTS,
+        }
     }
 
     /// How many tests a worker should hold: two (one running, its successor known), but near
@@ -1089,6 +1118,76 @@ mod tests {
         s.worker_ready(0);
         s.requeue(1, Vec::new());
         assert!(s.units.iter().all(|u| !u.is_empty()));
+    }
+
+    /// How many tests `worker` held when each `Run` for it came, as it finishes `tests` of
+    /// them one by one (its running test first).
+    fn held_at_each_run(s: &mut Scheduler, worker: usize, tests: usize) -> Vec<usize> {
+        let mut held_at = Vec::new();
+        for _ in 0..tests {
+            let running = s.running(worker).expect("it holds tests");
+            let held = s.workers[worker].pending.len() - 1;
+            let commands = s.test_done(worker, running);
+            if commands
+                .iter()
+                .any(|c| matches!(c, Command::Run { worker: w, .. } if *w == worker))
+            {
+                held_at.push(held);
+            }
+        }
+        held_at
+    }
+
+    #[test]
+    fn a_worker_running_low_gets_its_next_chunk_before_its_last_two() {
+        let items: Vec<CollectedItem> = (0..400)
+            .map(|n| item(&format!("a.py::t{n}"), None))
+            .collect();
+        let mut s = Scheduler::new(
+            Dist::Load,
+            units(Dist::Load, &items, false),
+            2,
+            Constraints::default(),
+        );
+        s.worker_ready(0);
+        // gw1 is still starting: gw0 gets more only once down to its last test.
+        let first = s.workers[0].pending.len();
+        assert_eq!(held_at_each_run(&mut s, 0, first - 1), [1]);
+        s.worker_ready(1);
+        // Both take work: the next chunk comes while a few tests are left, not at the last.
+        let held = s.workers[0].pending.len();
+        assert_eq!(
+            held_at_each_run(&mut s, 0, held)[0],
+            REFILL_TESTS - 1,
+            "held {held}"
+        );
+        // Near the end of the pool the last tests still spread one by one.
+        let mut ran = [0, 0];
+        while let Some((w, running)) = (0..2).find_map(|w| s.running(w).map(|t| (w, t))) {
+            ran[w] += 1;
+            s.test_done(w, running);
+        }
+        assert!(s.units.is_empty());
+        assert!(ran[1] > 0, "{ran:?}");
+    }
+
+    #[test]
+    fn with_history_a_worker_runs_low_by_expected_time() {
+        let items: Vec<CollectedItem> = (0..400)
+            .map(|n| item(&format!("a.py::t{n}"), None))
+            .collect();
+        // 2 ms each: below REFILL_SECONDS once it holds two (the running one and one more).
+        let mut s = Scheduler::new(
+            Dist::Load,
+            units(Dist::Load, &items, false),
+            2,
+            Constraints::default(),
+        )
+        .with_history(vec![0.002; 400]);
+        s.worker_ready(0);
+        s.worker_ready(1);
+        let held = s.workers[0].pending.len();
+        assert_eq!(held_at_each_run(&mut s, 0, held)[0], 2, "held {held}");
     }
 
     #[test]
