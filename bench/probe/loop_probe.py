@@ -5,8 +5,8 @@ PYTHONPATH): the CPU a process spends running its tests, and how much of it insi
 The test loop is measured from the start of the process's first test to the end of its last
 (thread CPU time): in serial pytest that is pytest's own loop, in a shoal worker the worker's
 loop, whose time outside the protocol is shoal's per-test work (taking the next test, sending
-the reports). Start-up, collection, the fork and the session's end are outside it. At the end
-of the session each process that ran tests appends one JSON line to $LOOP_PROBE_OUT:
+the reports). Start-up, collection, the fork and the session's end are outside it. At
+unconfigure each process that ran tests appends one JSON line to $LOOP_PROBE_OUT:
 ``{"worker": "gw0" or null, "tests", "loop_cpu", "protocol_cpu"}``.
 """
 
@@ -31,12 +31,14 @@ def pytest_runtest_protocol(item, nextitem):
     _loop["last"] = end
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session):
+# Not pytest_sessionfinish: that is one of the hooks by which a plugin reads a run's reports in
+# the controlling process, and a plugin implementing it makes shoal's workers send every report
+# for the collector to replay, which would add that cost to what is measured.
+def pytest_unconfigure(config):
     out = os.environ.get("LOOP_PROBE_OUT")
     if not out or not _loop["tests"]:
         return
-    workerinput = getattr(session.config, "workerinput", None)
+    workerinput = getattr(config, "workerinput", None)
     line = {
         "worker": workerinput["workerid"] if workerinput else None,
         "tests": _loop["tests"],
