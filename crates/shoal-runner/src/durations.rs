@@ -149,7 +149,9 @@ impl DurationStore {
             version: STORE_VERSION,
             tests: std::mem::take(&mut self.tests),
         };
-        let text = serde_json::to_string_pretty(&file).expect("JSON serializes");
+        // Compact: read before every run starts and written after it ends, and at packaging's
+        // 64,000 tests the indented form is a fifth larger (19 MB against 16).
+        let text = serde_json::to_vec(&file).expect("JSON serializes");
         self.tests = file.tests;
         let error = |source| StoreError {
             path: self.path.clone(),
