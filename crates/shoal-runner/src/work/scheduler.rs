@@ -541,9 +541,10 @@ impl Scheduler {
             if must || self.runs_low(worker, live) {
                 let mut batch: Vec<usize> = self.workers[worker].share.drain(..).collect();
                 // A worker running low takes one more unit (a chunk).
-                let hold = match must {
-                    true => self.fair_hold(),
-                    false => self.workers[worker].pending.len() + 1,
+                let hold = if must {
+                    self.fair_hold()
+                } else {
+                    self.workers[worker].pending.len() + 1
                 };
                 while self.workers[worker].pending.len() + batch.len() < hold {
                     // What the worker holds counts: behind a long test, a single successor.
@@ -1138,17 +1139,16 @@ mod tests {
         held_at
     }
 
+    /// A scheduler of `dist` for two workers over `n` tests of one module.
+    fn two_workers_over(dist: Dist, n: usize) -> Scheduler {
+        let items: Vec<CollectedItem> =
+            (0..n).map(|i| item(&format!("a.py::t{i}"), None)).collect();
+        Scheduler::new(dist, units(dist, &items, false), 2, Constraints::default())
+    }
+
     #[test]
     fn a_worker_running_low_gets_its_next_chunk_before_its_last_two() {
-        let items: Vec<CollectedItem> = (0..400)
-            .map(|n| item(&format!("a.py::t{n}"), None))
-            .collect();
-        let mut s = Scheduler::new(
-            Dist::Load,
-            units(Dist::Load, &items, false),
-            2,
-            Constraints::default(),
-        );
+        let mut s = two_workers_over(Dist::Load, 400);
         s.worker_ready(0);
         // gw1 is still starting: gw0 gets more only once down to its last test.
         let first = s.workers[0].pending.len();
@@ -1173,17 +1173,8 @@ mod tests {
 
     #[test]
     fn with_history_a_worker_runs_low_by_expected_time() {
-        let items: Vec<CollectedItem> = (0..400)
-            .map(|n| item(&format!("a.py::t{n}"), None))
-            .collect();
         // 2 ms each: below REFILL_SECONDS once it holds two (the running one and one more).
-        let mut s = Scheduler::new(
-            Dist::Load,
-            units(Dist::Load, &items, false),
-            2,
-            Constraints::default(),
-        )
-        .with_history(vec![0.002; 400]);
+        let mut s = two_workers_over(Dist::Load, 400).with_history(vec![0.002; 400]);
         s.worker_ready(0);
         s.worker_ready(1);
         let held = s.workers[0].pending.len();
@@ -1307,15 +1298,7 @@ mod tests {
 
     #[test]
     fn a_recycled_slot_is_filled_again_while_another_worker_takes_work() {
-        let items: Vec<CollectedItem> = (0..40)
-            .map(|n| item(&format!("a.py::t{n}"), None))
-            .collect();
-        let mut s = Scheduler::new(
-            Dist::Load,
-            units(Dist::Load, &items, false),
-            2,
-            Constraints::default(),
-        );
+        let mut s = two_workers_over(Dist::Load, 40);
         s.worker_ready(0);
         s.worker_ready(1);
         let first = s.running(0).unwrap();
@@ -1346,14 +1329,7 @@ mod tests {
 
     #[test]
     fn tests_released_to_a_thief_replaced_meanwhile_wait_until_it_is_ready() {
-        let items: Vec<CollectedItem> =
-            (0..8).map(|n| item(&format!("a.py::t{n}"), None)).collect();
-        let mut s = Scheduler::new(
-            Dist::WorkSteal,
-            units(Dist::WorkSteal, &items, false),
-            2,
-            Constraints::default(),
-        );
+        let mut s = two_workers_over(Dist::WorkSteal, 8);
         s.worker_ready(0);
         s.worker_ready(1);
         let mine: Vec<usize> = s.workers[1].pending.iter().copied().collect();
