@@ -1,7 +1,10 @@
 //! Which worker runs which test, per `--dist` mode. The `distribution` fixture's conftest
 //! records `{nodeid, worker, pid}` for every test it runs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+};
 
 use crate::common::{
     assert_no_rendezvous_timeout, collected_ids, field, file_of, placements, scope_of,
@@ -412,6 +415,170 @@ fn worksteal_takes_tests_from_a_worker_blocked_in_a_test() {
         .run();
     out.assert_code(0);
     assert_eq!(out.stats().get("passed"), Some(&6), "{}", out.context());
+}
+
+/// Under `load`, one worker takes the 25 tests of `test_blocked.py` as its first chunk (a
+/// quarter of a worker's part of 200 tests); its first test blocks until the other worker,
+/// which meanwhile takes every chunk of the pool, runs its second-to-last test. Only then can
+/// the blocked worker answer a steal, and the other worker must take tests queued behind the
+/// blocked one rather than finish. Each test of that file records which worker ran it and how
+/// many tests that process had run before.
+const BLOCKED_BY_THE_POOL: &str = r#"
+import os
+
+import pytest
+
+
+def test_0():
+    with open("blocked-on", "w") as out:
+        out.write(os.environ["PYTEST_XDIST_WORKER"])
+    with open("signal.fifo") as fifo:  # waits for a writer
+        assert fifo.read() == "go"
+
+
+@pytest.mark.parametrize("n", range(1, 25))
+def test_queued(n, ran_before):
+    with open("placed", "a") as out:
+        out.write(f"{os.environ['PYTEST_XDIST_WORKER']} {ran_before}\n")
+"#;
+
+const POOL: &str = r#"
+import pytest
+
+
+@pytest.mark.parametrize("n", range(175))
+def test_fast(n):
+    if n == 173:  # the second-to-last: its successor is known, no steal needs answering
+        with open("signal.fifo", "w") as fifo:  # waits for test_0 to read
+            fifo.write("go")
+"#;
+
+const RAN_BEFORE: &str = r#"
+import os
+
+import pytest
+
+try:
+    os.mkfifo("signal.fifo")
+except FileExistsError:
+    pass  # a spawned worker, importing this after the collector
+
+_ran = 0
+
+
+@pytest.fixture
+def ran_before():
+    """How many tests this process ran before this one."""
+    return _ran
+
+
+@pytest.fixture(autouse=True)
+def _count():
+    global _ran
+    yield
+    _ran += 1
+"#;
+
+#[test]
+fn load_takes_tests_queued_on_a_busy_worker_once_the_pool_is_empty() {
+    let project = Project::empty();
+    project.write("conftest.py", RAN_BEFORE);
+    project.write("test_blocked.py", BLOCKED_BY_THE_POOL);
+    project.write("test_fast.py", POOL);
+    let out = project
+        .shoal(["-n", "2", "--timeout", "60", "-p", "no:cacheprovider"])
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.stats().get("passed"), Some(&200), "{}", out.context());
+    let blocked_on = fs::read_to_string(project.path.join("blocked-on")).unwrap();
+    let placed = fs::read_to_string(project.path.join("placed")).unwrap();
+    let taken: Vec<&str> = placed
+        .lines()
+        .filter(|line| !line.starts_with(&format!("{blocked_on} ")))
+        .collect();
+    assert!(!taken.is_empty(), "{placed}\n{}", out.context());
+    // Each was taken once the pool was empty, after the other worker's 175 tests; handed out
+    // from the pool it would have run before them.
+    for line in taken {
+        let ran_before: usize = line.split(' ').nth(1).unwrap().parse().unwrap();
+        assert!(ran_before >= 175, "{placed}\n{}", out.context());
+    }
+}
+
+/// The other worker's last tests are a class that holds a lock until its teardown, which
+/// comes only once its last test knows its successor; the blocked worker's first test waits
+/// for that lock, so it cannot answer the steal that successor would come from. The thief
+/// must stop waiting (after `STEAL_PATIENCE`) and finish, or both wait until the timeout.
+const LOCKED_AT_THE_END: &str = r#"
+import fcntl
+
+import pytest
+
+
+@pytest.mark.parametrize("n", range(172))
+def test_fast(n):
+    pass
+
+
+class TestLocked:
+    @classmethod
+    def setup_class(cls):
+        cls.lock = open("class.lock", "w")
+        fcntl.flock(cls.lock, fcntl.LOCK_EX)
+        with open("signal.fifo", "w") as fifo:  # the blocked test waits for the lock now
+            fifo.write("go")
+
+    @classmethod
+    def teardown_class(cls):
+        fcntl.flock(cls.lock, fcntl.LOCK_UN)
+        cls.lock.close()
+
+    def test_1(self):
+        pass
+
+    def test_2(self):
+        pass
+
+    def test_3(self):
+        pass
+"#;
+
+const WAITS_FOR_THE_LOCK: &str = r#"
+import fcntl
+
+import pytest
+
+
+def test_0():
+    with open("signal.fifo") as fifo:
+        assert fifo.read() == "go"
+    with open("class.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+
+
+@pytest.mark.parametrize("n", range(1, 25))
+def test_queued(n):
+    pass
+"#;
+
+#[test]
+fn load_stops_waiting_for_a_worker_that_cannot_answer_a_steal() {
+    let project = Project::empty();
+    project.write("conftest.py", RAN_BEFORE);
+    project.write("test_blocked.py", WAITS_FOR_THE_LOCK);
+    project.write("test_fast.py", LOCKED_AT_THE_END);
+    let started = std::time::Instant::now();
+    let out = project
+        .shoal(["-n", "2", "--timeout", "60", "-p", "no:cacheprovider"])
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.stats().get("passed"), Some(&200), "{}", out.context());
+    // It did wait, which proves the steal was asked for while the lock was held.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(5),
+        "{}",
+        out.context()
+    );
 }
 
 /// The first test each worker ran.

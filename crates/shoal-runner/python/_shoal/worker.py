@@ -306,7 +306,10 @@ class Inbox:
     what the thief's last test holds (a lock its class fixture took, released at teardown,
     which waits for a successor the steal would bring): there a thread reads the channel and
     answers ``steal`` at once, as xdist's workers answer on execnet's thread. Elsewhere
-    messages are read between tests, and the worker stays one thread as plain pytest is.
+    messages are read between tests, and the worker stays one thread as plain pytest is (a
+    test that forks would otherwise get Python 3.12's warning about forking threads): under
+    load a steal is answered between tests, and the controller stops waiting for the answer
+    after a while (``STEAL_PATIENCE`` in the scheduler).
     """
 
     def __init__(self, channel: Channel, threaded: bool) -> None:

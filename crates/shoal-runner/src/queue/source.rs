@@ -463,17 +463,26 @@ impl WorkSource for QueueSource {
             return None;
         }
         let acks = self.acks_since.map(|t| t + ACK_DELAY);
-        [Some(self.next_heartbeat), self.next_poll, acks]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            Some(self.next_heartbeat),
+            self.next_poll,
+            acks,
+            self.local.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn on_deadline(&mut self) -> Vec<Command> {
         if self.next_poll.is_some_and(|t| t <= Instant::now()) {
             self.next_poll = None;
         }
-        self.top_up()
+        let mut commands = self.top_up();
+        if self.local.deadline().is_some_and(|t| t <= Instant::now()) {
+            commands.extend(self.local.on_deadline());
+        }
+        commands
     }
 
     fn waiting(&self) -> bool {

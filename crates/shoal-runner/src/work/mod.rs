@@ -93,7 +93,8 @@ pub trait WorkSource {
     fn steal_pending(&self, worker: usize) -> bool;
 
     /// When the source wants [`WorkSource::on_deadline`] called though nothing happened
-    /// (a shared queue renews its leases and looks for work on a clock).
+    /// (a shared queue renews its leases and looks for work on a clock; under `load` a worker
+    /// stops waiting for the answer to a steal).
     fn deadline(&self) -> Option<Instant> {
         None
     }

@@ -8,7 +8,10 @@
 //! before running it (pytest tears fixtures down by `nextitem`), so the scheduler keeps at least
 //! two tests queued on every worker until it has nothing left, then says `Shutdown`.
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, VecDeque},
+    time::{Duration, Instant},
+};
 
 use shoal_protocol::CollectedItem;
 
@@ -26,6 +29,19 @@ const MAX_CHUNK: usize = 64;
 /// chunk (3% of a worker's time on 20,000 trivial tests).
 const REFILL_TESTS: usize = 8;
 const REFILL_SECONDS: f64 = 0.005;
+
+/// Under `--dist load`, once the pool is empty, a worker that holds this many tests or fewer
+/// asks a busier worker for some of its queued ones. It asks while it still has tests of its
+/// own to run, because the busy worker answers only between tests.
+const STEAL_AHEAD: usize = 3;
+
+/// Under `--dist load`, how long a worker down to its last test waits for a busy worker to
+/// answer its steal before it finishes without. A `load` worker is one thread, as plain pytest
+/// is, and answers between tests; its current test may be waiting for what the thief's last
+/// test holds (a class fixture's lock, kept until that test knows its successor, which is
+/// what the thief waits for). Giving up ends that wait. The busy worker keeps what it
+/// releases afterwards.
+const STEAL_PATIENCE: Duration = Duration::from_secs(5);
 
 /// What limits when a test may run beside others: `@pytest.mark.serial` (nothing else runs
 /// at the same time) and `@pytest.mark.resource(name, limit=N)` (at most N tests holding that
@@ -135,9 +151,13 @@ struct WorkerQueue {
     lost: bool,
     /// Its process ends to be replaced by a fresh one ([`WorkSource::retire`]).
     retired: bool,
-    /// worksteal: waiting for a victim to release tests to it.
+    /// load and worksteal: waiting for a victim to release tests to it.
     awaiting_steal: bool,
-    /// worksteal: the thief its current steal request serves.
+    /// load: when it stops waiting for its victim (see [`STEAL_PATIENCE`]).
+    steal_deadline: Option<Instant>,
+    /// load: it waited in vain once, and asks no more.
+    gave_up_stealing: bool,
+    /// load and worksteal: the thief its current steal request serves.
     stolen_by: Option<usize>,
 }
 
@@ -161,6 +181,8 @@ pub struct Scheduler {
     /// Tests not pooled here that may still come (a shared queue's share for this node):
     /// chunks are sized as if they were pooled.
     elsewhere: usize,
+    /// See [`STEAL_PATIENCE`].
+    steal_patience: Duration,
 }
 
 impl Scheduler {
@@ -219,6 +241,7 @@ impl Scheduler {
             seconds: None,
             remaining_seconds: 0.0,
             elsewhere: 0,
+            steal_patience: STEAL_PATIENCE,
         }
     }
 
@@ -405,6 +428,8 @@ impl WorkSource for Scheduler {
         queue.shut = false;
         queue.ready = false;
         queue.awaiting_steal = false;
+        queue.steal_deadline = None;
+        queue.gave_up_stealing = false;
         queue.stolen_by = None;
     }
 
@@ -460,6 +485,7 @@ impl WorkSource for Scheduler {
         if let Some(thief) = thief {
             let queue = &mut self.workers[thief];
             queue.awaiting_steal = false;
+            queue.steal_deadline = None;
             // A thief that died and was replaced since it asked is a new process, not yet
             // ready for tests (a `run` sent now would be lost): the pool keeps them meanwhile.
             if !indices.is_empty() && queue.ready && !queue.lost && !queue.shut && !self.stopped {
@@ -481,6 +507,7 @@ impl WorkSource for Scheduler {
         queue.lost = true;
         if let Some(thief) = queue.stolen_by.take() {
             self.workers[thief].awaiting_steal = false;
+            self.workers[thief].steal_deadline = None;
         }
         self.workers[worker].pending.drain(..).collect()
     }
@@ -502,6 +529,26 @@ impl WorkSource for Scheduler {
             }
         }
         commands
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        if self.stopped {
+            return None;
+        }
+        self.workers.iter().filter_map(|q| q.steal_deadline).min()
+    }
+
+    /// A thief waited [`STEAL_PATIENCE`] in vain: it finishes with what it holds.
+    fn on_deadline(&mut self) -> Vec<Command> {
+        let now = Instant::now();
+        for queue in &mut self.workers {
+            if queue.steal_deadline.is_some_and(|at| at <= now) {
+                queue.steal_deadline = None;
+                queue.awaiting_steal = false;
+                queue.gave_up_stealing = true;
+            }
+        }
+        self.fill()
     }
 }
 
@@ -566,18 +613,26 @@ impl Scheduler {
             let only_serial_left =
                 !self.units.is_empty() && self.units.iter().all(|u| self.is_serial(u));
             let waits_for_serial = only_serial_left && self.serial_worker() == Some(worker);
-            if self.workers[worker].pending.len() >= 2
-                || (!self.units.is_empty() && !only_serial_left)
-                || waits_for_serial
+            // Nothing in the pool this worker could take.
+            let dry = self.units.is_empty() || (only_serial_left && !waits_for_serial);
+            let queue = &self.workers[worker];
+            if self.dist == Dist::Load
+                && dry
+                && queue.pending.len() <= STEAL_AHEAD
+                && !queue.awaiting_steal
+                && !queue.gave_up_stealing
             {
+                commands.extend(self.steal_for(worker));
+            }
+            if self.workers[worker].pending.len() >= 2 || !dry {
                 continue;
             }
             // Fewer than two in hand and the pool is empty: more must come, or the worker
             // must be told that none will, else it waits forever for its last test's successor.
+            if self.workers[worker].awaiting_steal {
+                continue;
+            }
             if self.dist == Dist::WorkSteal {
-                if self.workers[worker].awaiting_steal {
-                    continue;
-                }
                 if let Some(command) = self.steal_for(worker) {
                     commands.push(command);
                     continue;
@@ -586,6 +641,8 @@ impl Scheduler {
                     continue; // released tests may still come back to the pool
                 }
             }
+            // (Under `load` a victim answers before it can run dry, so it is never shut
+            // before then, and takes back what a thief that finished meanwhile cannot.)
             self.workers[worker].shut = true;
             commands.push(Command::Shutdown {
                 worker,
@@ -655,10 +712,10 @@ impl Scheduler {
                 None => unit.len() >= chunk,
             };
             while !full(&unit) {
-                let next_is_free = self.units.front().is_some_and(|next| {
-                    next.iter().all(|&t| !self.constraints.constrained(t))
-                        && !self.avoid.contains_key(&next[0])
-                });
+                let next_is_free = self
+                    .units
+                    .front()
+                    .is_some_and(|next| next.iter().all(|&t| self.movable(t)));
                 if !next_is_free {
                     break;
                 }
@@ -670,24 +727,48 @@ impl Scheduler {
         Some(unit)
     }
 
+    /// Whether test `t` may go to any worker: one with a serial or resource constraint, or a
+    /// retry kept away from the worker it failed on, goes only where the scheduler places it.
+    fn movable(&self, t: usize) -> bool {
+        !self.constraints.constrained(t) && !self.avoid.contains_key(&t)
+    }
+
+    /// How many of `queue`'s pending tests a thief may take: its first is running and its
+    /// second may be committed as the running test's `nextitem`, and a worker releases from
+    /// the end of its queue, so only the movable tests after those two and after the last one
+    /// that is not movable.
+    fn stealable(&self, queue: &WorkerQueue) -> usize {
+        let tail = queue.pending.iter().skip(2).rev();
+        tail.take_while(|&&t| self.movable(t)).count()
+    }
+
+    /// Asks the worker that can give most to give `thief` half of what it can, but never so
+    /// much that the thief ends up holding more than it: two workers near the end then do
+    /// not pass tests back and forth.
     fn steal_for(&mut self, thief: usize) -> Option<Command> {
-        // The victim's first pending test is running and its second may be committed as the
-        // running test's `nextitem`; only the rest can move.
-        let (victim, stealable) = self
+        let holds = self.workers[thief].pending.len();
+        let (victim, count) = self
             .workers
             .iter()
             .enumerate()
             .filter(|(w, q)| *w != thief && !q.lost && !q.retired && q.stolen_by.is_none())
-            .map(|(w, q)| (w, q.pending.len().saturating_sub(2)))
+            .map(|(w, q)| {
+                let balanced = q.pending.len().saturating_sub(holds) / 2;
+                (w, self.stealable(q).div_ceil(2).min(balanced))
+            })
             .max_by_key(|&(_, n)| n)?;
-        if stealable == 0 {
+        if count == 0 {
             return None;
         }
         self.workers[victim].stolen_by = Some(thief);
-        self.workers[thief].awaiting_steal = true;
+        let queue = &mut self.workers[thief];
+        queue.awaiting_steal = true;
+        if self.dist == Dist::Load {
+            queue.steal_deadline = Some(Instant::now() + self.steal_patience);
+        }
         Some(Command::Steal {
             worker: victim,
-            count: stealable.div_ceil(2),
+            count,
         })
     }
 
@@ -1504,5 +1585,93 @@ mod tests {
         let without = makespan_in(Dist::LoadFile, &seconds, &files, 2, false);
         let with = makespan_in(Dist::LoadFile, &seconds, &files, 2, true);
         assert!(with <= 4.0 + 1e-9 && with < without, "{with} {without}");
+    }
+
+    #[test]
+    fn without_history_an_idle_worker_takes_tests_queued_on_a_busy_one_under_load() {
+        // A run of slow tests in the middle: without history they go out in one chunk, and
+        // the workers that did not get it would idle once the fast tests after it are done.
+        let mut seconds = vec![0.001; 1000];
+        seconds.extend(vec![0.05; 100]);
+        seconds.extend(vec![0.001; 1000]);
+        let ideal = seconds.iter().sum::<f64>() / 4.0;
+        let span = makespan(Dist::Load, &seconds, 4, false);
+        // Without taking tests back: 3.46 s.
+        assert!(span <= ideal * 1.01, "{span} vs {ideal}");
+    }
+
+    #[test]
+    fn only_free_tests_at_the_end_of_a_queue_can_be_stolen() {
+        let mut constraints = Constraints {
+            serial: vec![false; 8],
+            resources: vec![Vec::new(); 8],
+        };
+        constraints.resources[4] = vec![("db".into(), 1)];
+        let mut s = Scheduler::new(Dist::Load, Vec::new(), 2, constraints);
+        s.workers[0].pending = (0..8).collect();
+        // Not the running test and its successor, and nothing from the constrained test on:
+        // a thief holding it could run it beside the victim's other `db` test.
+        assert_eq!(s.stealable(&s.workers[0]), 3);
+        // A retry kept away from a worker stays where it was placed.
+        s.avoid(7, 1);
+        assert_eq!(s.stealable(&s.workers[0]), 0);
+    }
+
+    #[test]
+    fn under_load_a_thief_waits_for_a_busy_worker_only_so_long() {
+        let mut s = two_workers_over(Dist::Load, 40);
+        s.steal_patience = Duration::ZERO;
+        let mut commands = s.worker_ready(0);
+        commands.extend(s.worker_ready(1));
+        // Worker 0 is stuck in its first test; worker 1 runs everything else it gets.
+        let mut ran = Vec::new();
+        let asked = loop {
+            if let Some(count) = commands.iter().find_map(|c| match c {
+                Command::Steal { worker: 0, count } => Some(*count),
+                _ => None,
+            }) {
+                break count;
+            }
+            let test = s.running(1).expect("worker 1 holds tests until it asks");
+            ran.push(test);
+            commands = s.test_done(1, test);
+        };
+        assert!(asked > 0 && s.units.is_empty());
+        // Down to its last test it waits for the answer...
+        while s.workers[1].pending.len() > 1 {
+            let test = s.running(1).unwrap();
+            ran.push(test);
+            assert!(!s.test_done(1, test).contains(&Command::Shutdown {
+                worker: 1,
+                discard: false
+            }));
+        }
+        assert!(s.deadline().is_some());
+        // ...until the patience runs out: then it finishes with what it holds.
+        assert_eq!(
+            s.on_deadline(),
+            [Command::Shutdown {
+                worker: 1,
+                discard: false
+            }]
+        );
+        ran.push(s.running(1).unwrap());
+        // The late answer goes back to the worker that gave it, once it needs tests.
+        let released: Vec<usize> = s.workers[0]
+            .pending
+            .iter()
+            .rev()
+            .take(asked)
+            .rev()
+            .copied()
+            .collect();
+        assert!(s.released(0, released.clone()).is_empty());
+        while let Some(test) = s.running(0) {
+            ran.push(test);
+            s.test_done(0, test);
+        }
+        ran.sort();
+        assert_eq!(ran, (0..40).collect::<Vec<_>>());
+        assert!(s.workers[0].shut && s.deadline().is_none());
     }
 }
