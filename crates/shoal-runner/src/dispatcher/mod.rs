@@ -170,9 +170,10 @@ impl Dispatcher {
     fn drive(&mut self, run: &mut Run) -> Result<(), RunError> {
         while !self.pool.all_finished() || run.work.waiting() {
             if self.events.is_empty() {
-                // What the events handled so far reported shows before the wait for more.
+                // What the events handled so far reported shows before the wait for more, or
+                // (at most FLUSH_EVERY later) while the wait goes on.
                 if let Some(reporters) = self.reporters.as_mut() {
-                    reporters.flush();
+                    reporters.flush_soon();
                 }
             }
             match self.next_event(run) {
@@ -199,6 +200,7 @@ impl Dispatcher {
             .into_iter()
             .chain(run.run_deadline)
             .chain(run.work.deadline())
+            .chain(self.reporters.as_ref().and_then(Reporters::flush_due))
             .min();
         match deadline {
             Some(at) => self
@@ -860,6 +862,10 @@ impl Dispatcher {
             }
             signals::SIGTSTP => {
                 run.paused_since = Some(Instant::now());
+                // The wait for SIGCONT has no deadline: what is held back shows now.
+                if let Some(reporters) = self.reporters.as_mut() {
+                    reporters.flush();
+                }
                 self.signal_all(signals::SIGSTOP);
                 signals::stop_self();
                 Vec::new()
