@@ -183,9 +183,9 @@ impl Dispatcher {
         }
     }
 
-    /// A collector that connected and exited at once may have its hello still in flight: its
-    /// connection's reader thread reports it moments after the exit, but on a thread of its
-    /// own. A process that never connected costs this wait, once, on its way to an error.
+    /// A collector that connected and exited at once may have its hello still in flight: the
+    /// connections' reader reports it moments after the exit, but on a thread of its own. A
+    /// process that never connected costs this wait, once, on its way to an error.
     fn await_late_hello(&mut self) -> Result<(), RunError> {
         let deadline = Instant::now() + LATE_HELLO;
         while self.collector.is_none() {
