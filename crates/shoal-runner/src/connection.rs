@@ -158,7 +158,7 @@ impl Connections {
             let ready = match self.wait() {
                 Ok(ready) => ready,
                 Err(e) if e == Errno::INTR => continue,
-                Err(_) => return,
+                Err(e) => return self.abandon(e),
             };
             if ready[0] {
                 self.accept();
@@ -199,6 +199,18 @@ impl Connections {
             .collect();
         poll(&mut fds, None)?;
         Ok(fds.iter().map(|fd| !fd.revents().is_empty()).collect())
+    }
+
+    /// `poll` itself failed, and nothing can be read any more: every process still connected
+    /// is reported gone, so that the dispatcher handles it as a process that broke its
+    /// connection rather than wait for it for ever.
+    fn abandon(mut self, error: Errno) {
+        for connection in &mut self.open {
+            let error = FrameError::Io(io::Error::from_raw_os_error(error.raw_os_error()));
+            if let ReadOutcome::Abandoned = connection.end(Some(error), &self.events) {
+                return;
+            }
+        }
     }
 
     fn accept(&mut self) {
