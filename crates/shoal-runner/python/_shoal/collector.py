@@ -273,6 +273,7 @@ class CollectorPlugin:
         os.close(wake_w)
         junitxml.unregister(config)
         reporter = config.pluginmanager.get_plugin("terminalreporter")
+        hypothesis.no_empty_summary_in_collector(config, reporter.stats if reporter else {})
         if self._replay_wanted:
             # Plugins' summaries read the replayed stats; the controller already has the
             # warnings in them.
