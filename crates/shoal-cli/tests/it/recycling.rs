@@ -130,6 +130,40 @@ fn workers_are_replaced_every_n_tests_losing_nothing_and_running_nothing_twice()
     );
 }
 
+/// Tests the controller sent a worker just before it reported reaching its limit are not run
+/// by that process (which would take it past the limit) but by its replacement, once each.
+#[test]
+fn tests_sent_as_a_worker_reaches_its_limit_go_to_its_replacement() {
+    let project = Project::new(FIXTURE);
+    let out = project
+        .shoal(["-n", "1", "--max-worker-tests", "10", "test_refill.py"])
+        .run();
+    out.assert_code(0);
+    assert_no_crash(&out);
+    let processes = by_process(&project.take_records());
+    let mut ran: Vec<String> = processes
+        .values()
+        .flat_map(|(_, tests)| tests.clone())
+        .collect();
+    ran.sort();
+    let mut collected = collected_ids(&project, &["test_refill.py"]);
+    collected.sort();
+    assert_eq!(ran, collected, "every test runs once\n{}", out.context());
+    assert!(
+        project.path.join("refill-seen").exists(),
+        "no worker was sent tests during its last one: the race was not tried\n{}",
+        out.context()
+    );
+    for (pid, (_, tests)) in &processes {
+        assert!(
+            tests.len() <= 10,
+            "process {pid} ran {} tests\n{}",
+            tests.len(),
+            out.context()
+        );
+    }
+}
+
 #[test]
 fn a_test_that_leaves_the_worker_above_its_memory_limit_is_the_last_in_its_process() {
     let project = Project::new(FIXTURE);

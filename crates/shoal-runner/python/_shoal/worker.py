@@ -352,7 +352,10 @@ class Inbox:
             if isinstance(msg, BaseException):
                 self._failure = msg
             elif msg["type"] == "run":
-                self._queue.extend(msg["indices"])
+                # Once finishing (a recycle, --maxfail), tests sent before the controller knew
+                # are not run here: it takes back whatever this worker held unfinished.
+                if not self._finishing:
+                    self._queue.extend(msg["indices"])
             elif msg["type"] == "shutdown":
                 self._finishing = True
                 if msg.get("discard"):
