@@ -34,6 +34,25 @@ def silence(config, width: int | None = None) -> None:
 _INTERNAL_ERRORS = "shoal-internal-errors"
 
 
+def draw_no_tests(config, *, count: bool) -> None:
+    """pytest's reporter does not draw a silenced process's tests (their location, letter and
+    percentage cost a tiny test about a fifth of pytest's own time): the controller draws
+    every test from the reports it is sent. With ``count`` its ``stats`` still count them, as
+    the collector's must for the summaries that the replay feeds; a worker's reporter counts
+    none, as nothing reads them there (the summaries come from the collector, or from a
+    reset reporter under ``-n 0``, see ``worker_summaries_only``). Other plugins' hooks stay."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    hooks = ["pytest_runtest_logstart", "pytest_runtest_logfinish"]
+    if not count:
+        hooks.append("pytest_runtest_logreport")
+    for name in hooks:
+        hook = getattr(config.hook, name)
+        if any(impl.plugin is reporter for impl in hook.get_hookimpls()):
+            hook._remove_plugin(reporter)
+
+
 class _InternalErrorsToStderr:
     """A silenced process's INTERNALERROR lines, on stderr as pytest writes them when no
     reporter takes them: the controller shows a worker's stderr, the collector's is the
@@ -64,6 +83,7 @@ def hand_reporting_over(config) -> None:
     sections (the controller prints those), while other plugins' summaries still run and are
     forwarded (see ``forward_summary``)."""
     silence(config)
+    draw_no_tests(config, count=True)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     for name in _PYTEST_SUMMARIES:
         if reporter is not None and hasattr(reporter, name):

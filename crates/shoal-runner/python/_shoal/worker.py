@@ -75,6 +75,7 @@ class WorkerPlugin:
         identity = self.identity
         junitxml.start_in_worker(config)
         terminal.silence(config, identity.get("width"))
+        terminal.draw_no_tests(config, count=False)
         if identity.get("distributed"):
             hypothesis.no_summary_in_worker(config)
         if identity.get("detect_leaks"):
