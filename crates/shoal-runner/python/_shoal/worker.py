@@ -77,7 +77,7 @@ class WorkerPlugin:
         terminal.silence(config, identity.get("width"))
         terminal.draw_no_tests(config, count=False)
         if identity.get("distributed"):
-            hypothesis.no_summary_in_worker(config)
+            hypothesis.no_summary_here(config)
         if identity.get("detect_leaks"):
             config.pluginmanager.register(leaks.LeakDetector(config.rootpath), "shoal-leaks")
         _no_debugger(config)

@@ -76,7 +76,7 @@ def summary_imports(config):
     return import_ahead
 
 
-def no_summary_in_worker(config) -> None:
+def no_summary_here(config) -> None:
     """Takes Hypothesis's summary off this process's ``pytest_terminal_summary``: a
     distributed worker's, or a collector's where it would print nothing."""
     hook = config.hook.pytest_terminal_summary
@@ -101,4 +101,4 @@ def no_empty_summary_in_collector(config, stats: dict) -> None:
     failing = _marks()[1]
     if any(failing in getattr(report, "__dict__", {}) for reports in stats.values() for report in reports):
         return
-    no_summary_in_worker(config)
+    no_summary_here(config)
