@@ -479,7 +479,8 @@ impl Dispatcher {
                     Dist::WorkSteal => Dist::Load,
                     dist => dist,
                 };
-                let mut local = Scheduler::new(local_dist, Vec::new(), count, constraints);
+                let mut local = Scheduler::new(local_dist, Vec::new(), count, constraints)
+                    .with_modules(&collection.items);
                 if let Some(seconds) = history {
                     local = local.with_history(seconds);
                 }
@@ -510,7 +511,8 @@ impl Dispatcher {
                 Box::new(source)
             }
             (None, None) => {
-                let mut scheduler = Scheduler::new(dist, units, count, constraints);
+                let mut scheduler =
+                    Scheduler::new(dist, units, count, constraints).with_modules(&collection.items);
                 if let Some(seconds) = history {
                     scheduler = scheduler.with_history(seconds);
                 }

@@ -184,7 +184,8 @@ pub fn drive_bookkeeping(
         .collect();
     let workers = workers.max(1);
     let units = work::units(dist, &items, false);
-    let mut scheduler = Scheduler::new(dist, units, workers, Constraints::from_items(&items));
+    let mut scheduler =
+        Scheduler::new(dist, units, workers, Constraints::from_items(&items)).with_modules(&items);
     let mut run_once = RunOnceFixtures::default();
     let check = |commands: Vec<Command>| {
         for command in commands {
