@@ -249,7 +249,8 @@ impl Scheduler {
     }
 
     /// Knows each test's module, so that `load` without history ends a chunk where a module
-    /// ends rather than inside it (up to [`MAX_CHUNK`] tests). The rest of a module sent to
+    /// ends rather than inside it (up to [`MAX_CHUNK`] tests, and no more than a worker's part
+    /// of what is left). The rest of a module sent to
     /// another worker would pay the module's fixtures again there (pytest tears them down
     /// when a worker's next test is in another module), and without history nothing says
     /// which fixtures are cheap; with it, [`super::order`] keeps the expensive modules whole
@@ -745,7 +746,10 @@ impl Scheduler {
                 unit.extend(self.units.pop_front().unwrap_or_default());
             }
             if seconds.is_none() {
-                while unit.len() < MAX_CHUNK && self.continues_module(&unit) {
+                // No further than a worker's part of what is left: a few remaining tests
+                // still spread over the workers.
+                let part = (self.remaining + self.elsewhere).div_ceil(live_workers);
+                while unit.len() < part.min(MAX_CHUNK) && self.continues_module(&unit) {
                     unit.extend(self.units.pop_front().unwrap_or_default());
                 }
             }
@@ -1106,7 +1110,8 @@ mod tests {
         items: &[CollectedItem],
         constraints: Constraints,
     ) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
-        let mut s = Scheduler::new(dist, units(dist, items, false), workers, constraints);
+        let mut s = Scheduler::new(dist, units(dist, items, false), workers, constraints)
+            .with_modules(items);
         let mut queues: Vec<VecDeque<usize>> = vec![VecDeque::new(); workers];
         let mut shut = vec![false; workers];
         let mut ran = vec![Vec::new(); workers];
@@ -1312,6 +1317,11 @@ mod tests {
                 "{dist}"
             );
         }
+        // Under `load` also when they share a module: a chunk runs on to its module's end
+        // only as far as a worker's part of what is left.
+        let four: Vec<CollectedItem> = (0..4).map(|i| item(&format!("a.py::t{i}"), None)).collect();
+        let ran = simulate_items(Dist::Load, 2, &four);
+        assert_eq!(ran.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2]);
     }
 
     #[test]
@@ -1666,13 +1676,18 @@ mod tests {
         // The `scoped` synthetic suite: 40 modules of 10 quick tests behind a 0.2 s module
         // fixture. Chunks cut by count alone split a module at the end of each, and ever more
         // as they shrink near the end of the run: 1.31, 1.80 and 2.76 x ideal at 2, 4 and 8
-        // workers.
+        // workers. Once fewer than a module's tests per worker are left, the last modules are
+        // still spread (nothing says their fixtures cost more than the balance gained): 1.00,
+        // 1.16 and 1.33.
         let files: Vec<usize> = (0..400).map(|i| i / 10).collect();
         let seconds = vec![0.005; 400];
-        for workers in [2, 4, 8] {
+        for (workers, bound) in [(2, 1.01), (4, 1.2), (8, 1.4)] {
             let ideal = (40.0 * 0.2 + 400.0 * 0.005) / workers as f64;
             let span = makespan_with_fixtures(Dist::Load, &seconds, &files, 0.2, workers, false);
-            assert!(span <= ideal * 1.01, "{workers} workers: {span} vs {ideal}");
+            assert!(
+                span <= ideal * bound,
+                "{workers} workers: {span} vs {ideal}"
+            );
         }
     }
 
