@@ -250,12 +250,11 @@ impl Scheduler {
 
     /// Knows each test's module, so that `load` without history ends a chunk where a module
     /// ends rather than inside it (up to [`MAX_CHUNK`] tests, and no more than a worker's part
-    /// of what is left). The rest of a module sent to
-    /// another worker would pay the module's fixtures again there (pytest tears them down
-    /// when a worker's next test is in another module), and without history nothing says
-    /// which fixtures are cheap; with it, [`super::order`] keeps the expensive modules whole
-    /// instead. A larger chunk costs no balance at the end of the run: an idle worker takes
-    /// tests back from a busy one.
+    /// of what is left). The rest of a module sent to another worker would pay the module's
+    /// fixtures again there (pytest tears them down when a worker's next test is in another
+    /// module), and without history nothing says which fixtures are cheap; with it,
+    /// [`super::order`] keeps the expensive modules whole instead. A larger chunk costs no
+    /// balance at the end of the run: an idle worker takes tests back from a busy one.
     pub fn with_modules(mut self, items: &[CollectedItem]) -> Self {
         let mut ids: HashMap<&str, usize> = HashMap::new();
         let modules = items
