@@ -744,7 +744,8 @@ impl Scheduler {
                 }
                 unit.extend(self.units.pop_front().unwrap_or_default());
             }
-            if seconds.is_none() {
+            // (One worker runs every chunk in turn, which splits no module.)
+            if seconds.is_none() && live_workers > 1 {
                 // No further than a worker's part of what is left: a few remaining tests
                 // still spread over the workers.
                 let part = (self.remaining + self.elsewhere).div_ceil(live_workers);
