@@ -734,14 +734,7 @@ impl Scheduler {
                 }
                 None => unit.len() >= chunk,
             };
-            while !full(&unit) {
-                let next_is_free = self
-                    .units
-                    .front()
-                    .is_some_and(|next| next.iter().all(|&t| self.movable(t)));
-                if !next_is_free {
-                    break;
-                }
+            while !full(&unit) && self.free_front().is_some() {
                 unit.extend(self.units.pop_front().unwrap_or_default());
             }
             // (One worker runs every chunk in turn, which splits no module.)
@@ -759,15 +752,21 @@ impl Scheduler {
         Some(unit)
     }
 
-    /// Whether the next pooled unit is a free test of the module `chunk` ends in.
+    /// The next pooled unit, if every test in it may go to any worker (see [`Self::movable`]):
+    /// only such a unit may join a `load` chunk.
+    fn free_front(&self) -> Option<&Vec<usize>> {
+        self.units
+            .front()
+            .filter(|next| next.iter().all(|&t| self.movable(t)))
+    }
+
+    /// Whether the next pooled unit is free and of the module `chunk` ends in.
     fn continues_module(&self, chunk: &[usize]) -> bool {
         let (Some(modules), Some(&last)) = (&self.modules, chunk.last()) else {
             return false;
         };
-        self.units.front().is_some_and(|next| {
-            next.iter()
-                .all(|&t| self.movable(t) && modules[t] == modules[last])
-        })
+        self.free_front()
+            .is_some_and(|next| next.iter().all(|&t| modules[t] == modules[last]))
     }
 
     /// Whether test `t` may go to any worker: one with a serial or resource constraint, or a
